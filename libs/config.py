@@ -1,0 +1,173 @@
+"""Configuration from the environment (12-factor).
+
+Every variable is declared once here, in ``VARIABLES``, with its meaning; the
+README's configuration table is generated from the same list. ``load_settings``
+checks all variables a process needs and raises one ``ConfigError`` that names
+every missing or malformed one, so an operator fixes them in one go.
+
+Secrets are only ever read from the environment and are kept in ``Secret``
+wrappers whose ``repr`` never shows the value.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+
+class ConfigError(Exception):
+    """One or more environment variables are missing or malformed."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(
+            f"kleer-sync cannot start: {len(problems)} configuration problem(s):\n{lines}\n"
+            "Set these environment variables (see the configuration table in README.md) and start again."
+        )
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A secret value that never shows itself in logs, reprs or tracebacks."""
+
+    value: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return "Secret('****')" if self.value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    description: str
+    default: str | None = None
+    secret: bool = False
+    kind: str = "str"  # str | url | int | port | level | path | postgres
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable("DATABASE_URL", "PostgreSQL DSN of the event log.", kind="postgres"),
+    Variable("KAFKA_BOOTSTRAP_SERVERS", "Kafka bootstrap servers, comma separated (host:port,...)."),
+    Variable("KLEER_API_BASE", "Kleer API base URL.", "https://api.kleer.se/v1", kind="url"),
+    Variable("KLEER_TOKEN", "Kleer API token (sent as X-Token).", secret=True),
+    Variable("KLEER_COMPANY_ID", "Kleer company id of the default connection.", kind="int"),
+    Variable("HUBSPOT_API_BASE", "HubSpot API base URL.", "https://api.hubapi.com", kind="url"),
+    Variable("HUBSPOT_ACCESS_TOKEN", "HubSpot private-app token (or use the OAuth variables).", secret=True),
+    Variable("HUBSPOT_CLIENT_ID", "HubSpot app client id (OAuth)."),
+    Variable("HUBSPOT_REFRESH_TOKEN", "HubSpot OAuth refresh token.", secret=True),
+    Variable("HUBSPOT_CLIENT_SECRET", "HubSpot app client secret: verifies webhook and action signatures.", secret=True),
+    Variable("HUBSPOT_APP_ID", "HubSpot app id: our own writes echo back with this sourceId.", kind="int"),
+    Variable("HUBSPOT_PORTAL_ID", "HubSpot portal (hub) id of the default connection.", kind="int"),
+    Variable("PUBLIC_BASE_URL", "Public base URL HubSpot calls (signatures cover it), e.g. https://sync.example.com.", kind="url"),
+    Variable("PORT", "HTTP port of the inbound service.", "8080", kind="port"),
+    Variable("METRICS_PORT", "Port serving /metrics, /healthz and /readyz for every process.", "9102", kind="port"),
+    Variable("MAPPINGS_FILE", "YAML field mappings file (defaults built in).", kind="path"),
+    Variable("LOG_LEVEL", "debug, info, warning or error.", "info", kind="level"),
+    Variable("CONNECTION_ID", "Name of the default connection (one portal with one Kleer company); part of every stream name.", "default"),
+    Variable("ADMIN_TOKEN", "Bearer token or basic-auth password for /admin (no default: admin is off without it).", secret=True),
+)
+
+_BY_NAME = {v.name: v for v in VARIABLES}
+_LEVELS = {"debug", "info", "warning", "error", "critical"}
+
+
+def _check(var: Variable, raw: str) -> str | None:
+    if var.kind in ("url", "postgres"):
+        parsed = urlparse(raw)
+        schemes = ("postgres", "postgresql") if var.kind == "postgres" else ("http", "https")
+        if parsed.scheme not in schemes or not parsed.netloc and var.kind == "url":
+            return f"{var.name}={raw if not var.secret else '****'!s} is not a {'/'.join(schemes)} URL"
+    elif var.kind in ("int", "port"):
+        try:
+            number = int(raw)
+        except ValueError:
+            return f"{var.name} must be a whole number, got {raw!r}"
+        if var.kind == "port" and not 0 < number < 65536:
+            return f"{var.name} must be a port between 1 and 65535, got {number}"
+    elif var.kind == "level" and raw.lower() not in _LEVELS:
+        return f"{var.name} must be one of {', '.join(sorted(_LEVELS))}, got {raw!r}"
+    elif var.kind == "path" and not os.path.isfile(raw):
+        return f"{var.name}={raw!r} is not a readable file"
+    return None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated configuration. ``get`` returns plain values, ``secret`` wrapped ones."""
+
+    values: Mapping[str, str]
+
+    def get(self, name: str) -> str | None:
+        if _BY_NAME[name].secret:
+            raise KeyError(f"{name} is a secret: use Settings.secret()")
+        return self.values.get(name)
+
+    def require(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise ConfigError([f"{name} is not set: {_BY_NAME[name].description}"])
+        return value
+
+    def get_int(self, name: str) -> int | None:
+        value = self.get(name)
+        return int(value) if value is not None else None
+
+    def secret(self, name: str) -> Secret:
+        if not _BY_NAME[name].secret:
+            raise KeyError(f"{name} is not a secret")
+        return Secret(self.values.get(name, ""))
+
+    @property
+    def connection_id(self) -> str:
+        return self.values.get("CONNECTION_ID", "default")
+
+
+def load_settings(
+    required: Collection[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read and validate the environment.
+
+    ``required`` names the variables this process cannot run without. Every
+    set variable is validated; all problems are reported in one ``ConfigError``.
+    OAuth: ``HUBSPOT_ACCESS_TOKEN`` may be replaced by ``HUBSPOT_CLIENT_ID`` +
+    ``HUBSPOT_CLIENT_SECRET`` + ``HUBSPOT_REFRESH_TOKEN``.
+    """
+    source = os.environ if env is None else env
+    problems: list[str] = []
+    values: dict[str, str] = {}
+    for var in VARIABLES:
+        raw = source.get(var.name)
+        if raw is None or raw == "":
+            if var.default is not None:
+                values[var.name] = var.default
+            continue
+        problem = _check(var, raw)
+        if problem:
+            problems.append(problem)
+        else:
+            values[var.name] = raw
+    for name in required:
+        if name == "HUBSPOT_ACCESS_TOKEN" and "HUBSPOT_ACCESS_TOKEN" not in values:
+            oauth = ("HUBSPOT_CLIENT_ID", "HUBSPOT_CLIENT_SECRET", "HUBSPOT_REFRESH_TOKEN")
+            missing = [n for n in oauth if n not in values]
+            if missing:
+                problems.append(
+                    "HUBSPOT_ACCESS_TOKEN is not set, and OAuth needs "
+                    + ", ".join(missing)
+                    + ": set a private-app token or all three OAuth variables"
+                )
+            continue
+        if name not in values and not any(p.startswith(name) for p in problems):
+            problems.append(f"{name} is not set: {_BY_NAME[name].description}")
+    if problems:
+        raise ConfigError(problems)
+    return Settings(values)

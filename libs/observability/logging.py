@@ -1,0 +1,89 @@
+"""Structured JSON logs (structlog), one line per event, secrets redacted.
+
+``configure_logging`` is called once by each process's entry point. A
+correlation id is bound with ``bind_correlation_id`` (contextvars), so it
+follows a request across the log, Kafka and HTTP calls.
+
+Redaction: any key that looks like a secret (token, secret, password,
+authorization, signature, cookie, api key) is replaced by ``****``, and known
+secret values registered with ``register_secret`` are masked wherever they
+appear in a string.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import orjson
+import structlog
+
+_SECRET_KEY = re.compile(r"(token|secret|password|passwd|authorization|signature|cookie|api[_-]?key|x-token)", re.I)
+_secret_values: set[str] = set()
+REDACTED = "****"
+
+
+def register_secret(value: str | None) -> None:
+    """Mask this exact value wherever it would appear in a log line."""
+    if value and len(value) >= 4:
+        _secret_values.add(value)
+
+
+def _mask_text(text: str) -> str:
+    for secret in _secret_values:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def _redact(value: Any, key: str = "") -> Any:
+    if key and _SECRET_KEY.search(key):
+        return REDACTED
+    if isinstance(value, str):
+        return _mask_text(value)
+    if isinstance(value, dict):
+        return {k: _redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact(v) for v in value]
+    return value
+
+
+def redact_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in list(event_dict):
+        event_dict[key] = _redact(event_dict[key], key)
+    return event_dict
+
+
+def _orjson_dumps(obj: Any, default: Any = None) -> str:
+    return orjson.dumps(obj, default=default or str).decode()
+
+
+def configure_logging(level: str = "info", role: str = "kleer-sync", stream: Any = None) -> None:
+    """JSON logs to stdout (or ``stream``) at ``level``; idempotent."""
+    numeric = getattr(logging, level.upper(), logging.INFO)
+    logging.basicConfig(level=numeric, stream=stream or sys.stdout, format="%(message)s", force=True)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact_processor,
+            structlog.processors.JSONRenderer(serializer=_orjson_dumps),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+    structlog.contextvars.bind_contextvars(role=role)
+
+
+def bind_correlation_id(correlation_id: str) -> None:
+    structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)
