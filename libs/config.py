@@ -56,6 +56,12 @@ class Variable:
 VARIABLES: tuple[Variable, ...] = (
     Variable("DATABASE_URL", "PostgreSQL DSN of the event log.", kind="postgres"),
     Variable("KAFKA_BOOTSTRAP_SERVERS", "Kafka bootstrap servers, comma separated (host:port,...)."),
+    Variable(
+        "KAFKA_TOPIC_PREFIX",
+        "Prefix of our Kafka topic names (several deployments can share a cluster).",
+        "kleer-sync",
+    ),
+    Variable("KAFKA_PARTITIONS", "Partitions per topic when the relay creates them.", "4", kind="int"),
     Variable("KLEER_API_BASE", "Kleer API base URL.", "https://api.kleer.se/v1", kind="url"),
     Variable("KLEER_TOKEN", "Kleer API token (sent as X-Token).", secret=True),
     Variable("KLEER_COMPANY_ID", "Kleer company id of the default connection.", kind="int"),
@@ -63,16 +69,34 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("HUBSPOT_ACCESS_TOKEN", "HubSpot private-app token (or use the OAuth variables).", secret=True),
     Variable("HUBSPOT_CLIENT_ID", "HubSpot app client id (OAuth)."),
     Variable("HUBSPOT_REFRESH_TOKEN", "HubSpot OAuth refresh token.", secret=True),
-    Variable("HUBSPOT_CLIENT_SECRET", "HubSpot app client secret: verifies webhook and action signatures.", secret=True),
+    Variable(
+        "HUBSPOT_CLIENT_SECRET",
+        "HubSpot app client secret: verifies webhook and action signatures.",
+        secret=True,
+    ),
     Variable("HUBSPOT_APP_ID", "HubSpot app id: our own writes echo back with this sourceId.", kind="int"),
     Variable("HUBSPOT_PORTAL_ID", "HubSpot portal (hub) id of the default connection.", kind="int"),
-    Variable("PUBLIC_BASE_URL", "Public base URL HubSpot calls (signatures cover it), e.g. https://sync.example.com.", kind="url"),
+    Variable(
+        "PUBLIC_BASE_URL",
+        "Public base URL HubSpot calls (signatures cover it), e.g. https://sync.example.com.",
+        kind="url",
+    ),
     Variable("PORT", "HTTP port of the inbound service.", "8080", kind="port"),
-    Variable("METRICS_PORT", "Port serving /metrics, /healthz and /readyz for every process.", "9102", kind="port"),
+    Variable(
+        "METRICS_PORT", "Port serving /metrics, /healthz and /readyz for every process.", "9102", kind="port"
+    ),
     Variable("MAPPINGS_FILE", "YAML field mappings file (defaults built in).", kind="path"),
     Variable("LOG_LEVEL", "debug, info, warning or error.", "info", kind="level"),
-    Variable("CONNECTION_ID", "Name of the default connection (one portal with one Kleer company); part of every stream name.", "default"),
-    Variable("ADMIN_TOKEN", "Bearer token or basic-auth password for /admin (no default: admin is off without it).", secret=True),
+    Variable(
+        "CONNECTION_ID",
+        "Name of the default connection (one portal with one Kleer company); part of every stream name.",
+        "default",
+    ),
+    Variable(
+        "ADMIN_TOKEN",
+        "Bearer token or basic-auth password for /admin (no default: admin is off without it).",
+        secret=True,
+    ),
 )
 
 _BY_NAME = {v.name: v for v in VARIABLES}
@@ -83,7 +107,7 @@ def _check(var: Variable, raw: str) -> str | None:
     if var.kind in ("url", "postgres"):
         parsed = urlparse(raw)
         schemes = ("postgres", "postgresql") if var.kind == "postgres" else ("http", "https")
-        if parsed.scheme not in schemes or not parsed.netloc and var.kind == "url":
+        if parsed.scheme not in schemes or (not parsed.netloc and var.kind == "url"):
             return f"{var.name}={raw if not var.secret else '****'!s} is not a {'/'.join(schemes)} URL"
     elif var.kind in ("int", "port"):
         try:

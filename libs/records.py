@@ -34,7 +34,9 @@ class RecordRef:
         """Parse ``system:kind:id`` (e.g. ``kleer:client:123``)."""
         match = _REF.match(text.strip())
         if not match:
-            raise ValueError(f"not a record reference: {text!r}; write it as system:kind:id, e.g. kleer:client:123")
+            raise ValueError(
+                f"not a record reference: {text!r}; write it as system:kind:id, e.g. kleer:client:123"
+            )
         return cls(match["system"], match["kind"], match["id"])
 
     def stream(self, connection: str) -> str:

@@ -21,7 +21,9 @@ from typing import Any
 import orjson
 import structlog
 
-_SECRET_KEY = re.compile(r"(token|secret|password|passwd|authorization|signature|cookie|api[_-]?key|x-token)", re.I)
+_SECRET_KEY = re.compile(
+    r"(token|secret|password|passwd|authorization|signature|cookie|api[_-]?key|x-token)", re.I
+)
 _secret_values: set[str] = set()
 REDACTED = "****"
 

@@ -35,7 +35,9 @@ CONSUMER_LAG_EVENTS = Gauge(
     PREFIX + "consumer_lag_events", "Log head minus the consumer's checkpoint, by consumer.", ["consumer"]
 )
 CONSUMER_HANDLED = Counter(
-    PREFIX + "consumer_events_handled_total", "Events handled by a consumer, by outcome.", ["consumer", "outcome"]
+    PREFIX + "consumer_events_handled_total",
+    "Events handled by a consumer, by outcome.",
+    ["consumer", "outcome"],
 )
 
 # --- outbound poller -----------------------------------------------------------
@@ -70,7 +72,9 @@ HUBSPOT_RECORDS_UPSERTED = Counter(
     PREFIX + "hubspot_records_upserted_total", "Records upserted into HubSpot.", ["object_type"]
 )
 HUBSPOT_ASSOCIATIONS_WRITTEN = Counter(
-    PREFIX + "hubspot_associations_written_total", "Associations written to HubSpot.", ["from_type", "to_type"]
+    PREFIX + "hubspot_associations_written_total",
+    "Associations written to HubSpot.",
+    ["from_type", "to_type"],
 )
 
 # --- API clients ---------------------------------------------------------------
@@ -128,4 +132,6 @@ DEAD_LETTERED = Counter(
 )
 
 # --- process --------------------------------------------------------------------
-BUILD_INFO = Gauge(PREFIX + "build_info", "Always 1; labels carry the version and the process role.", ["version", "role"])
+BUILD_INFO = Gauge(
+    PREFIX + "build_info", "Always 1; labels carry the version and the process role.", ["version", "role"]
+)

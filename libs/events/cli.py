@@ -1,0 +1,99 @@
+"""``kleer-sync db migrate`` and ``kleer-sync relay``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from typing import Any
+
+from libs.config import ConfigError, load_settings
+from libs.events.kafka import DEFAULT_PARTITIONS
+from libs.events.migrate import MigrationError, migrate
+from libs.events.relay import Relay, RelayConfig
+from libs.events.store import EventStoreError, PostgresEventStore, create_pool
+from libs.observability.health import HealthServer, kafka_check, migrations_check, postgres_check
+from libs.observability.logging import configure_logging, get_logger
+from libs.runtime import serve
+
+DEFAULT_ROUTER = "services.topics:make_router"
+
+
+def register(subparsers: Any) -> None:
+    db = subparsers.add_parser("db", help="database tasks")
+    db_commands = db.add_subparsers(dest="db_command", metavar="TASK")
+    db_commands.required = True
+    mig = db_commands.add_parser("migrate", help="apply pending migrations (safe to run twice)")
+    mig.set_defaults(func=run_migrate)
+
+    relay = subparsers.add_parser("relay", help="publish the event log to Kafka (outbox relay)")
+    relay.add_argument("--batch-size", type=int, default=2000)
+    relay.add_argument("--router", default=DEFAULT_ROUTER, help="module:function building the event router")
+    relay.set_defaults(func=run_relay)
+
+
+def _fail(message: str) -> int:
+    print(message, file=sys.stderr)
+    return 2
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(required=["DATABASE_URL"])
+        applied = asyncio.run(migrate(settings.require("DATABASE_URL")))
+    except (ConfigError, MigrationError) as exc:
+        return _fail(str(exc))
+    print(f"database is up to date ({len(applied)} migration(s) applied now)")
+    return 0
+
+
+def load_router(dotted: str, topic_prefix: str | None) -> Any:
+    module_name, _, attr = dotted.partition(":")
+    factory = getattr(importlib.import_module(module_name), attr)
+    return factory(topic_prefix)
+
+
+def run_relay(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(required=["DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"])
+    except ConfigError as exc:
+        return _fail(str(exc))
+    configure_logging(settings.get("LOG_LEVEL") or "info", role="relay")
+    try:
+        asyncio.run(_relay_main(settings, args))
+    except EventStoreError as exc:
+        return _fail(str(exc))
+    return 0
+
+
+async def _relay_main(settings: Any, args: argparse.Namespace) -> None:
+    log = get_logger("relay")
+    pool = await create_pool(settings.require("DATABASE_URL"), min_size=2, max_size=4)
+    try:
+        topic_prefix = settings.get("KAFKA_TOPIC_PREFIX")
+        module = importlib.import_module(args.router.partition(":")[0])
+        topics = module.all_topic_names(topic_prefix) if hasattr(module, "all_topic_names") else []
+        bootstrap = settings.require("KAFKA_BOOTSTRAP_SERVERS")
+        relay = Relay(
+            PostgresEventStore(pool),
+            load_router(args.router, topic_prefix),
+            RelayConfig(
+                bootstrap_servers=bootstrap,
+                topics=topics,
+                batch_size=args.batch_size,
+                partitions=settings.get_int("KAFKA_PARTITIONS") or DEFAULT_PARTITIONS,
+            ),
+        )
+        health = HealthServer(
+            settings.get_int("METRICS_PORT") or 9102,
+            {
+                "postgres": postgres_check(pool),
+                "migrations": migrations_check(pool),
+                "kafka": kafka_check(bootstrap),
+            },
+        )
+        log.info("relay starting", topics=topics)
+        await serve([relay], health)
+    finally:
+        await pool.close()

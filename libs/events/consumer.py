@@ -1,0 +1,311 @@
+"""The consumer base: Kafka in, effects out, checkpoints in Postgres.
+
+Delivery from Kafka is at-least-once (the relay may republish, the broker may
+redeliver after a rebalance). Effects are made exactly-once by the checkpoint:
+for every (consumer, topic, partition) Postgres holds the last handled log
+position, and it is written **in the same transaction** as the handler's own
+bookkeeping (the events it appends, its tables). Messages at or below the
+checkpoint are skipped. Positions grow within a partition because the relay
+publishes in position order and one stream always maps to one partition.
+
+A handler gets a batch of events (already deduplicated, in position order per
+partition) and returns a ``HandlerResult``: the events to append and the SQL
+writes to make. Its external calls (HubSpot, Kleer) happen before that
+transaction; they must be idempotent, because a crash between the call and the
+commit repeats the call.
+
+Failures: a handler exception is retried with backoff; after ``max_attempts``
+the batch's events are parked in the dead-letter queue with the error (nothing
+is dropped), and the checkpoint moves on.
+
+Gaps: every message names the position of the previous message the relay put
+in the same partition. If that link points past our checkpoint (the broker
+lost messages, or the relay rewound), the missing events are read from
+Postgres (same topic, same partition) and handled first, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.structs import TopicPartition
+
+from libs.events.dlq import DeadLetterQueue
+from libs.events.envelope import EventDataError, RecordedEvent
+from libs.events.kafka import (
+    DEFAULT_PARTITIONS,
+    MARKER_HEADER,
+    PREVIOUS_POSITION_HEADER,
+    header,
+    partition_for,
+    retry_with_backoff,
+)
+from libs.events.store import AppendRequest, PostgresEventStore
+from libs.observability import metrics
+from libs.observability.logging import bind_correlation_id, get_logger
+
+log = get_logger(__name__)
+
+SqlWrite = Callable[[asyncpg.Connection], Awaitable[None]]
+
+
+@dataclass
+class HandlerResult:
+    appends: list[AppendRequest] = field(default_factory=list)
+    writes: list[SqlWrite] = field(default_factory=list)
+
+
+BatchHandler = Callable[[Sequence[RecordedEvent]], Awaitable[HandlerResult]]
+Router = Callable[[RecordedEvent], str | None]
+
+
+@dataclass
+class ConsumerConfig:
+    name: str  # the consumer group; also the checkpoint owner
+    topics: Sequence[str]
+    bootstrap_servers: str
+    max_batch: int = 500
+    poll_timeout_ms: int = 200
+    max_attempts: int = 5
+    retry_base: float = 0.2
+    # The relay's router and partition count: needed to read a gap back from Postgres.
+    router: Router | None = None
+    partitions: int = DEFAULT_PARTITIONS
+
+
+class _Assignments(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, consumer: EventConsumer) -> None:
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.consumer._register(list(assigned))
+
+
+class EventConsumer:
+    def __init__(
+        self, store: PostgresEventStore, handler: BatchHandler, config: ConsumerConfig, dlq: DeadLetterQueue
+    ) -> None:
+        self.store = store
+        self.pool: asyncpg.Pool = store.pool
+        self.handler = handler
+        self.config = config
+        self.dlq = dlq
+        self._kafka: AIOKafkaConsumer | None = None
+        self._stopping = asyncio.Event()
+        self._checkpoints: dict[tuple[str, int], int] = {}
+        self.handled = 0
+
+    async def start(self) -> None:
+        self._kafka = AIOKafkaConsumer(
+            bootstrap_servers=self.config.bootstrap_servers,
+            group_id=self.config.name,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.config.max_batch,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            request_timeout_ms=15_000,
+        )
+        self._kafka.subscribe(list(self.config.topics), listener=_Assignments(self))
+        await retry_with_backoff(self._kafka.start, f"connect consumer {self.config.name} to Kafka")
+
+    async def stop(self) -> None:
+        """Stop taking new batches; the batch in flight finishes and commits first."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        if self._kafka is None:
+            await self.start()
+        assert self._kafka is not None
+        try:
+            while not self._stopping.is_set():
+                try:
+                    batches = await self._kafka.getmany(timeout_ms=self.config.poll_timeout_ms)
+                except Exception as exc:
+                    log.warning("consumer fetch failed; retrying", consumer=self.config.name, error=str(exc))
+                    await asyncio.sleep(0.5)
+                    continue
+                for tp, messages in batches.items():
+                    await self._handle_partition(tp, messages)
+                if batches:
+                    await self._commit_kafka()
+                    await self._update_lag()
+        finally:
+            kafka, self._kafka = self._kafka, None
+            if kafka is not None:
+                await kafka.stop()
+
+    # -- internals ---------------------------------------------------------------
+    async def _register(self, assigned: list[TopicPartition]) -> None:
+        """Make a checkpoint row per assigned partition, so the relay knows we exist."""
+        async with self.pool.acquire() as conn:
+            await conn.executemany(
+                "INSERT INTO consumer_checkpoints (consumer, topic, partition, position) VALUES ($1, $2, $3, 0) "
+                "ON CONFLICT DO NOTHING",
+                [(self.config.name, tp.topic, tp.partition) for tp in assigned],
+            )
+            rows = await conn.fetch(
+                "SELECT topic, partition, position FROM consumer_checkpoints WHERE consumer = $1",
+                self.config.name,
+            )
+        self._checkpoints = {(r["topic"], r["partition"]): r["position"] for r in rows}
+
+    async def _handle_partition(self, tp: TopicPartition, messages: Sequence[Any]) -> None:
+        while True:
+            checkpoint = self._checkpoints.get((tp.topic, tp.partition), 0)
+            events = await self._new_events(tp, messages, checkpoint)
+            if not events:
+                return
+            result = await self._run_handler(events)
+            if await self._commit(tp, checkpoint, events, result):
+                return
+            # Another member moved this partition's checkpoint meanwhile: start over from it.
+
+    async def _new_events(
+        self, tp: TopicPartition, messages: Sequence[Any], checkpoint: int
+    ) -> list[RecordedEvent]:
+        """The batch's events past the checkpoint, with any gap filled from Postgres, in position order."""
+        events: dict[int, RecordedEvent] = {}
+        cursor = checkpoint
+        for message in messages:
+            if header(message, MARKER_HEADER) is not None:
+                continue
+            try:
+                event = RecordedEvent.from_json(message.value)
+            except EventDataError as exc:
+                log.error(
+                    "undecodable message skipped", topic=tp.topic, offset=message.offset, error=str(exc)
+                )
+                metrics.CONSUMER_HANDLED.labels(consumer=self.config.name, outcome="undecodable").inc()
+                continue
+            if event.position <= cursor:
+                metrics.CONSUMER_HANDLED.labels(consumer=self.config.name, outcome="duplicate").inc()
+                continue
+            link = header(message, PREVIOUS_POSITION_HEADER)
+            previous = int(link) if link is not None else -1
+            if previous < 0 or previous > cursor:
+                for missing in await self._read_gap(tp, cursor, event.position):
+                    events.setdefault(missing.position, missing)
+            events[event.position] = event
+            cursor = event.position
+        return [events[p] for p in sorted(events)]
+
+    async def _read_gap(self, tp: TopicPartition, after: int, before: int) -> list[RecordedEvent]:
+        """Events of this topic and partition with after < position < before, from the log."""
+        router = self.config.router
+        if router is None or before - after <= 1:
+            return []
+        found: list[RecordedEvent] = []
+        cursor = after
+        while cursor < before - 1:
+            page = await self.store.read_all(cursor, min(5000, before - 1 - cursor))
+            if not page:
+                break
+            for event in page:
+                if event.position >= before:
+                    break
+                if (
+                    router(event) == tp.topic
+                    and partition_for(event.stream, self.config.partitions) == tp.partition
+                ):
+                    found.append(event)
+            cursor = page[-1].position
+        if found:
+            log.warning(
+                "filled a gap in Kafka from the event log",
+                consumer=self.config.name,
+                topic=tp.topic,
+                partition=tp.partition,
+                events=len(found),
+            )
+            metrics.CONSUMER_HANDLED.labels(consumer=self.config.name, outcome="gap_filled").inc(len(found))
+        return found
+
+    async def _commit(
+        self, tp: TopicPartition, checkpoint: int, events: list[RecordedEvent], result: HandlerResult
+    ) -> bool:
+        """Effects and checkpoint in one transaction; False if the checkpoint moved under us."""
+        new_checkpoint = events[-1].position
+        async with self.pool.acquire() as conn, conn.transaction():
+            stored = await conn.fetchval(
+                "SELECT position FROM consumer_checkpoints WHERE consumer = $1 AND topic = $2 AND partition = $3 "
+                "FOR UPDATE",
+                self.config.name,
+                tp.topic,
+                tp.partition,
+            )
+            if stored is not None and stored > checkpoint:
+                self._checkpoints[(tp.topic, tp.partition)] = stored
+                return False
+            for write in result.writes:
+                await write(conn)
+            if result.appends:
+                await self.store.append_batch(result.appends, conn=conn)
+            await conn.execute(
+                "INSERT INTO consumer_checkpoints (consumer, topic, partition, position) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (consumer, topic, partition) DO UPDATE SET position = EXCLUDED.position, "
+                "updated_at = now()",
+                self.config.name,
+                tp.topic,
+                tp.partition,
+                new_checkpoint,
+            )
+        self._checkpoints[(tp.topic, tp.partition)] = new_checkpoint
+        self.handled += len(events)
+        metrics.CONSUMER_HANDLED.labels(consumer=self.config.name, outcome="handled").inc(len(events))
+        return True
+
+    async def _run_handler(self, events: list[RecordedEvent]) -> HandlerResult:
+        attempt = 0
+        while True:
+            attempt += 1
+            bind_correlation_id(str(events[0].metadata.get("correlation_id", events[0].event_id)))
+            try:
+                return await self.handler(events)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if attempt >= self.config.max_attempts:
+                    log.error("handler failed; parking batch", consumer=self.config.name, error=repr(exc))
+                    return HandlerResult(writes=[self._park_all(events, exc)])
+                delay = random.uniform(0, self.config.retry_base * 2**attempt)
+                log.warning(
+                    "handler failed; retrying", consumer=self.config.name, attempt=attempt, error=repr(exc)
+                )
+                await asyncio.sleep(delay)
+
+    def _park_all(self, events: list[RecordedEvent], exc: Exception) -> SqlWrite:
+        async def park(conn: asyncpg.Connection) -> None:
+            for event in events:
+                await self.dlq.park_event(
+                    conn, source=self.config.name, event=event, reason=f"handler error: {exc!r}"
+                )
+
+        return park
+
+    async def _commit_kafka(self) -> None:
+        assert self._kafka is not None
+        try:
+            await self._kafka.commit()
+        except Exception as exc:
+            log.info("kafka offset commit skipped", consumer=self.config.name, error=str(exc))
+
+    async def _update_lag(self) -> None:
+        """Lag = published positions not yet handled, worst partition (idle partitions count 0)."""
+        async with self.pool.acquire() as conn:
+            lag = await conn.fetchval(
+                "SELECT COALESCE(max(GREATEST(r.last_position - c.position, 0)), 0) "
+                "FROM consumer_checkpoints c JOIN relay_partitions r "
+                "ON r.topic = c.topic AND r.partition = c.partition WHERE c.consumer = $1",
+                self.config.name,
+            )
+        metrics.CONSUMER_LAG_EVENTS.labels(consumer=self.config.name).set(lag)

@@ -1,0 +1,286 @@
+"""The outbox relay: publishes the event log to Kafka, in position order.
+
+Kafka is transport, Postgres is truth. The relay reads events after its
+checkpoint (``relay_state``), publishes each routed event with key = stream
+(so one record's events stay ordered in one partition) and ``acks=all``,
+waits for every acknowledgement, then advances the checkpoint. A crash between
+the publish and the checkpoint republishes: consumers skip positions they have
+handled, so effects happen once.
+
+Chained delivery: the relay chooses the partition itself (murmur2 of the
+stream, a fixed partition count) and stamps every message with the position
+of the previous message it published to that partition. A consumer that sees
+a link pointing past its checkpoint knows Kafka lost something and reads the
+missing events from Postgres before going on (see ``libs.events.consumer``).
+
+Broker data loss: for every partition the relay remembers the last offset it
+was given. A broker that comes back empty hands out offsets from 0 again; the
+relay notices on its next publish (or on an idle marker message it sends every
+few seconds), rewinds to the lowest checkpoint of any consumer that had not
+yet handled everything on that partition, and republishes from there.
+
+Only one relay per database is active: it holds a session advisory lock; other
+replicas wait as hot standbys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from libs.events.envelope import RecordedEvent
+from libs.events.kafka import (
+    DEFAULT_PARTITIONS,
+    MARKER_HEADER,
+    ensure_topics,
+    headers_of,
+    partition_for,
+    retry_with_backoff,
+)
+from libs.events.store import PostgresEventStore
+from libs.observability import metrics
+from libs.observability.logging import get_logger
+
+log = get_logger(__name__)
+
+Router = Callable[[RecordedEvent], str | None]
+"""Maps an event to its topic, or None for events nobody consumes (audit-only facts)."""
+
+RELAY_LOCK = 4242000002
+
+
+@dataclass
+class RelayConfig:
+    bootstrap_servers: str
+    topics: Sequence[str]
+    name: str = "relay"
+    batch_size: int = 2000
+    idle_sleep: float = 0.05
+    loss_check_interval: float = 5.0
+    partitions: int = DEFAULT_PARTITIONS
+
+
+class Relay:
+    def __init__(self, store: PostgresEventStore, router: Router, config: RelayConfig) -> None:
+        self.store = store
+        self.pool: asyncpg.Pool = store.pool
+        self.router = router
+        self.config = config
+        self._producer: AIOKafkaProducer | None = None
+        self._stopping = asyncio.Event()
+        self._last_offsets: dict[tuple[str, int], int] = {}
+        self._last_positions: dict[tuple[str, int], int] = {}
+        self._last_loss_check = 0.0
+        self.published_position = 0
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def start(self) -> None:
+        await retry_with_backoff(
+            lambda: ensure_topics(self.config.bootstrap_servers, self.config.topics, self.config.partitions),
+            "create Kafka topics",
+        )
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.config.bootstrap_servers,
+            acks="all",
+            linger_ms=5,
+            max_batch_size=256 * 1024,
+            request_timeout_ms=15_000,
+            enable_idempotence=False,  # the dev broker has no idempotent producer; consumers dedupe
+        )
+        await retry_with_backoff(self._producer.start, "connect the relay's Kafka producer")
+        await self._load_state()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def run(self) -> None:
+        """Publish until ``stop``; holds the single-active-relay lock meanwhile."""
+        async with self.pool.acquire() as lock_conn:
+            while not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK):
+                log.info("relay standby: another relay holds the lock")
+                if await self._wait(2.0):
+                    return
+            try:
+                await self.start()
+                while not self._stopping.is_set():
+                    try:
+                        published = await self.publish_once()
+                    except Exception as exc:
+                        log.warning("relay publish failed; retrying", error=str(exc))
+                        await self._recover_producer()
+                        if await self._wait(1.0):
+                            break
+                        continue
+                    if published == 0:
+                        await self._check_for_loss_when_idle()
+                        if await self._wait(self.config.idle_sleep):
+                            break
+            finally:
+                await lock_conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK)
+
+    async def _wait(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    # -- publishing --------------------------------------------------------------
+    async def publish_once(self) -> int:
+        """Publish one batch after the checkpoint; returns how many events were read."""
+        assert self._producer is not None, "start() the relay first"
+        events = await self.store.read_all(self.published_position, self.config.batch_size)
+        if not events:
+            await self._update_lag()
+            return 0
+        futures = []
+        for event in events:
+            topic = self.router(event)
+            if topic is None:
+                continue
+            partition = partition_for(event.stream, self.config.partitions)
+            previous = self._last_positions.get((topic, partition), -1)
+            future = await self._producer.send(
+                topic,
+                event.to_json(),
+                key=event.stream.encode(),
+                partition=partition,
+                headers=headers_of(event.metadata, previous),
+            )
+            self._last_positions[(topic, partition)] = event.position
+            futures.append((event.position, topic, future))
+        partitions: dict[tuple[str, int], tuple[int, int]] = {}
+        loss = False
+        for position, topic, future in futures:
+            record = await future
+            key = (topic, record.partition)
+            if not self._advance_offset(key, record.offset):
+                loss = True
+            partitions[key] = (record.offset, position)
+            metrics.RELAY_PUBLISHED.labels(topic=topic).inc()
+        if loss:
+            await self._rewind("the broker handed out offsets it had given before")
+            return len(events)
+        await self._save_state(events[-1].position, partitions)
+        await self._update_lag()
+        return len(events)
+
+    def _advance_offset(self, key: tuple[str, int], offset: int) -> bool:
+        """Remember the newest offset of a partition; False if the broker went backwards (lost data)."""
+        previous = self._last_offsets.get(key)
+        self._last_offsets[key] = offset
+        return previous is None or offset > previous
+
+    async def _save_state(self, position: int, partitions: dict[tuple[str, int], tuple[int, int]]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO relay_state (relay, position) VALUES ($1, $2) "
+                "ON CONFLICT (relay) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
+                self.config.name,
+                position,
+            )
+            if partitions:
+                await conn.executemany(
+                    "INSERT INTO relay_partitions (relay, topic, partition, last_offset, last_position) "
+                    "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (relay, topic, partition) DO UPDATE "
+                    "SET last_offset = EXCLUDED.last_offset, last_position = EXCLUDED.last_position",
+                    [(self.config.name, t, p, off, pos) for (t, p), (off, pos) in partitions.items()],
+                )
+        self.published_position = position
+        metrics.RELAY_PUBLISHED_POSITION.set(position)
+
+    async def _load_state(self) -> None:
+        async with self.pool.acquire() as conn:
+            position = await conn.fetchval(
+                "SELECT position FROM relay_state WHERE relay = $1", self.config.name
+            )
+            rows = await conn.fetch(
+                "SELECT topic, partition, last_offset, last_position FROM relay_partitions WHERE relay = $1",
+                self.config.name,
+            )
+        self.published_position = int(position or 0)
+        self._last_offsets = {(r["topic"], r["partition"]): r["last_offset"] for r in rows}
+        self._last_positions = {(r["topic"], r["partition"]): r["last_position"] for r in rows}
+        metrics.RELAY_PUBLISHED_POSITION.set(self.published_position)
+
+    async def _update_lag(self) -> None:
+        head = await self.store.head()
+        metrics.RELAY_LAG_EVENTS.set(max(0, head - self.published_position))
+
+    # -- broker data loss ----------------------------------------------------------
+    async def _check_for_loss_when_idle(self) -> None:
+        """Send a marker to every partition we published to; an offset that went backwards means loss.
+
+        (End offsets would be cheaper, but not every Kafka-protocol broker reports them exactly.)
+        """
+        now = time.monotonic()
+        if not self._last_offsets or now - self._last_loss_check < self.config.loss_check_interval:
+            return
+        self._last_loss_check = now
+        assert self._producer is not None
+        sent = []
+        for topic, partition in list(self._last_offsets):
+            future = await self._producer.send(
+                topic, b"", partition=partition, headers=[(MARKER_HEADER, b"1")]
+            )
+            sent.append(((topic, partition), future))
+        for key, future in sent:
+            record = await future
+            if not self._advance_offset(key, record.offset):
+                await self._rewind(f"{key[0]}[{key[1]}] restarted its offsets at {record.offset}")
+                return
+        async with self.pool.acquire() as conn:
+            await conn.executemany(
+                "UPDATE relay_partitions SET last_offset = $4 WHERE relay = $1 AND topic = $2 AND partition = $3",
+                [(self.config.name, t, p, off) for (t, p), off in self._last_offsets.items()],
+            )
+
+    async def _rewind(self, why: str) -> None:
+        """The broker lost data: republish from the lowest unfinished consumer checkpoint."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            start = await conn.fetchval(
+                """
+                SELECT min(c.position) FROM consumer_checkpoints c
+                JOIN relay_partitions r ON r.topic = c.topic AND r.partition = c.partition AND r.relay = $1
+                WHERE c.position < r.last_position
+                """,
+                self.config.name,
+            )
+            if start is None:
+                # No consumer is known to lag: everyone caught up before the loss.
+                # Nothing needs republishing, but the partitions' offsets restart.
+                start = self.published_position
+            await conn.execute("DELETE FROM relay_partitions WHERE relay = $1", self.config.name)
+            await conn.execute(
+                "INSERT INTO relay_state (relay, position) VALUES ($1, $2) "
+                "ON CONFLICT (relay) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
+                self.config.name,
+                start,
+            )
+        log.warning("broker lost data; relay rewinds", reason=why, republish_from=start + 1)
+        metrics.RELAY_REPUBLISHES.inc()
+        self._last_offsets = {}
+        self._last_positions = {}  # unknown: the first message per partition asks consumers to check
+        self.published_position = int(start)
+        await retry_with_backoff(
+            lambda: ensure_topics(self.config.bootstrap_servers, self.config.topics, self.config.partitions),
+            "re-create Kafka topics",
+        )
+
+    async def _recover_producer(self) -> None:
+        if self._producer is None:
+            return
+        try:
+            await self._producer.stop()
+        except Exception:
+            pass
+        self._producer = None
+        await self.start()

@@ -1,0 +1,254 @@
+"""The event store contract, and its Postgres implementation.
+
+Guarantees every implementation gives (checked by one shared test suite,
+``tests/integration/events/test_store_contract.py``):
+
+1. **Atomic batches.** ``append_batch`` stores all of its new events or none.
+2. **Idempotent by event_id.** Appending an event whose ``event_id`` is stored
+   already is a no-op; its stored position is returned with ``inserted=False``.
+   Expected-version checks ignore such events, so a retried append succeeds.
+3. **Optimistic concurrency.** With ``expected_version`` set, the append fails
+   with ``ConcurrencyError`` unless the stream is at exactly that version
+   (``NO_STREAM`` = 0: the stream must not exist). ``ANY`` skips the check.
+4. **Per-stream versions** are 1, 2, 3, ... with no holes.
+5. **Commit-ordered positions.** Positions grow in commit order: once a reader
+   has seen position p, no event with a position <= p can appear later. (They
+   are gap-free in this implementation, but readers must tolerate holes.)
+6. **Read-your-writes.** Once ``append`` returns, every reader sees the events.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import asyncpg
+import orjson
+
+from libs.events.envelope import EventDataError, NewEvent, RecordedEvent, encode_json_object
+from libs.observability import metrics
+
+ANY = -1
+NO_STREAM = 0
+
+CONCURRENCY_SQLSTATE = "KS409"
+
+
+class EventStoreError(Exception):
+    """Base class of event store errors."""
+
+
+class ConcurrencyError(EventStoreError):
+    """The stream was not at the expected version: someone else appended first."""
+
+    def __init__(self, stream: str, expected: int, actual: int) -> None:
+        self.stream, self.expected, self.actual = stream, expected, actual
+        super().__init__(
+            f"stream {stream!r} is at version {actual}, expected {expected}: "
+            "another writer appended first; re-read the stream and decide again"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    stream: str
+    events: Sequence[NewEvent]
+    expected_version: int = ANY
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    event_id: uuid.UUID
+    position: int
+    version: int
+    inserted: bool
+
+
+class EventStore(Protocol):
+    async def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: int = ANY, *, conn: Any = None
+    ) -> list[AppendResult]: ...
+
+    async def append_batch(
+        self, requests: Sequence[AppendRequest], *, conn: Any = None
+    ) -> list[AppendResult]: ...
+
+    async def read_stream(
+        self, stream: str, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]: ...
+
+    async def read_all(
+        self, after: int = 0, limit: int = 1000, types: Sequence[str] | None = None
+    ) -> list[RecordedEvent]: ...
+
+    async def head(self) -> int: ...
+
+
+def _flatten(requests: Sequence[AppendRequest]) -> tuple[list[Any], ...]:
+    ids: list[uuid.UUID] = []
+    streams: list[str] = []
+    types: list[str] = []
+    data: list[str] = []
+    metadata: list[str] = []
+    expected: list[int] = []
+    seen: set[uuid.UUID] = set()
+    for request in requests:
+        if not request.stream:
+            raise EventDataError("an event stream name must not be empty")
+        for i, event in enumerate(request.events):
+            if event.event_id in seen:
+                continue
+            seen.add(event.event_id)
+            if not event.type:
+                raise EventDataError(f"an event in stream {request.stream!r} has no type")
+            ids.append(event.event_id)
+            streams.append(request.stream)
+            types.append(event.type)
+            data.append(encode_json_object(event.data, "data", event.type))
+            metadata.append(encode_json_object(event.metadata, "metadata", event.type))
+            expected.append(request.expected_version if i == 0 else ANY)
+    return ids, streams, types, data, metadata, expected
+
+
+_APPEND_SQL = "SELECT event_id, position, version, inserted FROM kleer_sync_append($1, $2, $3, $4::jsonb[], $5::jsonb[], $6)"
+_COLUMNS = "position, event_id, stream, version, type, data, metadata, recorded_at"
+
+
+def _record(row: asyncpg.Record) -> RecordedEvent:
+    return RecordedEvent(
+        position=row[0],
+        event_id=row[1],
+        stream=row[2],
+        version=row[3],
+        type=row[4],
+        data=orjson.loads(row[5]),
+        metadata=orjson.loads(row[6]),
+        recorded_at=row[7],
+    )
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # jsonb travels as text; we encode/decode with orjson ourselves.
+    await conn.set_type_codec("jsonb", encoder=lambda v: v, decoder=lambda v: v, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
+    """An asyncpg pool set up for the event store. Raises a clear error when Postgres is unreachable."""
+    try:
+        pool: asyncpg.Pool = await asyncpg.create_pool(
+            dsn, min_size=min_size, max_size=max_size, init=_init_connection, **kwargs
+        )
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise EventStoreError(
+            f"cannot connect to PostgreSQL at {_safe_dsn(dsn)}: {exc}. "
+            "Check DATABASE_URL and that the server is running (make test starts it on a dev machine)."
+        ) from exc
+    return pool
+
+
+def _safe_dsn(dsn: str) -> str:
+    """The DSN without its password, for error messages."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(dsn)
+    if parsed.password:
+        netloc = parsed.netloc.replace(f":{parsed.password}@", ":****@")
+        return parsed._replace(netloc=netloc).geturl()
+    return dsn
+
+
+class PostgresEventStore:
+    """The event log in PostgreSQL (see the module docstring for the guarantees)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: int = ANY, *, conn: Any = None
+    ) -> list[AppendResult]:
+        return await self.append_batch([AppendRequest(stream, events, expected_version)], conn=conn)
+
+    async def append_batch(
+        self, requests: Sequence[AppendRequest], *, conn: Any = None
+    ) -> list[AppendResult]:
+        """Append every request's events in one transaction (``conn``'s, if given)."""
+        args = _flatten(requests)
+        if not args[0]:
+            return []
+        with metrics.EVENT_APPEND_SECONDS.time():
+            try:
+                if conn is not None:
+                    rows = await conn.fetch(_APPEND_SQL, *args)
+                else:
+                    async with self.pool.acquire() as own:
+                        rows = await own.fetch(_APPEND_SQL, *args)
+            except asyncpg.PostgresError as exc:
+                if getattr(exc, "sqlstate", None) == CONCURRENCY_SQLSTATE:
+                    detail = orjson.loads(exc.detail or "{}")
+                    raise ConcurrencyError(detail["stream"], detail["expected"], detail["actual"]) from None
+                raise
+        results = [AppendResult(r[0], r[1], r[2], r[3]) for r in rows]
+        results.sort(key=lambda r: r.position)
+        _count_appended(requests, {r.event_id for r in results if r.inserted})
+        return results
+
+    async def read_stream(
+        self, stream: str, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        sql = f"SELECT {_COLUMNS} FROM events WHERE stream = $1 AND version >= $2 ORDER BY version"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(sql, stream, from_version)
+        return [_record(r) for r in rows]
+
+    async def read_all(
+        self, after: int = 0, limit: int = 1000, types: Sequence[str] | None = None
+    ) -> list[RecordedEvent]:
+        """Events with position > ``after`` in position order, at most ``limit``."""
+        async with self.pool.acquire() as conn:
+            if types:
+                rows = await conn.fetch(
+                    f"SELECT {_COLUMNS} FROM events WHERE position > $1 AND type = ANY($3::text[]) "
+                    "ORDER BY position LIMIT $2",
+                    after,
+                    limit,
+                    list(types),
+                )
+            else:
+                rows = await conn.fetch(
+                    f"SELECT {_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+                    after,
+                    limit,
+                )
+        return [_record(r) for r in rows]
+
+    async def get(self, event_id: uuid.UUID) -> RecordedEvent | None:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM events WHERE event_id = $1", event_id)
+        return _record(row) if row else None
+
+    async def stream_version(self, stream: str) -> int:
+        async with self.pool.acquire() as conn:
+            version = await conn.fetchval(
+                "SELECT COALESCE(max(version), 0) FROM events WHERE stream = $1", stream
+            )
+        return int(version)
+
+    async def head(self) -> int:
+        async with self.pool.acquire() as conn:
+            head = await conn.fetchval("SELECT COALESCE(max(position), 0) FROM events")
+        metrics.LOG_HEAD_POSITION.set(head)
+        return int(head)
+
+
+def _count_appended(requests: Iterable[AppendRequest], inserted: set[uuid.UUID]) -> None:
+    counts: dict[str, int] = {}
+    for request in requests:
+        for event in request.events:
+            if event.event_id in inserted:
+                counts[event.type] = counts.get(event.type, 0) + 1
+    for event_type, count in counts.items():
+        metrics.EVENTS_APPENDED.labels(type=event_type).inc(count)

@@ -1,0 +1,116 @@
+"""/healthz, /readyz and /metrics for every process, on METRICS_PORT.
+
+``/healthz`` answers 200 while the event loop runs. ``/readyz`` runs the
+process's readiness checks (Postgres reachable, migrations current, Kafka
+reachable, ...) and answers 503 naming each failing one; it recovers by itself
+when they do. ``/metrics`` is the Prometheus exposition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+
+import asyncpg
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+Check = Callable[[], Awaitable[None]]
+CHECK_TIMEOUT = 2.0
+
+
+async def run_checks(checks: Mapping[str, Check]) -> dict[str, str]:
+    """Run every check concurrently; map each failing one to its error text."""
+
+    async def one(name: str, check: Check) -> tuple[str, str | None]:
+        try:
+            await asyncio.wait_for(check(), CHECK_TIMEOUT)
+            return name, None
+        except Exception as exc:
+            return name, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+    results = await asyncio.gather(*(one(n, c) for n, c in checks.items()))
+    return {name: error for name, error in results if error is not None}
+
+
+def health_routes(app: web.Application, checks: Mapping[str, Check]) -> None:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        failures = await run_checks(checks)
+        if failures:
+            return web.json_response({"status": "unready", "failing": failures}, status=503)
+        return web.json_response({"status": "ready", "checks": sorted(checks)})
+
+    async def metrics_handler(_: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest())
+        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        response.charset = "utf-8"
+        return response
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler)
+
+
+class HealthServer:
+    """A tiny aiohttp server with the three endpoints; ``start``/``stop``."""
+
+    def __init__(self, port: int, checks: Mapping[str, Check], host: str = "0.0.0.0") -> None:
+        self.port, self.host, self.checks = port, host, dict(checks)
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        health_routes(app, self.checks)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def postgres_check(pool: asyncpg.Pool) -> Check:
+    async def check() -> None:
+        async with pool.acquire(timeout=CHECK_TIMEOUT) as conn:
+            await conn.fetchval("SELECT 1")
+
+    return check
+
+
+def migrations_check(pool: asyncpg.Pool) -> Check:
+    async def check() -> None:
+        from libs.events.migrate import pending_migrations
+
+        async with pool.acquire(timeout=CHECK_TIMEOUT) as conn:
+            pending = await pending_migrations(conn)
+        if pending:
+            names = ", ".join(f"{m.version:03d}_{m.name}" for m in pending)
+            raise RuntimeError(f"migrations not applied: {names}; run `kleer-sync db migrate`")
+
+    return check
+
+
+def kafka_check(bootstrap_servers: str) -> Check:
+    async def check() -> None:
+        errors = []
+        for server in bootstrap_servers.split(","):
+            host, _, port = server.strip().rpartition(":")
+            try:
+                _, writer = await asyncio.open_connection(host or "localhost", int(port))
+            except OSError as exc:
+                errors.append(f"{server}: {exc}")
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
+        raise ConnectionError("no Kafka bootstrap server reachable: " + "; ".join(errors))
+
+    return check

@@ -1,0 +1,171 @@
+"""Relay and consumer against a real broker: crashes and broker data loss lose nothing, duplicate nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+
+import asyncpg
+import pytest
+
+from libs.events.consumer import ConsumerConfig, EventConsumer, HandlerResult
+from libs.events.dlq import DeadLetterQueue
+from libs.events.envelope import NewEvent, RecordedEvent
+from libs.events.relay import Relay, RelayConfig
+from libs.events.store import AppendRequest, PostgresEventStore
+from services.topics import all_topic_names, make_router
+from sim.broker import TansuBroker, free_port
+
+pytestmark = pytest.mark.slow
+
+
+async def _effects_table(pool: asyncpg.Pool) -> None:
+    await pool.execute("CREATE TABLE test_effects (event_id uuid NOT NULL, position bigint NOT NULL)")
+
+
+async def _record_effects(events: Sequence[RecordedEvent]) -> HandlerResult:
+    async def write(conn: asyncpg.Connection) -> None:
+        await conn.executemany(
+            "INSERT INTO test_effects (event_id, position) VALUES ($1, $2)",
+            [(e.event_id, e.position) for e in events],
+        )
+
+    return HandlerResult(writes=[write])
+
+
+async def _append(store: PostgresEventStore, count: int, tag: str) -> None:
+    for start in range(0, count, 250):
+        await store.append_batch(
+            [
+                AppendRequest(f"c1/kleer-client/{tag}{i % 97}", [NewEvent("KleerClientChanged", {"i": i})])
+                for i in range(start, min(count, start + 250))
+            ]
+        )
+
+
+async def _wait_for_effects(pool: asyncpg.Pool, expected: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await pool.fetchval("SELECT count(DISTINCT event_id) FROM test_effects") >= expected:
+            await asyncio.sleep(1.0)  # let any duplicate arrive before we count
+            return
+        await asyncio.sleep(0.2)
+    got = await pool.fetchval("SELECT count(DISTINCT event_id) FROM test_effects")
+    raise AssertionError(f"only {got} of {expected} events took effect within {timeout}s")
+
+
+async def _assert_exactly_once(pool: asyncpg.Pool, expected: int) -> None:
+    total, distinct = await pool.fetchrow("SELECT count(*), count(DISTINCT event_id) FROM test_effects")
+    missing = await pool.fetchval(
+        "SELECT count(*) FROM events e WHERE NOT EXISTS (SELECT 1 FROM test_effects t WHERE t.event_id = e.event_id)"
+    )
+    assert (total, distinct, missing) == (expected, expected, 0)
+
+
+@contextlib.asynccontextmanager
+async def _running_consumer(
+    store: PostgresEventStore, broker: TansuBroker, prefix: str
+) -> AsyncIterator[EventConsumer]:
+    consumer = EventConsumer(
+        store,
+        _record_effects,
+        ConsumerConfig(
+            name=f"test-{prefix}",
+            topics=all_topic_names(prefix)[:1],
+            bootstrap_servers=broker.bootstrap_servers,
+            router=make_router(prefix),  # type: ignore[arg-type]
+        ),
+        DeadLetterQueue(store),
+    )
+    task = asyncio.create_task(consumer.run())
+    try:
+        yield consumer
+    finally:
+        await consumer.stop()
+        await asyncio.wait_for(task, 30)
+
+
+def _start_relay_process(database_url: str, broker: TansuBroker, prefix: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "KAFKA_TOPIC_PREFIX": prefix,
+        "METRICS_PORT": str(free_port()),
+        "LOG_LEVEL": "warning",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "relay", "--batch-size", "50"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def test_relay_killed_mid_publish_and_restarted_gives_each_effect_exactly_once(
+    store: PostgresEventStore, pool: asyncpg.Pool, database_url: str, own_broker: TansuBroker
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    total = 20_000
+    await _effects_table(pool)
+    await _append(store, total, "a")
+    relay = _start_relay_process(database_url, own_broker, prefix)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            published = await pool.fetchval("SELECT position FROM relay_state") or 0
+            if published >= 1000:
+                break
+            await asyncio.sleep(0.01)
+        os.kill(relay.pid, signal.SIGKILL)
+        relay.wait(10)
+        published = await pool.fetchval("SELECT position FROM relay_state")
+        assert 0 < published < total, "the relay must be killed mid-publish for this test to mean anything"
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+    relay = _start_relay_process(database_url, own_broker, prefix)
+    try:
+        async with _running_consumer(store, own_broker, prefix):
+            await _wait_for_effects(pool, total, timeout=120)
+    finally:
+        relay.terminate()
+        relay.wait(20)
+    await _assert_exactly_once(pool, total)
+
+
+async def test_broker_restarted_empty_mid_stream_still_delivers_every_event_once(
+    store: PostgresEventStore, pool: asyncpg.Pool, own_broker: TansuBroker
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    await _effects_table(pool)
+    relay = Relay(
+        store,
+        make_router(prefix),  # type: ignore[arg-type]
+        RelayConfig(
+            bootstrap_servers=own_broker.bootstrap_servers,
+            topics=all_topic_names(prefix),
+            batch_size=100,
+            loss_check_interval=0.5,
+        ),
+    )
+    relay_task = asyncio.create_task(relay.run())
+    try:
+        async with _running_consumer(store, own_broker, prefix):
+            await _append(store, 1500, "b")
+            await _wait_for_effects(pool, 1500, timeout=60)
+            await _append(store, 500, "c")  # some of these are in flight when the broker dies
+            own_broker.restart()  # comes back with no topics, no messages, no offsets
+            await _append(store, 1000, "d")
+            await _wait_for_effects(pool, 3000, timeout=120)
+    finally:
+        await relay.stop()
+        await asyncio.wait_for(relay_task, 30)
+    await _assert_exactly_once(pool, 3000)
