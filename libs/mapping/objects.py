@@ -75,7 +75,15 @@ SUBSCRIPTIONS = HubSpotObject("subscriptions", "0-69", "subscription")
 # Projects live under /crm/objects/v3/projects/... in HubSpot's spec (see hubspot-api.md).
 PROJECTS = HubSpotObject("projects", "0-970", "project")
 
-HUBSPOT_OBJECTS: tuple[HubSpotObject, ...] = (COMPANIES, DEALS, PRODUCTS, LINE_ITEMS, INVOICES, SUBSCRIPTIONS, PROJECTS)
+HUBSPOT_OBJECTS: tuple[HubSpotObject, ...] = (
+    COMPANIES,
+    DEALS,
+    PRODUCTS,
+    LINE_ITEMS,
+    INVOICES,
+    SUBSCRIPTIONS,
+    PROJECTS,
+)
 
 #: Kleer object type -> the HubSpot object it syncs to.
 HUBSPOT_OBJECT_FOR: Mapping[str, HubSpotObject] = MappingProxyType(
@@ -161,7 +169,9 @@ class AssociationType:
         return {"associationCategory": self.category, "associationTypeId": self.type_id}
 
     def reverse(self) -> AssociationType:
-        return AssociationType(self.to_object, self.from_object, self.reverse_type_id, self.type_id, self.category)
+        return AssociationType(
+            self.to_object, self.from_object, self.reverse_type_id, self.type_id, self.category
+        )
 
 
 INVOICE_TO_COMPANY = AssociationType(INVOICES, COMPANIES, 179, 180)
