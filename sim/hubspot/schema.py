@@ -209,7 +209,7 @@ def built_in_properties(object_type: ObjectType, now_iso: str) -> dict[str, Prop
     found: dict[str, PropertyDef] = {}
     for order, spec in enumerate(_COMMON + _BUILT_IN[object_type]):
         name, kind = spec[0], spec[1]
-        options: tuple[str, ...] = spec[2] if len(spec) > 2 else ()  # type: ignore[misc]
+        options: tuple[str, ...] = spec[2] if len(spec) > 2 else ()
         read_only = len(spec) > 3
         prop_type, field_type = _KINDS[kind]
         found[name] = PropertyDef(

@@ -46,16 +46,16 @@ def _matches(record: Record, flt: dict[str, Any], defs: dict[str, PropertyDef]) 
     if operator in ("CONTAINS_TOKEN", "NOT_CONTAINS_TOKEN"):
         token = str(flt.get("value", "")).lower().strip("*")
         contained = bool(stored) and token in str(stored).lower()
-        return contained if operator == "CONTAINS_TOKEN" else not contained
+        return bool(contained) if operator == "CONTAINS_TOKEN" else not contained
     left = _key(prop, stored)
     if operator in ("IN", "NOT_IN"):
         values = {_key(prop, v) for v in flt.get("values") or []}
         return (left in values) if operator == "IN" else (left not in values)
     right = _key(prop, flt.get("value"))
     if operator == "EQ":
-        return left is not None and left == right
+        return left is not None and bool(left == right)
     if operator == "NEQ":
-        return left != right
+        return bool(left != right)
     if left is None or right is None:
         return False
     try:

@@ -37,6 +37,7 @@ from sim.hubspot.schema import (
 )
 
 BATCH_LIMIT = 100
+_ANY, _CHECK, _READ_ONLY = 0, 1, 2
 
 # Properties returned when a read names none.
 _DEFAULT_READ: dict[ObjectType, tuple[str, ...]] = {
@@ -131,6 +132,7 @@ class CrmStore:
         }
         self.groups: dict[ObjectType, dict[str, dict[str, Any]]] = {t: default_groups(t) for t in ObjectType}
         self.non_string_values = 0
+        self._plans: dict[ObjectType, dict[str, int]] = {}
         self.wipe()
 
     def wipe(self) -> None:
@@ -204,6 +206,7 @@ class CrmStore:
                     index[value] = record.id
             self.unique[object_type][name] = index
         self.properties[object_type][name] = prop
+        self._plans.pop(object_type, None)
         return prop
 
     def update_property(self, object_type: ObjectType, name: str, body: Any) -> PropertyDef:
@@ -223,6 +226,7 @@ class CrmStore:
                 raise validation_error(f"Property group '{body['groupName']}' does not exist.")
             prop.group_name = str(body["groupName"])
         prop.updated_at = now_iso()
+        self._plans.pop(object_type, None)
         return prop
 
     def archive_property(self, object_type: ObjectType, name: str) -> None:
@@ -230,6 +234,7 @@ class CrmStore:
         if prop.hubspot_defined:
             raise validation_error(f"Property '{name}' is defined by HubSpot and cannot be archived.")
         del self.properties[object_type][name]
+        self._plans.pop(object_type, None)
         self.unique[object_type].pop(name, None)
         for record in self.records[object_type].values():
             record.properties.pop(name, None)
@@ -259,36 +264,63 @@ class CrmStore:
         self.groups[object_type][name] = group
         return group
 
-    # --- values -------------------------------------------------------------------
+    # --- values ---
+
+    def _plan(self, object_type: ObjectType) -> dict[str, int]:
+        """Per property: 0 = any string goes, 1 = check the value, 2 = read-only (cached; hot path)."""
+        plan = self._plans.get(object_type)
+        if plan is None:
+            plan = {}
+            for name, prop in self.properties[object_type].items():
+                if prop.read_only:
+                    plan[name] = _READ_ONLY
+                elif prop.type != "string":
+                    plan[name] = _CHECK
+                else:
+                    plan[name] = _ANY
+            self._plans[object_type] = plan
+        return plan
 
     def _clean(self, object_type: ObjectType, props: Any, unknown: set[str]) -> _Cleaned:
-        """Strings for every value, and the per-input problems; unknown names go to ``unknown``."""
+        """Strings for every value, and the per-input problems; unknown names go to ``unknown``.
+
+        Returns ``props`` itself when every value is already a valid string (the common case).
+        """
         if props is None:
             return {}, []
-        if not isinstance(props, dict):
+        if type(props) is not dict:
             raise validation_error("Invalid input JSON: 'properties' must be an object of strings.")
-        defs = self.properties[object_type]
-        clean: dict[str, str] = {}
+        plan = self._plan(object_type)
         problems: list[ValueProblem] = []
+        clean: dict[str, str] = props
+        copied = False
         for name, value in props.items():
-            prop = defs.get(name)
-            if prop is None:
+            need = plan.get(name)
+            if need == _ANY and type(value) is str:
+                continue
+            if not copied:
+                clean = dict(props)
+                copied = True
+            if need is None:
                 unknown.add(name)
+                del clean[name]
                 continue
             if type(value) is not str:
                 value = self._coerce(name, value, problems)
                 if value is None:
+                    del clean[name]
                     continue
-            if prop.read_only:
+                clean[name] = value
+            if need == _READ_ONLY:
                 problems.append(ValueProblem(name, "READ_ONLY_VALUE",
                                              f"{name} is a read only property; its value cannot be set."))
+                del clean[name]
                 continue
-            if prop.type != "string" or prop.field_type == "phonenumber":
-                problem = check_value(prop, value)
+            if need == _CHECK:
+                problem = check_value(self.properties[object_type][name], value)
                 if problem:
                     problems.append(problem)
-                    continue
-            clean[name] = value
+                    del clean[name]
         return clean, problems
 
     def _coerce(self, name: str, value: Any, problems: list[ValueProblem]) -> str | None:
@@ -341,17 +373,17 @@ class CrmStore:
         changed = False
         for name, value in clean.items():
             old = props.get(name)
+            if old == value:
+                continue
             if value == "":
                 if old is None:
                     continue
                 del props[name]
-            elif old == value:
-                continue
             else:
                 props[name] = value
             changed = True
-            index = indexes.get(name)
-            if index is not None:
+            if name in indexes:
+                index = indexes[name]
                 if old:
                     index.pop(old, None)
                 if value:
@@ -380,9 +412,11 @@ class CrmStore:
         return record
 
     def _result(self, record: Record, clean: dict[str, str], extra: dict[str, Any] | None) -> dict[str, Any]:
-        shown = {n: record.properties.get(n) for n in clean}
-        for n in _SYSTEM_READ:
-            shown[n] = record.properties.get(n)
+        props = record.properties
+        shown = dict(clean)
+        shown["createdate"] = props["createdate"]
+        shown["hs_lastmodifieddate"] = props["hs_lastmodifieddate"]
+        shown["hs_object_id"] = props["hs_object_id"]
         result = {"id": str(record.id), "properties": shown, "createdAt": record.created_at,
                   "updatedAt": record.updated_at, "archived": False}
         if extra:
@@ -476,9 +510,13 @@ class CrmStore:
     def _update_or_upsert(self, object_type: ObjectType, body: Any, source: Source, *, upsert: bool) -> BatchAnswer:
         inputs = self._inputs(body)
         unknown: set[str] = set()
+        checked_id_properties: dict[Any, str | None] = {}
         keys: list[tuple[str, str | None]] = []
         for item in inputs:
-            keys.append((self._input_id(item), self._check_id_property(object_type, item.get("idProperty"))))
+            raw_property = item.get("idProperty")
+            if raw_property not in checked_id_properties:
+                checked_id_properties[raw_property] = self._check_id_property(object_type, raw_property)
+            keys.append((self._input_id(item), checked_id_properties[raw_property]))
         if len(set(keys)) != len(keys):
             seen: set[tuple[str, str | None]] = set()
             dupes = sorted({k[0] for k in keys if k in seen or seen.add(k)})  # type: ignore[func-returns-value]
@@ -489,37 +527,37 @@ class CrmStore:
         at, occurred = now_iso(), now_ms()
         changes = self._tracking()
         answer = BatchAnswer([], [])
+        results, errors = answer.results, answer.errors
         for item, (id_value, id_property), (clean, problems) in zip(inputs, keys, cleaned, strict=True):
-            trace = _trace(item)
-            context: dict[str, list[str]] = {"ids": [id_value]}
-            if trace is not None:
-                context["objectWriteTraceId"] = [trace]
+            trace = item.get("objectWriteTraceId")
             if problems:
-                answer.errors.append(batch_error("VALIDATION_ERROR", _problems_message(problems),
-                                                 {**context, "properties": [p.name for p in problems]}))
+                context = _context(id_value, trace)
+                context["properties"] = [p.name for p in problems]
+                errors.append(batch_error("VALIDATION_ERROR", _problems_message(problems), context))
                 continue
             record = self._find(object_type, id_value, id_property)
             if record is None and not (upsert and id_property):
-                answer.errors.append(batch_error("OBJECT_NOT_FOUND", f"Could not find {object_type.value} "
-                                                 f"with {id_property or 'hs_object_id'} {id_value}.", context))
+                errors.append(batch_error("OBJECT_NOT_FOUND", f"Could not find {object_type.value} with "
+                                          f"{id_property or 'hs_object_id'} {id_value}.", _context(id_value, trace)))
                 continue
-            if id_property and record is None:
+            if id_property:
                 clean = {**clean, id_property: id_value}
             conflict = self._unique_conflict(object_type, record.id if record else None, clean)
             if conflict:
-                answer.errors.append(batch_error("CONFLICT", conflict, context))
+                errors.append(batch_error("CONFLICT", conflict, _context(id_value, trace)))
                 continue
-            extra: dict[str, Any] = {"objectWriteTraceId": trace} if trace else {}
             if record is None:
                 record = self._create(object_type, clean, at, changes, source, occurred)
-                extra["new"] = True
+                new: bool | None = True
             else:
                 self._apply(object_type, record, clean, at, changes, source, occurred)
-                if upsert:
-                    extra["new"] = False
-            if id_property:
-                clean = {**clean, id_property: id_value}
-            answer.results.append(self._result(record, clean, extra))
+                new = False if upsert else None
+            result = self._result(record, clean, None)
+            if trace is not None:
+                result["objectWriteTraceId"] = str(trace)
+            if new is not None:
+                result["new"] = new
+            results.append(result)
         self._emit(changes)
         return self._finish(answer)
 
@@ -660,6 +698,13 @@ class CrmStore:
 
     def object_path(self, object_type: ObjectType) -> str:
         return OBJECTS[object_type].objects_base
+
+
+def _context(id_value: str, trace: Any) -> dict[str, list[str]]:
+    context = {"ids": [id_value]}
+    if trace is not None:
+        context["objectWriteTraceId"] = [str(trace)]
+    return context
 
 
 def _trace(item: dict[str, Any]) -> str | None:
