@@ -37,7 +37,10 @@ CREATE OR REPLACE FUNCTION kleer_sync_append(
     p_metadata  jsonb[],
     p_expected  integer[]
 ) RETURNS TABLE (event_id uuid, "position" bigint, version integer, inserted boolean)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- A generic plan cached while the table was small would scan it whole later.
+SET plan_cache_mode = force_custom_plan
+AS $$
 #variable_conflict use_column
 DECLARE
     v_head bigint;
