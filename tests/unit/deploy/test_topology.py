@@ -7,6 +7,7 @@ from urllib.parse import urlparse
 import pytest
 
 from libs.mapping.loader import parse_mappings
+from services.topics import all_topic_names
 
 from .manifests import Manifest, config_map_data, name_of, of_kind, one
 
@@ -71,16 +72,23 @@ def test_lock_holding_processes_run_one_replica_recreated(name: str, objects: li
     assert _hpa_for(objects, name) is None
 
 
+def test_topics_are_the_ones_the_relay_publishes_to(objects: list[Manifest]) -> None:
+    prefix = config_map_data(objects, "kleer-sync-config")["KAFKA_TOPIC_PREFIX"]
+    topics = {t["spec"].get("topicName", t["metadata"]["name"]) for t in of_kind(objects, "KafkaTopic")}
+    assert topics == set(all_topic_names(prefix))
+
+
 def test_topics_have_the_overlay_partition_count(overlay: str, objects: list[Manifest]) -> None:
     topics = of_kind(objects, "KafkaTopic")
-    assert {t["metadata"]["name"] for t in topics} == {
-        "kleer-sync.outbound.changes",
-        "kleer-sync.inbound.webhooks",
-        "kleer-sync.inbound.commands",
-    }
     assert {t["spec"]["partitions"] for t in topics} == {PARTITIONS[overlay]}
     for topic in topics:
         assert topic["spec"]["config"]["min.insync.replicas"] <= topic["spec"]["replicas"], name_of(topic)
+
+
+def test_relay_partitions_by_the_topics_partition_count(overlay: str, objects: list[Manifest]) -> None:
+    # The relay computes each record's partition from KAFKA_PARTITIONS: a mismatch would
+    # leave partitions unused or send a record's events to two partitions.
+    assert int(config_map_data(objects, "kleer-sync-config")["KAFKA_PARTITIONS"]) == PARTITIONS[overlay]
 
 
 def test_consumers_never_outnumber_partitions(overlay: str, objects: list[Manifest]) -> None:
