@@ -68,7 +68,10 @@ def _discount(row: Mapping[str, object], object_type: str) -> tuple[int, Fractio
         return 0, Fraction(0)
     if not isinstance(discount, Mapping):
         raise MappingError(
-            "expected an object {absolute, percentage}", object_type=object_type, kleer_path="discount", value=discount
+            "expected an object {absolute, percentage}",
+            object_type=object_type,
+            kleer_path="discount",
+            value=discount,
         )
     absolute = _ore(discount.get("absolute"), "discount.absolute", object_type)
     percentage = discount.get("percentage")
@@ -77,7 +80,9 @@ def _discount(row: Mapping[str, object], object_type: str) -> tuple[int, Fractio
     try:
         return absolute, Fraction(to_decimal(percentage))
     except TransformError as exc:
-        raise MappingError(str(exc), object_type=object_type, kleer_path="discount.percentage", value=percentage) from exc
+        raise MappingError(
+            str(exc), object_type=object_type, kleer_path="discount.percentage", value=percentage
+        ) from exc
 
 
 def row_amount_ore(row: Mapping[str, object], object_type: str = "line_item") -> Fraction:
@@ -111,7 +116,8 @@ def row_unit_discount(row: Mapping[str, object], object_type: str = "line_item")
     return round_half_up(per_unit / 100)
 
 
-def _rows(record: Mapping[str, object], key: str, object_type: str) -> list[Mapping[str, object]]:
+def record_rows(record: Mapping[str, object], key: str, object_type: str) -> list[Mapping[str, object]]:
+    """The rows list at ``key``: ``[]`` when missing or null; ``MappingError`` when not a list of objects."""
     rows = record.get(key)
     if rows is None:
         return []
@@ -119,7 +125,9 @@ def _rows(record: Mapping[str, object], key: str, object_type: str) -> list[Mapp
         raise MappingError("expected a list of rows", object_type=object_type, kleer_path=key, value=rows)
     for row in rows:
         if not isinstance(row, Mapping):
-            raise MappingError("every row must be an object", object_type=object_type, kleer_path=key, value=row)
+            raise MappingError(
+                "every row must be an object", object_type=object_type, kleer_path=key, value=row
+            )
     return rows
 
 
@@ -153,7 +161,9 @@ def _is_active(agreement: Mapping[str, object], as_of: dt.date | None) -> bool:
     try:
         end_date = dt.date.fromisoformat(str(end)[:10])
     except ValueError as exc:
-        raise MappingError("expected a date YYYY-MM-DD", object_type="agreement", kleer_path="end-date", value=end) from exc
+        raise MappingError(
+            "expected a date YYYY-MM-DD", object_type="agreement", kleer_path="end-date", value=end
+        ) from exc
     return end_date >= as_of
 
 
@@ -162,7 +172,7 @@ def recurring_amount_ore(agreement: Mapping[str, object]) -> Fraction:
     if not isinstance(agreement, Mapping):
         raise MappingError("an agreement must be an object", object_type="agreement", value=agreement)
     return sum(
-        (row_amount_ore(row, "agreement") for row in _rows(agreement, "recurring-rows", "agreement")),
+        (row_amount_ore(row, "agreement") for row in record_rows(agreement, "recurring-rows", "agreement")),
         Fraction(0),
     )
 
@@ -208,4 +218,6 @@ def months_for_billing_period(period: str) -> int:
         months = count * 12 if text.endswith("Y") else count
         if months >= 1:
             return months
-    raise TransformError(f"expected a billing period in whole months or years such as P1M, P3M, P1Y; got {period!r}")
+    raise TransformError(
+        f"expected a billing period in whole months or years such as P1M, P3M, P1Y; got {period!r}"
+    )

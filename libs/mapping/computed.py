@@ -11,7 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 
-from libs.mapping.amounts import agreement_arr, agreement_mrr, billing_frequency_for_months, row_amount, row_unit_discount
+from libs.mapping.amounts import (
+    agreement_arr,
+    agreement_mrr,
+    billing_frequency_for_months,
+    row_amount,
+    row_unit_discount,
+)
 from libs.mapping.errors import MappingError, TransformError
 from libs.mapping.objects import RECURRING
 from libs.mapping.transforms import as_ore
@@ -23,7 +29,14 @@ ROW_NUMBER = "row-number"  # 1-based position in its list
 PARENT_ID = "parent-id"  # the invoice or agreement id
 CURRENCY = "currency"  # the invoice's or agreement's currency
 INTERVAL_MONTHS = "invoice-interval-months"  # the agreement's interval (recurring rows only)
-ENRICHED_ROW_KEYS: tuple[str, ...] = (LINE_ITEM_ID, ROW_KIND, ROW_NUMBER, PARENT_ID, CURRENCY, INTERVAL_MONTHS)
+ENRICHED_ROW_KEYS: tuple[str, ...] = (
+    LINE_ITEM_ID,
+    ROW_KIND,
+    ROW_NUMBER,
+    PARENT_ID,
+    CURRENCY,
+    INTERVAL_MONTHS,
+)
 
 Computed = Callable[[Mapping[str, object]], object]
 

@@ -29,14 +29,21 @@ import yaml
 
 from libs.mapping.computed import COMPUTED
 from libs.mapping.errors import MappingsFileError, TransformError
-from libs.mapping.model import Direction, FieldMapping, Mappings, ObjectMapping, PropertyDefinition, PropertyOption
+from libs.mapping.model import (
+    Direction,
+    FieldMapping,
+    Mappings,
+    ObjectMapping,
+    PropertyDefinition,
+    PropertyOption,
+)
 from libs.mapping.objects import (
+    CLIENT,
     HUBSPOT_OBJECT_FOR,
     INBOUND_OBJECT_TYPES,
     KLEER_ID,
     KLEER_OBJECT_TYPES,
     PROJECT,
-    CLIENT,
     PROPERTY_GROUP,
     HubSpotObject,
     hubspot_object,
@@ -67,7 +74,17 @@ _CUSTOM_KEYS = ("label", "type", "field_type", "group", "unique", "description")
 _PROPERTY_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _PATH_SEGMENT = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _HUBSPOT_TYPES = ("string", "number", "date", "datetime", "enumeration", "bool")
-_FIELD_TYPES = ("text", "textarea", "number", "date", "select", "radio", "checkbox", "booleancheckbox", "phonenumber")
+_FIELD_TYPES = (
+    "text",
+    "textarea",
+    "number",
+    "date",
+    "select",
+    "radio",
+    "checkbox",
+    "booleancheckbox",
+    "phonenumber",
+)
 
 
 @dataclass
@@ -102,7 +119,9 @@ def _read_yaml(text: str, source: str) -> Any:
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise MappingsFileError(
-            f"is not valid YAML{at}: {problem}", source=source, fix="fix the YAML syntax (indentation, quotes, colons)"
+            f"is not valid YAML{at}: {problem}",
+            source=source,
+            fix="fix the YAML syntax (indentation, quotes, colons)",
         ) from exc
 
 
@@ -117,11 +136,15 @@ def _parse_document(document: Any, source: str) -> dict[str, _RawObject]:
         return {}
     if not isinstance(document, dict):
         raise MappingsFileError(
-            "the top level must be a mapping", source=source, fix="start the file with `version: 1` and `objects:`"
+            "the top level must be a mapping",
+            source=source,
+            fix="start the file with `version: 1` and `objects:`",
         )
     for key in document:
         if key not in _TOP_KEYS:
-            raise MappingsFileError(f"unknown top-level key {key!r}", source=source, fix=_suggest(str(key), _TOP_KEYS))
+            raise MappingsFileError(
+                f"unknown top-level key {key!r}", source=source, fix=_suggest(str(key), _TOP_KEYS)
+            )
     version = document.get("version", FORMAT_VERSION)
     if version != FORMAT_VERSION:
         raise MappingsFileError(
@@ -140,18 +163,26 @@ def _parse_document(document: Any, source: str) -> dict[str, _RawObject]:
 def _parse_object(object_type: str, body: Any, source: str) -> _RawObject:
     if object_type not in KLEER_OBJECT_TYPES:
         raise MappingsFileError(
-            f"unknown object type {object_type!r}", source=source, fix=_suggest(object_type, KLEER_OBJECT_TYPES)
+            f"unknown object type {object_type!r}",
+            source=source,
+            fix=_suggest(object_type, KLEER_OBJECT_TYPES),
         )
     if body is None:
         body = {}
     if not isinstance(body, dict):
         raise MappingsFileError(
-            "must be a mapping with `fields`", source=source, object_type=object_type, fix="add `fields:` with a list"
+            "must be a mapping with `fields`",
+            source=source,
+            object_type=object_type,
+            fix="add `fields:` with a list",
         )
     for key in body:
         if key not in _OBJECT_KEYS:
             raise MappingsFileError(
-                f"unknown key {key!r}", source=source, object_type=object_type, fix=_suggest(str(key), _OBJECT_KEYS)
+                f"unknown key {key!r}",
+                source=source,
+                object_type=object_type,
+                fix=_suggest(str(key), _OBJECT_KEYS),
             )
     expected = HUBSPOT_OBJECT_FOR[object_type]
     named = body.get("hubspot_object")
@@ -165,7 +196,10 @@ def _parse_object(object_type: str, body: Any, source: str) -> _RawObject:
     fields = body.get("fields") or []
     if not isinstance(fields, list):
         raise MappingsFileError(
-            "`fields` must be a list", source=source, object_type=object_type, fix="write each field as `- property: ...`"
+            "`fields` must be a list",
+            source=source,
+            object_type=object_type,
+            fix="write each field as `- property: ...`",
         )
     raw_fields = []
     for position, data in enumerate(fields, start=1):
@@ -187,7 +221,9 @@ def _parse_object(object_type: str, body: Any, source: str) -> _RawObject:
                 object_type=object_type,
                 fix=f"remove `triggers` (only {', '.join(INBOUND_OBJECT_TYPES)} sync inbound)",
             )
-        if not isinstance(triggers, list) or not all(isinstance(t, str) and _PROPERTY_NAME.match(t) for t in triggers):
+        if not isinstance(triggers, list) or not all(
+            isinstance(t, str) and _PROPERTY_NAME.match(t) for t in triggers
+        ):
             raise MappingsFileError(
                 "`triggers` must be a list of HubSpot property names",
                 source=source,
@@ -196,7 +232,10 @@ def _parse_object(object_type: str, body: Any, source: str) -> _RawObject:
             )
     if body.get("replace_fields") not in (None, True, False):
         raise MappingsFileError(
-            "`replace_fields` must be true or false", source=source, object_type=object_type, fix="write true or false"
+            "`replace_fields` must be true or false",
+            source=source,
+            object_type=object_type,
+            fix="write true or false",
         )
     if body.get("replace_fields"):
         raw_fields.insert(0, _RawField(source, 0, {"__replace__": True}))
@@ -212,9 +251,13 @@ def _hubspot_object_or_none(name: str) -> HubSpotObject | None:
 
 # ---------------------------------------------------------------- merging
 def _merge(base: dict[str, _RawObject], overlay: dict[str, _RawObject]) -> dict[str, _RawObject]:
-    merged = {name: _RawObject(obj.source, list(obj.fields), obj.triggers, obj.triggers_source) for name, obj in base.items()}
+    merged = {
+        name: _RawObject(obj.source, list(obj.fields), obj.triggers, obj.triggers_source)
+        for name, obj in base.items()
+    }
     for name, extra in overlay.items():
         target = merged.setdefault(name, _RawObject(extra.source, [], None, extra.source))
+        target.source = extra.source  # object-level problems are now the overlay's to fix
         for raw in extra.fields:
             if raw.data.get("__replace__"):
                 target.fields = []
@@ -257,15 +300,17 @@ class _FieldBuilder:
         for key in self.data:
             if key not in _FIELD_KEYS:
                 raise self.fail(f"unknown key {key!r}", _suggest(str(key), _FIELD_KEYS))
-        if self.data.get("remove") is not None:
-            raise self.fail("`remove` only works in a user file over a default field", "delete the `remove` key")
+        if self.data.get("remove") not in (None, False):
+            raise self.fail(
+                "`remove` only works in a user file over a default field", "delete the `remove` key"
+            )
         prop = self._property_name(self.data.get("property"), "property")
         direction = self._direction()
         transform = self._transform()
         kleer, compute = self._source(direction)
         values = self._values(transform, direction)
         field = FieldMapping(
-            property=prop,
+            hubspot_property=prop,
             direction=direction,
             transform=transform,
             kleer=kleer,
@@ -282,7 +327,7 @@ class _FieldBuilder:
             raise self.fail("`label` must be text", "quote the label")
         label = label or (custom.label if custom else prop)
         return FieldMapping(
-            property=prop,
+            hubspot_property=prop,
             direction=direction,
             transform=transform,
             kleer=kleer,
@@ -306,7 +351,9 @@ class _FieldBuilder:
     def _flag(self, key: str) -> bool:
         value = self.data.get(key, False)
         if not isinstance(value, bool):
-            raise self.fail(f"`{key}` must be true or false, got {value!r}", f"write `{key}: true` or leave it out")
+            raise self.fail(
+                f"`{key}` must be true or false, got {value!r}", f"write `{key}: true` or leave it out"
+            )
         return value
 
     def _direction(self) -> Direction:
@@ -339,14 +386,19 @@ class _FieldBuilder:
             if compute not in COMPUTED:
                 raise self.fail(f"unknown computed value {compute!r}", _suggest(str(compute), list(COMPUTED)))
             if direction != Direction.TO_HUBSPOT:
-                raise self.fail("a computed value can only be written to HubSpot", "use `direction: to_hubspot`")
+                raise self.fail(
+                    "a computed value can only be written to HubSpot", "use `direction: to_hubspot`"
+                )
             return None, str(compute)
         if not isinstance(kleer, str) or not all(_PATH_SEGMENT.match(part) for part in kleer.split(".")):
             raise self.fail(
                 f"`kleer` must be a dotted path of kebab-case keys, got {kleer!r}",
                 "write it like `payment-days` or `address.zip-code`",
             )
-        if direction != Direction.TO_HUBSPOT and TRANSFORMS[str(self.data.get("transform", "text"))].decode is None:
+        if (
+            direction != Direction.TO_HUBSPOT
+            and TRANSFORMS[str(self.data.get("transform", "text"))].decode is None
+        ):
             raise self.fail(
                 f"transform {self.data.get('transform')!r} only works Kleer -> HubSpot",
                 "use `ore_to_decimal` for öre amounts, or `direction: to_hubspot`",
@@ -357,7 +409,9 @@ class _FieldBuilder:
         values = self.data.get("values")
         if transform != "enum":
             if values is not None:
-                raise self.fail("`values` only applies to `transform: enum`", "remove `values` or set `transform: enum`")
+                raise self.fail(
+                    "`values` only applies to `transform: enum`", "remove `values` or set `transform: enum`"
+                )
             return None
         options: list[EnumOption] = []
         if isinstance(values, dict):
@@ -367,19 +421,26 @@ class _FieldBuilder:
             for entry in values:
                 if not isinstance(entry, dict) or "kleer" not in entry or "hubspot" not in entry:
                     raise self.fail(
-                        "each enum value must have `kleer` and `hubspot`", "write `- {kleer: Mail, hubspot: mail}`"
+                        "each enum value must have `kleer` and `hubspot`",
+                        "write `- {kleer: Mail, hubspot: mail}`",
                     )
                 options.append(
-                    EnumOption(str(entry["kleer"]), str(entry["hubspot"]), str(entry.get("label", entry["kleer"])))
+                    EnumOption(
+                        str(entry["kleer"]), str(entry["hubspot"]), str(entry.get("label", entry["kleer"]))
+                    )
                 )
         else:
-            raise self.fail("`transform: enum` needs a `values` table", "add `values: {KleerValue: hubspot_value, ...}`")
+            raise self.fail(
+                "`transform: enum` needs a `values` table", "add `values: {KleerValue: hubspot_value, ...}`"
+            )
         if not options:
             raise self.fail("the enum `values` table is empty", "list at least one value")
         table = EnumTable(tuple(options))
         kleer_values = [o.kleer for o in options]
         if len(set(kleer_values)) != len(kleer_values):
-            raise self.fail("the enum `values` table lists a Kleer value twice", "keep one entry per Kleer value")
+            raise self.fail(
+                "the enum `values` table lists a Kleer value twice", "keep one entry per Kleer value"
+            )
         if direction != Direction.TO_HUBSPOT and not table.is_invertible():
             raise self.fail(
                 "a two-way enum must map each Kleer value to its own HubSpot value",
@@ -392,12 +453,18 @@ class _FieldBuilder:
         if aliases is None:
             return ()
         if direction == Direction.TO_HUBSPOT:
-            raise self.fail("`aliases` are read inbound, but this field only flows to HubSpot", "remove `aliases`")
+            raise self.fail(
+                "`aliases` are read inbound, but this field only flows to HubSpot", "remove `aliases`"
+            )
         if not isinstance(aliases, list):
-            raise self.fail("`aliases` must be a list of property names", "write `aliases: [email, kleer_email]`")
+            raise self.fail(
+                "`aliases` must be a list of property names", "write `aliases: [email, kleer_email]`"
+            )
         names = tuple(self._property_name(a, "aliases") for a in aliases)
         if prop in names or len(set(names)) != len(names):
-            raise self.fail("`aliases` repeat a property", "list each synonym once, without the field's own property")
+            raise self.fail(
+                "`aliases` repeat a property", "list each synonym once, without the field's own property"
+            )
         return names
 
     def _default(self, field: FieldMapping) -> object:
@@ -412,7 +479,9 @@ class _FieldBuilder:
         try:
             field.codec.encode(value, field.values)
         except TransformError as exc:
-            raise self.fail(f"`default` {value!r} does not fit transform {field.transform}: {exc}", "fix the default") from exc
+            raise self.fail(
+                f"`default` {value!r} does not fit transform {field.transform}: {exc}", "fix the default"
+            ) from exc
         return value
 
     def _custom(self, field: FieldMapping) -> PropertyDefinition | None:
@@ -426,9 +495,9 @@ class _FieldBuilder:
         for key in spec:
             if key not in _CUSTOM_KEYS:
                 raise self.fail(f"unknown key custom.{key}", _suggest(str(key), _CUSTOM_KEYS))
-        if field.property.startswith("hs_"):
+        if field.hubspot_property.startswith("hs_"):
             raise self.fail(
-                f"{field.property!r} is a HubSpot property (hs_ prefix); we cannot create it",
+                f"{field.hubspot_property!r} is a HubSpot property (hs_ prefix); we cannot create it",
                 "remove `custom`, or pick a name without the hs_ prefix",
             )
         codec = field.codec
@@ -437,14 +506,18 @@ class _FieldBuilder:
         if prop_type not in _HUBSPOT_TYPES:
             raise self.fail(f"unknown custom.type {prop_type!r}", _suggest(str(prop_type), _HUBSPOT_TYPES))
         if field_type not in _FIELD_TYPES:
-            raise self.fail(f"unknown custom.field_type {field_type!r}", _suggest(str(field_type), _FIELD_TYPES))
+            raise self.fail(
+                f"unknown custom.field_type {field_type!r}", _suggest(str(field_type), _FIELD_TYPES)
+            )
         unique = spec.get("unique", False)
         if not isinstance(unique, bool):
             raise self.fail("`custom.unique` must be true or false", "write `unique: true` or leave it out")
         options: tuple[PropertyOption, ...] = ()
         if prop_type == "enumeration":
             if field.values is None:
-                raise self.fail("an enumeration property needs an enum `values` table", "set `transform: enum`")
+                raise self.fail(
+                    "an enumeration property needs an enum `values` table", "set `transform: enum`"
+                )
             seen: dict[str, str] = {}
             for option in field.values.options:
                 seen.setdefault(option.hubspot, option.label)
@@ -452,9 +525,9 @@ class _FieldBuilder:
         elif prop_type == "bool":
             options = (PropertyOption("Yes", "true", 0), PropertyOption("No", "false", 1))
         return PropertyDefinition(
-            object=HUBSPOT_OBJECT_FOR[self.object_type].name,
-            name=field.property,
-            label=str(spec.get("label") or field.property.replace("_", " ").capitalize()),
+            hubspot_object=HUBSPOT_OBJECT_FOR[self.object_type].name,
+            name=field.hubspot_property,
+            label=str(spec.get("label") or field.hubspot_property.replace("_", " ").capitalize()),
             type=str(prop_type),
             field_type=str(field_type),
             group_name=str(spec.get("group", PROPERTY_GROUP.name)),
@@ -481,14 +554,16 @@ def _build_object(object_type: str, raw: _RawObject) -> ObjectMapping:
                 )
             sources[prop] = raw_field
         fields.append(built)
-    _check_kleer_id(object_type, fields, raw)
-    _check_inbound_paths(object_type, fields, raw)
+    _check_kleer_id(object_type, fields, raw, sources)
+    _check_inbound_paths(object_type, fields, sources)
     triggers = _triggers(object_type, fields, raw)
     return ObjectMapping(object_type, HUBSPOT_OBJECT_FOR[object_type], tuple(fields), triggers)
 
 
-def _check_kleer_id(object_type: str, fields: list[FieldMapping], raw: _RawObject) -> None:
-    id_field = next((f for f in fields if f.property == KLEER_ID), None)
+def _check_kleer_id(
+    object_type: str, fields: list[FieldMapping], raw: _RawObject, sources: Mapping[str, _RawField]
+) -> None:
+    id_field = next((f for f in fields if f.hubspot_property == KLEER_ID), None)
     if id_field is None or id_field.direction != Direction.TO_HUBSPOT:
         raise MappingsFileError(
             f"every object needs a `{KLEER_ID}` field written to HubSpot (upserts are keyed on it)",
@@ -500,28 +575,39 @@ def _check_kleer_id(object_type: str, fields: list[FieldMapping], raw: _RawObjec
     if id_field.custom is None or not id_field.custom.has_unique_value:
         raise MappingsFileError(
             f"`{KLEER_ID}` must be a custom property with unique values",
-            source=raw.source,
+            source=sources[KLEER_ID].source,
             object_type=object_type,
             field=KLEER_ID,
             fix="set `custom: {label: Kleer ID, unique: true}`",
         )
 
 
-def _check_inbound_paths(object_type: str, fields: list[FieldMapping], raw: _RawObject) -> None:
+def _check_inbound_paths(
+    object_type: str, fields: list[FieldMapping], sources: Mapping[str, _RawField]
+) -> None:
     written: dict[str, str] = {}
     for field in fields:
         if not field.writes_kleer or field.kleer is None:
             continue
         for path, prop in written.items():
-            if path == field.kleer or path.startswith(field.kleer + ".") or field.kleer.startswith(path + "."):
+            if (
+                path == field.kleer
+                or path.startswith(field.kleer + ".")
+                or field.kleer.startswith(path + ".")
+            ):
+                # Blame the user's file when one of the two fields comes from it.
+                blamed = next(
+                    (p for p in (field.hubspot_property, prop) if sources[p].source != DEFAULT_SOURCE),
+                    field.hubspot_property,
+                )
                 raise MappingsFileError(
-                    f"Kleer field {field.kleer!r} is written inbound by both {prop!r} and {field.property!r}",
-                    source=raw.source,
+                    f"Kleer field {field.kleer!r} is written inbound by both {prop!r} and {field.hubspot_property!r}",
+                    source=sources[blamed].source,
                     object_type=object_type,
-                    field=field.property,
+                    field=sources[blamed].where(),
                     fix="make one of them `direction: to_hubspot`, or list the other as an alias",
                 )
-        written[field.kleer] = field.property
+        written[field.kleer] = field.hubspot_property
 
 
 def _triggers(object_type: str, fields: list[FieldMapping], raw: _RawObject) -> tuple[str, ...]:
@@ -530,7 +616,9 @@ def _triggers(object_type: str, fields: list[FieldMapping], raw: _RawObject) -> 
     if object_type == CLIENT:
         return TRIGGER_PROPERTIES
     if object_type == PROJECT:
-        return tuple(dict.fromkeys(p for f in fields if f.direction == Direction.TWO_WAY for p in f.hubspot_properties))
+        return tuple(
+            dict.fromkeys(p for f in fields if f.direction == Direction.TWO_WAY for p in f.hubspot_properties)
+        )
     return ()
 
 
@@ -538,7 +626,9 @@ def _build(raw_objects: Mapping[str, _RawObject], source: str) -> Mappings:
     missing = [t for t in KLEER_OBJECT_TYPES if t not in raw_objects]
     if missing:
         raise MappingsFileError(
-            f"no mapping for {', '.join(missing)}", source=source, fix="every object type needs a `fields` list"
+            f"no mapping for {', '.join(missing)}",
+            source=source,
+            fix="every object type needs a `fields` list",
         )
     objects = tuple(_build_object(t, raw_objects[t]) for t in KLEER_OBJECT_TYPES)
     return Mappings(objects=objects, source=source)

@@ -36,7 +36,7 @@ class PropertyOption:
 class PropertyDefinition:
     """A HubSpot property our setup step creates (``POST /crm/v3/properties/{object}``)."""
 
-    object: str
+    hubspot_object: str
     name: str
     label: str
     type: str
@@ -74,7 +74,7 @@ class FieldMapping:
     that hold the same fact (read inbound, never written).
     """
 
-    property: str
+    hubspot_property: str
     direction: Direction
     transform: str
     kleer: str | None = None
@@ -110,7 +110,7 @@ class FieldMapping:
     @property
     def hubspot_properties(self) -> tuple[str, ...]:
         """The canonical property first, then its aliases (the inbound reading order)."""
-        return (self.property, *self.aliases)
+        return (self.hubspot_property, *self.aliases)
 
 
 @dataclass(frozen=True)
