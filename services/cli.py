@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 # Areas that contribute subcommands. An area not yet built is simply absent.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -23,6 +24,21 @@ COMMAND_MODULES: tuple[str, ...] = (
     "services.operations.cli",  # audit, replay, dlq
     "services.demo",  # demo (make run)
 )
+
+
+_GROUPS: dict[tuple[int, str], Any] = {}
+
+
+def command_group(subparsers: Any, name: str, help: str) -> Any:
+    """The sub-command set of a group shared by several areas (e.g. ``hubspot setup`` and
+    ``hubspot register-actions``): created by the first area that asks, reused by the others."""
+    key = (id(subparsers), name)
+    if key not in _GROUPS:
+        parser = subparsers.add_parser(name, help=help)
+        group = parser.add_subparsers(dest=f"{name}_command", metavar="TASK")
+        group.required = True
+        _GROUPS[key] = group
+    return _GROUPS[key]
 
 
 def _area_exists(name: str) -> bool:
