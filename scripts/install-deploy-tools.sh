@@ -14,17 +14,13 @@ VENV=${1:-.venv}
 if ! command -v promtool >/dev/null 2>&1; then
     echo "install-deploy-tools: installing promtool (Debian package prometheus)"
     # Installing the package must not start a Prometheus server on this machine.
-    created_policy=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
         chmod +x /usr/sbin/policy-rc.d
-        created_policy=yes
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-    if [ -n "$created_policy" ]; then
-        rm -f /usr/sbin/policy-rc.d
-    fi
 fi
 promtool --version 2>&1 | head -n 1
 
