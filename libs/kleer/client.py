@@ -164,7 +164,7 @@ class KleerClient:
                 headers={"X-Token": self._token.value, "Accept": _JSON},
                 timeout=self._timeout,
                 connector=aiohttp.TCPConnector(limit=self._max_concurrency),
-                json_serialize=lambda obj: orjson.dumps(obj).decode(),
+                middlewares=(_no_silent_resend,),
             )
 
     async def close(self) -> None:
@@ -424,6 +424,28 @@ class KleerClient:
         text = raw[:_MAX_ERROR_TEXT].decode("utf-8", "replace")
         token = self._token.value
         return text.replace(token, "****") if token else text
+
+
+class _WriteInterrupted(aiohttp.ClientConnectionError):
+    """The connection broke while a create was in flight (not a subclass aiohttp resends on)."""
+
+
+async def _no_silent_resend(
+    request: aiohttp.ClientRequest, handler: Callable[[aiohttp.ClientRequest], Awaitable[aiohttp.ClientResponse]]
+) -> aiohttp.ClientResponse:
+    """Stop aiohttp from quietly sending a PUT again after a dropped connection.
+
+    aiohttp resends "idempotent" methods (PUT among them) once when the
+    connection drops; Kleer's PUT creates a record, so a resend could store it
+    twice. The drop becomes an error aiohttp leaves alone, and ``_call``
+    decides (a create whose fate is unknown is reported as ambiguous).
+    """
+    try:
+        return await handler(request)
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+        if request.method != "PUT" or isinstance(exc, aiohttp.ClientConnectorError):
+            raise
+        raise _WriteInterrupted(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _snippet(body: Any) -> str:
