@@ -142,6 +142,8 @@ def to_kleer(
             direction="to_kleer",
         )
     mapping = resolve(mappings).object(kleer_type)
+    if isinstance(changed, str):  # one property name, not its characters
+        changed = (changed,)
     body: dict[str, object] = {}
     for field in mapping.fields:
         if not field.writes_kleer:

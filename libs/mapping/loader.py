@@ -107,7 +107,6 @@ class _RawObject:
     source: str
     fields: list[_RawField]
     triggers: list[str] | None
-    triggers_source: str
 
 
 # ---------------------------------------------------------------- reading
@@ -239,7 +238,7 @@ def _parse_object(object_type: str, body: Any, source: str) -> _RawObject:
         )
     if body.get("replace_fields"):
         raw_fields.insert(0, _RawField(source, 0, {"__replace__": True}))
-    return _RawObject(source, raw_fields, triggers, source)
+    return _RawObject(source, raw_fields, triggers)
 
 
 def _hubspot_object_or_none(name: str) -> HubSpotObject | None:
@@ -251,12 +250,9 @@ def _hubspot_object_or_none(name: str) -> HubSpotObject | None:
 
 # ---------------------------------------------------------------- merging
 def _merge(base: dict[str, _RawObject], overlay: dict[str, _RawObject]) -> dict[str, _RawObject]:
-    merged = {
-        name: _RawObject(obj.source, list(obj.fields), obj.triggers, obj.triggers_source)
-        for name, obj in base.items()
-    }
+    merged = {name: _RawObject(obj.source, list(obj.fields), obj.triggers) for name, obj in base.items()}
     for name, extra in overlay.items():
-        target = merged.setdefault(name, _RawObject(extra.source, [], None, extra.source))
+        target = merged.setdefault(name, _RawObject(extra.source, [], None))
         target.source = extra.source  # object-level problems are now the overlay's to fix
         for raw in extra.fields:
             if raw.data.get("__replace__"):
@@ -280,7 +276,6 @@ def _merge(base: dict[str, _RawObject], overlay: dict[str, _RawObject]) -> dict[
                 target.fields[index] = raw
         if extra.triggers is not None:
             target.triggers = extra.triggers
-            target.triggers_source = extra.source
     return merged
 
 

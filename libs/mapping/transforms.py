@@ -17,7 +17,7 @@ calls ROUND_HALF_UP), to whole öre.
 |------------------|------------------------------|----------------------------------|--------------------------|
 | text             | str (ints, bools shown)      | unchanged                        | string / text            |
 | ore_to_decimal   | int öre ``12950``            | ``"129.50"`` (2 decimals, exact) | number / number          |
-| money            | Decimal currency units       | ``"129.50"`` (2 decimals)        | number / number          |
+| money (one-way)  | Decimal currency units       | ``"129.50"`` (2 decimals)        | number / number          |
 | decimal          | int, Decimal, numeric str    | ``"1.5"`` (no trailing zeros)    | number / number          |
 | int              | int                          | ``"30"``                         | number / number          |
 | date             | ``"YYYY-MM-DD"`` (or longer) | ``"YYYY-MM-DD"``                 | date / date              |

@@ -325,6 +325,10 @@ def test_the_canonical_property_wins_unless_a_synonym_is_what_changed() -> None:
     assert to_kleer("client", props)["email"] == "old@b.se"
     assert to_kleer("client", props, changed={"email"})["email"] == "new@b.se"
     assert to_kleer("client", props, changed=["name"])["email"] == "old@b.se"
+    assert to_kleer("client", props, changed="email")["email"] == "new@b.se"
+    assert (
+        to_kleer("client", {**props, "invoice_email": "x@y.se"}, changed="invoice_email")["email"] == "x@y.se"
+    )
 
 
 def test_a_client_name_is_required() -> None:
