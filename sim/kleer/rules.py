@@ -95,7 +95,7 @@ def create(store: KleerStore, book: CompanyBook, resource: str, body: dict[str, 
     record = complete(resource, values)
     book.tables[resource].insert(record)
     if resource == INVOICE.name:
-        book.invoice_ids_by_nr[record["invoice-nr"]] = record["id"]
+        book.remember_invoice(record)
     return record
 
 
@@ -117,9 +117,9 @@ def update(store: KleerStore, book: CompanyBook, resource: str, record_id: int, 
         values["revision-nr"] = old["revision-nr"] + 1
     record = complete(resource, values)
     table.replace(record)
-    if resource == INVOICE.name and record["invoice-nr"] != old["invoice-nr"]:
-        book.invoice_ids_by_nr.pop(old["invoice-nr"], None)
-        book.invoice_ids_by_nr[record["invoice-nr"]] = record_id
+    if resource == INVOICE.name:
+        book.forget_invoice(old)
+        book.remember_invoice(record)
     return record
 
 
@@ -140,7 +140,7 @@ def delete(book: CompanyBook, resource: str, record_id: int) -> Record:
             raise RuleBroken(
                 f"client invoice {record['invoice-nr']} is certified and cannot be deleted; credit it instead"
             )
-        book.invoice_ids_by_nr.pop(record["invoice-nr"], None)
+        book.forget_invoice(record)
     if resource == CLIENT.name:
         _refuse_if_client_in_use(book, record_id)
     table.remove(record_id)
@@ -204,7 +204,7 @@ def _invoice(store: KleerStore, book: CompanyBook, body: dict[str, Any], old: Re
     invoice_date = values.get("invoice-date") or today.isoformat()
     values["invoice-date"] = invoice_date
     if values.get("due-date") is None:
-        days = client.get("payment-days") if client.get("payment-days") is not None else DEFAULT_PAYMENT_DAYS
+        days: int = DEFAULT_PAYMENT_DAYS if client.get("payment-days") is None else client["payment-days"]
         values["due-date"] = (date.fromisoformat(invoice_date) + timedelta(days=days)).isoformat()
     values["currency"] = values.get("currency") or client.get("currency-type") or DEFAULT_CURRENCY
     if old is None:

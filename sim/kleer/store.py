@@ -96,6 +96,7 @@ class CompanyBook:
         self.name = name
         self.tables: dict[str, Table] = {r.name: Table() for r in RESOURCES}
         self.invoice_ids_by_nr: dict[int, int] = {}
+        self.credited_invoice_nrs: set[int] = set()  # debit invoices that a credit invoice names
         self.next_invoice_nr = FIRST_NUMBER
         self.next_agreement_nr = FIRST_NUMBER
         self.next_project_nr = FIRST_NUMBER
@@ -119,6 +120,17 @@ class CompanyBook:
     @property
     def projects(self) -> Table:
         return self.tables[PROJECT.name]
+
+    def remember_invoice(self, invoice: Record) -> None:
+        """Index a stored invoice by number (and as a credit of its debit invoice)."""
+        self.invoice_ids_by_nr[invoice["invoice-nr"]] = invoice["id"]
+        if invoice["debit-invoice-nr"] is not None:
+            self.credited_invoice_nrs.add(invoice["debit-invoice-nr"])
+
+    def forget_invoice(self, invoice: Record) -> None:
+        self.invoice_ids_by_nr.pop(invoice["invoice-nr"], None)
+        if invoice["debit-invoice-nr"] is not None:
+            self.credited_invoice_nrs.discard(invoice["debit-invoice-nr"])
 
     def take_invoice_nr(self, wanted: int | None = None) -> int:
         number = wanted if wanted is not None else self.next_invoice_nr
