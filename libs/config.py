@@ -61,6 +61,7 @@ VARIABLES: tuple[Variable, ...] = (
         "Prefix of our Kafka topic names (several deployments can share a cluster).",
         "kleer-sync",
     ),
+    Variable("KAFKA_CREATE_TOPICS", "true: the relay creates missing topics; false when an operator (e.g. Strimzi) owns them.", "true"),
     Variable("KAFKA_PARTITIONS", "Partitions per topic when the relay creates them.", "4", kind="int"),
     Variable("KLEER_API_BASE", "Kleer API base URL.", "https://api.kleer.se/v1", kind="url"),
     Variable("KLEER_TOKEN", "Kleer API token (sent as X-Token).", secret=True),
@@ -91,6 +92,20 @@ VARIABLES: tuple[Variable, ...] = (
         "CONNECTION_ID",
         "Name of the default connection (one portal with one Kleer company); part of every stream name.",
         "default",
+    ),
+    # Outbound poller (services/outbound): seconds between polls per object type, and what it syncs.
+    Variable("POLL_INTERVAL_CLIENTS", "Seconds between polls of Kleer clients.", "900", kind="int"),
+    Variable("POLL_INTERVAL_PROJECTS", "Seconds between polls of Kleer projects.", "900", kind="int"),
+    Variable("POLL_INTERVAL_INVOICES", "Seconds between polls of Kleer invoices.", "1800", kind="int"),
+    Variable("POLL_INTERVAL_AGREEMENTS", "Seconds between polls of Kleer agreements.", "1800", kind="int"),
+    Variable("POLL_INTERVAL_LINE_ITEMS", "Seconds between polls of invoice and agreement rows.", "1800", kind="int"),
+    Variable("POLL_INTERVAL_PRODUCTS", "Seconds between polls of Kleer products.", "86400", kind="int"),
+    Variable("INVOICE_HISTORY_DAYS", "Sync only invoices dated within this many days (unset: all).", kind="int"),
+    Variable("SYNC_CREDIT_INVOICES", "true to sync credit invoices too (default false).", "false"),
+    Variable(
+        "OUTBOUND_REMOVAL",
+        "What a record deleted in Kleer becomes in HubSpot: flag (kleer_deleted=true) or archive.",
+        "flag",
     ),
     Variable(
         "ADMIN_TOKEN",

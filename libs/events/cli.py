@@ -83,6 +83,7 @@ async def _relay_main(settings: Any, args: argparse.Namespace) -> None:
                 topics=topics,
                 batch_size=args.batch_size,
                 partitions=settings.get_int("KAFKA_PARTITIONS") or DEFAULT_PARTITIONS,
+                create_topics=(settings.get("KAFKA_CREATE_TOPICS") or "true").lower() != "false",
             ),
         )
         health = HealthServer(

@@ -63,6 +63,7 @@ class RelayConfig:
     idle_sleep: float = 0.05
     loss_check_interval: float = 5.0
     partitions: int = DEFAULT_PARTITIONS
+    create_topics: bool = True  # False when an operator (e.g. Strimzi KafkaTopic) owns the topics
 
 
 class Relay:
@@ -80,10 +81,7 @@ class Relay:
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
-        await retry_with_backoff(
-            lambda: ensure_topics(self.config.bootstrap_servers, self.config.topics, self.config.partitions),
-            "create Kafka topics",
-        )
+        await self._ensure_topics()
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.config.bootstrap_servers,
             acks="all",
@@ -270,10 +268,14 @@ class Relay:
         self._last_offsets = {}
         self._last_positions = {}  # unknown: the first message per partition asks consumers to check
         self.published_position = int(start)
-        await retry_with_backoff(
-            lambda: ensure_topics(self.config.bootstrap_servers, self.config.topics, self.config.partitions),
-            "re-create Kafka topics",
-        )
+        await self._ensure_topics()
+
+    async def _ensure_topics(self) -> None:
+        if self.config.create_topics:
+            await retry_with_backoff(
+                lambda: ensure_topics(self.config.bootstrap_servers, self.config.topics, self.config.partitions),
+                "create Kafka topics",
+            )
 
     async def _recover_producer(self) -> None:
         if self._producer is None:
