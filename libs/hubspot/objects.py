@@ -70,6 +70,24 @@ def object_type(name: str) -> ObjectType | None:
     return _BY_ALIAS.get(name.lower())
 
 
+# The property group HubSpot files an object's default properties under (used when a
+# property spec names no group; the integration normally creates its own group).
+DEFAULT_PROPERTY_GROUPS: dict[ObjectType, str] = {
+    ObjectType.COMPANIES: "companyinformation",
+    ObjectType.DEALS: "dealinformation",
+    ObjectType.PRODUCTS: "productinformation",
+    ObjectType.LINE_ITEMS: "lineiteminformation",
+    ObjectType.INVOICES: "invoiceinformation",
+    ObjectType.SUBSCRIPTIONS: "subscriptioninformation",
+    ObjectType.PROJECTS: "projectinformation",
+}
+
+
+def api_name(kind: ObjectType) -> str:
+    """The object type as written in properties and v4 association paths (the type id for projects)."""
+    return OBJECTS[kind].type_id if kind is ObjectType.PROJECTS else kind.value
+
+
 # Association type ids (HUBSPOT_DEFINED): (from, to) → id. Each direction has its own id.
 ASSOCIATION_TYPE_IDS: dict[tuple[ObjectType, ObjectType], int] = {
     (ObjectType.INVOICES, ObjectType.COMPANIES): 179,

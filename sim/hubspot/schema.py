@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from libs.hubspot.objects import ObjectType
+from libs.hubspot.objects import DEFAULT_PROPERTY_GROUPS, ObjectType
 
 # HubSpot property types and the field types it pairs them with.
 PROPERTY_TYPES = {"string", "number", "date", "datetime", "enumeration", "bool", "phone_number"}
@@ -35,15 +35,7 @@ FIELD_TYPES = {
 }
 READ_ONLY_SYSTEM = {"hs_object_id", "hs_lastmodifieddate"}
 
-_DEFAULT_GROUP = {
-    ObjectType.COMPANIES: "companyinformation",
-    ObjectType.DEALS: "dealinformation",
-    ObjectType.PRODUCTS: "productinformation",
-    ObjectType.LINE_ITEMS: "lineiteminformation",
-    ObjectType.INVOICES: "invoiceinformation",
-    ObjectType.SUBSCRIPTIONS: "subscriptioninformation",
-    ObjectType.PROJECTS: "projectinformation",
-}
+_DEFAULT_GROUP = DEFAULT_PROPERTY_GROUPS
 
 CURRENCIES = (
     "SEK", "EUR", "USD", "GBP", "NOK", "DKK", "ISK", "CHF", "PLN", "CZK", "HUF", "CAD", "AUD",
