@@ -1,0 +1,169 @@
+"""The pusher's memory in Postgres: Kleer id -> HubSpot id (``hubspot_ids``) and associations that
+wait for their parent (``pending_associations``). Reads are one query per batch; writes are
+set-based and run inside the consumer's commit transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TypeAlias
+
+import asyncpg
+
+from services.outbound.planning import Pushed, RecordKey, Waiting
+from services.outbound.snapshots import ParentRef
+
+Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
+
+
+@dataclass(frozen=True)
+class IdRow:
+    """One row to write to ``hubspot_ids``."""
+
+    connection: str
+    kind: str
+    kleer_id: str
+    hubspot_object: str
+    hubspot_id: str
+    fingerprint: str | None
+    associated: Sequence[str]
+    removed: bool = False
+
+
+async def load_pushed(conn: Conn, keys: Iterable[RecordKey]) -> dict[RecordKey, Pushed]:
+    """What we last wrote for each of these records (absent: never written)."""
+    keys = list(dict.fromkeys(keys))
+    if not keys:
+        return {}
+    rows = await conn.fetch(
+        "SELECT h.connection, h.kind, h.kleer_id, h.hubspot_id, h.pushed_fingerprint, h.associated, h.removed "
+        "FROM unnest($1::text[], $2::text[], $3::text[]) AS k(connection, kind, kleer_id) "
+        "JOIN hubspot_ids h USING (connection, kind, kleer_id)",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+    )
+    return {(r[0], r[1], r[2]): Pushed(r[3], r[4], frozenset(r[5]), r[6]) for r in rows}
+
+
+async def save_ids(conn: asyncpg.Connection, rows: Sequence[IdRow]) -> None:
+    """Upsert rows; ``associated`` is merged with what is stored (associations are never forgotten)."""
+    if not rows:
+        return
+    await conn.execute(
+        "INSERT INTO hubspot_ids AS h (connection, kind, kleer_id, hubspot_object, hubspot_id, "
+        "pushed_fingerprint, associated, removed) "
+        "SELECT r.connection, r.kind, r.kleer_id, r.hubspot_object, r.hubspot_id, r.fingerprint, "
+        "CASE WHEN r.associated = '' THEN '{}'::text[] ELSE string_to_array(r.associated, E'\\x1f') END, r.removed "
+        "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], "
+        "$8::bool[]) AS r(connection, kind, kleer_id, hubspot_object, hubspot_id, fingerprint, associated, removed) "
+        "ON CONFLICT (connection, kind, kleer_id) DO UPDATE SET "
+        "hubspot_object = EXCLUDED.hubspot_object, "
+        "hubspot_id = EXCLUDED.hubspot_id, pushed_fingerprint = EXCLUDED.pushed_fingerprint, "
+        "associated = CASE WHEN h.hubspot_id = EXCLUDED.hubspot_id "
+        "  THEN ARRAY(SELECT DISTINCT unnest(h.associated || EXCLUDED.associated)) "
+        "  ELSE EXCLUDED.associated END, "
+        "removed = EXCLUDED.removed, updated_at = now()",
+        [r.connection for r in rows],
+        [r.kind for r in rows],
+        [r.kleer_id for r in rows],
+        [r.hubspot_object for r in rows],
+        [r.hubspot_id for r in rows],
+        [r.fingerprint for r in rows],
+        ["\x1f".join(sorted(set(r.associated))) for r in rows],
+        [r.removed for r in rows],
+    )
+
+
+async def add_associated(conn: asyncpg.Connection, entries: Sequence[tuple[RecordKey, str]]) -> None:
+    """Remember that these records are now associated with these parents (``client:77``)."""
+    if not entries:
+        return
+    await conn.execute(
+        "UPDATE hubspot_ids h SET associated = ARRAY(SELECT DISTINCT unnest(h.associated || a.parents)) "
+        "FROM (SELECT connection, kind, kleer_id, array_agg(parent) AS parents "
+        "      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS x(connection, kind, kleer_id, parent) "
+        "      GROUP BY connection, kind, kleer_id) a "
+        "WHERE h.connection = a.connection AND h.kind = a.kind AND h.kleer_id = a.kleer_id",
+        [e[0][0] for e in entries],
+        [e[0][1] for e in entries],
+        [e[0][2] for e in entries],
+        [e[1] for e in entries],
+    )
+
+
+async def hubspot_ids_of(conn: Conn, keys: Iterable[RecordKey]) -> dict[RecordKey, str]:
+    """HubSpot ids of these records, for those that are in HubSpot (not removed)."""
+    pushed = await load_pushed(conn, keys)
+    return {key: p.hubspot_id for key, p in pushed.items() if not p.removed}
+
+
+async def add_waiting(conn: asyncpg.Connection, waiting: Sequence[Waiting]) -> None:
+    if not waiting:
+        return
+    await conn.execute(
+        "INSERT INTO pending_associations (connection, from_kind, from_kleer_id, to_kind, to_kleer_id) "
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) ON CONFLICT DO NOTHING",
+        [w.connection for w in waiting],
+        [w.child_kind for w in waiting],
+        [w.child_kleer_id for w in waiting],
+        [w.parent.kind for w in waiting],
+        [w.parent.kleer_id or "" for w in waiting],
+    )
+
+
+async def remove_waiting(conn: asyncpg.Connection, resolved: Sequence[Waiting]) -> None:
+    if not resolved:
+        return
+    await conn.execute(
+        "DELETE FROM pending_associations p USING unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) "
+        "AS r(connection, from_kind, from_kleer_id, to_kind, to_kleer_id) "
+        "WHERE p.connection = r.connection AND p.from_kind = r.from_kind AND p.from_kleer_id = r.from_kleer_id "
+        "AND p.to_kind = r.to_kind AND p.to_kleer_id = r.to_kleer_id",
+        [w.connection for w in resolved],
+        [w.child_kind for w in resolved],
+        [w.child_kleer_id for w in resolved],
+        [w.parent.kind for w in resolved],
+        [w.parent.kleer_id or "" for w in resolved],
+    )
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A waiting association whose both ends are now in HubSpot."""
+
+    waiting: Waiting
+    child_hubspot_id: str
+    parent_hubspot_id: str
+
+
+async def ready_waiting(conn: Conn, limit: int = 10_000) -> list[Ready]:
+    """Waiting associations whose parent (and child) now have HubSpot ids."""
+    rows = await conn.fetch(
+        "SELECT p.connection, p.from_kind, p.from_kleer_id, p.to_kind, p.to_kleer_id, c.hubspot_id, t.hubspot_id "
+        "FROM pending_associations p "
+        "JOIN hubspot_ids t ON t.connection = p.connection AND t.kind = p.to_kind AND t.kleer_id = p.to_kleer_id "
+        "  AND NOT t.removed "
+        "JOIN hubspot_ids c ON c.connection = p.connection AND c.kind = p.from_kind AND c.kleer_id = p.from_kleer_id "
+        "  AND NOT c.removed "
+        "ORDER BY p.created_at LIMIT $1",
+        limit,
+    )
+    return [Ready(Waiting(r[0], r[1], r[2], ParentRef(r[3], r[4])), r[5], r[6]) for r in rows]
+
+
+async def waiting_for(conn: Conn, parents: Iterable[RecordKey]) -> list[Waiting]:
+    """Associations waiting for any of these parents."""
+    parents = list(dict.fromkeys(parents))
+    if not parents:
+        return []
+    rows = await conn.fetch(
+        "SELECT p.connection, p.from_kind, p.from_kleer_id, p.to_kind, p.to_kleer_id FROM pending_associations p "
+        "JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(connection, kind, kleer_id) "
+        "ON p.connection = k.connection AND p.to_kind = k.kind AND p.to_kleer_id = k.kleer_id",
+        [k[0] for k in parents],
+        [k[1] for k in parents],
+        [k[2] for k in parents],
+    )
+    return [Waiting(r[0], r[1], r[2], ParentRef(r[3], r[4])) for r in rows]

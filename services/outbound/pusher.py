@@ -1,0 +1,616 @@
+"""The outbound pusher: Kleer change events in, HubSpot batch upserts and associations out.
+
+``Pusher.handle`` is the batch handler of the ``outbound-pusher`` consumer
+(topic ``outbound.changes``). For each batch it
+
+1. coalesces the events to the latest snapshot per record
+   (``planning.coalesce``);
+2. skips every snapshot whose fingerprint equals what HubSpot last got from us
+   (``hubspot_ids.pushed_fingerprint``), so a replay or a duplicate makes no
+   HubSpot write; ``Kleer…PushRequested`` forces the write;
+3. batch-upserts the rest by ``kleer_id`` (``idProperty``), at most 100 per
+   request, several requests in flight (the HubSpot client's shared rate
+   budget paces them);
+4. writes the associations with v4 batch create (≤ 2,000 per request): invoice
+   → company, subscription → company, project → company, line item → invoice
+   or subscription, and deals where a workflow action named one. A parent not
+   yet in HubSpot is *waited for* (``pending_associations``) and the link is
+   written as soon as the parent lands;
+5. handles removals: archive, or flag with ``kleer_deleted=true`` (see
+   ``planning.RemovalPolicy``);
+6. returns, for the consumer's single commit transaction, the
+   ``HubSpot{Object}Upserted`` / ``…Archived`` events (caused by the change
+   event, on the Kleer record's stream), the id map, the own-write log (for
+   objects HubSpot can sync back: companies and projects) and DLQ entries.
+
+Failures: a transient HubSpot failure the client could not overcome raises, so
+the consumer retries the batch (every write here is an idempotent upsert or
+association put). A per-input failure (a 207 error, a validation error) parks
+that record in the DLQ with HubSpot's message (source ``outbound-pusher``)
+while the rest of the batch lands. A whole request refused as invalid is split
+in halves until the inputs at fault are found.
+
+``Pusher.push_now(connection, snapshots)`` does the same at once, outside the
+consumer, for workflow actions; ``Pusher.redrive(entry)`` re-pushes the latest
+snapshot of a dead-lettered record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import asyncpg
+
+from libs.events.consumer import HandlerResult
+from libs.events.dlq import DeadLetter, DeadLetterQueue
+from libs.events.envelope import NewEvent, RecordedEvent
+from libs.events.store import AppendRequest, PostgresEventStore
+from libs.hubspot.client import HubSpotClient
+from libs.hubspot.models import AssociationInput, RecordInput
+from libs.hubspot.objects import ObjectType
+from libs.mapping.objects import COMPANIES, KLEER_ID, PROJECTS
+from libs.observability import metrics
+from libs.observability.logging import get_logger
+from libs.records import RecordRef
+from services.outbound import idmap
+from services.outbound.idmap import IdRow
+from services.outbound.planning import (
+    UPSERT_BATCH,
+    Action,
+    Change,
+    Child,
+    Link,
+    Malformed,
+    Pushed,
+    RecordKey,
+    RemovalPolicy,
+    Waiting,
+    association_batches,
+    coalesce,
+    decide,
+    group_by,
+    plan_links,
+)
+from services.outbound.snapshots import (
+    CHANGED,
+    PUSH_REQUESTED,
+    ParentRef,
+    Snapshot,
+    archived_type,
+    parse_event_type,
+    upserted_type,
+)
+from services.own_writes import record_own_writes
+
+log = get_logger(__name__)
+
+PUSHER_SOURCE = "outbound-pusher"
+REMOVED_FLAG = "kleer_deleted"  # the property a removal sets under RemovalPolicy.FLAG
+# HubSpot objects that sync back to Kleer: only their writes can echo as webhooks.
+ECHOING_OBJECTS = frozenset({COMPANIES.name, PROJECTS.name})
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """The outcome for one record: ``created``, ``updated``, ``unchanged``, ``archived``, ``flagged``,
+    ``forgotten`` (removed before it reached HubSpot) or ``failed`` (with ``error``)."""
+
+    kind: str
+    kleer_id: str
+    hubspot_object: str
+    outcome: str
+    hubspot_id: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """HubSpot refused one input: its category (``VALIDATION_ERROR``, ``CONFLICT``...) and message."""
+
+    category: str
+    message: str
+
+
+@dataclass(frozen=True)
+class _Park:
+    connection: str
+    record: str
+    reason: str
+    detail: Mapping[str, Any]
+    payload: Mapping[str, Any]
+    cause: RecordedEvent | None
+
+
+@dataclass
+class _Outcome:
+    """Everything one push decided, to be committed in one transaction."""
+
+    results: list[PushResult] = field(default_factory=list)
+    id_rows: list[IdRow] = field(default_factory=list)
+    associated: list[tuple[RecordKey, str]] = field(default_factory=list)
+    add_waiting: list[Waiting] = field(default_factory=list)
+    resolved_waiting: list[Waiting] = field(default_factory=list)
+    appends: list[AppendRequest] = field(default_factory=list)
+    own_writes: dict[tuple[str, str], list[tuple[str, Mapping[str, str]]]] = field(default_factory=dict)
+    parks: list[_Park] = field(default_factory=list)
+
+
+def _event_metadata(actor: str) -> dict[str, Any]:
+    return {"actor": actor, "source": "hubspot"}
+
+
+class Pusher:
+    """Writes Kleer snapshots to HubSpot. See the module docstring.
+
+    ``portals`` maps each connection to the started ``HubSpotClient`` of its
+    portal (the client carries the portal's shared rate budget).
+    """
+
+    def __init__(
+        self,
+        store: PostgresEventStore,
+        portals: Mapping[str, HubSpotClient],
+        *,
+        removal: RemovalPolicy = RemovalPolicy.FLAG,
+        actor: str = PUSHER_SOURCE,
+    ) -> None:
+        self.store = store
+        self.pool: asyncpg.Pool = store.pool
+        self.portals = dict(portals)
+        self.removal = removal
+        self.dlq = DeadLetterQueue(store)
+        self.actor = actor
+
+    # --- entry points ---------------------------------------------------------------------------
+
+    async def handle(self, events: Sequence[RecordedEvent]) -> HandlerResult:
+        """The consumer's batch handler: HubSpot I/O here, bookkeeping returned for the commit."""
+        changes, malformed = coalesce(events)
+        outcome = await self._push(changes, sweep=True)
+        outcome.parks.extend(self._park_malformed(bad) for bad in malformed)
+        return HandlerResult(appends=outcome.appends, writes=[self._writer(outcome)])
+
+    async def push_now(
+        self,
+        connection: str,
+        snapshots: Sequence[Snapshot],
+        *,
+        cause: RecordedEvent | None = None,
+        force: bool = False,
+    ) -> list[PushResult]:
+        """Upsert these snapshots and their associations now; record the same events as the pusher.
+
+        For workflow actions ("push back at once"): build the snapshots with
+        ``snapshots_for_push(kind, kleer_record, deal_id=...)``. ``cause`` (the
+        command event, if any) becomes the events' causation. A snapshot HubSpot
+        already has is not written again unless ``force``. Returns one
+        ``PushResult`` per snapshot; failures are also parked in the DLQ. Raises
+        when HubSpot stays unavailable (nothing is recorded then).
+        """
+        action = PUSH_REQUESTED if force else CHANGED
+        changes = [Change(connection, s.kind, s.kleer_id, action, cause, s, force) for s in snapshots]
+        outcome = await self._push(changes, sweep=False)
+        await self._commit(outcome)
+        return outcome.results
+
+    async def redrive(self, entry: DeadLetter) -> None:
+        """Re-push the latest snapshot (or removal) of a dead-lettered record; raises if it fails again."""
+        ref = RecordRef.parse(entry.record)
+        latest = await self._latest_change(entry.connection, ref)
+        if latest is None:
+            raise LookupError(f"no outbound change event on {ref.stream(entry.connection)} to re-push")
+        changes, malformed = coalesce([latest])
+        if malformed:
+            raise ValueError(malformed[0].reason)
+        forced = [replace(c, force=True) for c in changes]
+        outcome = await self._push(forced, sweep=False)
+        failed = [r for r in outcome.results if r.outcome == "failed"]
+        if failed:
+            raise RuntimeError(f"{entry.record} still fails: {failed[0].error}")
+        await self._commit(outcome)
+
+    async def sweep(self) -> int:
+        """Write waiting associations whose parent has reached HubSpot meanwhile; returns how many."""
+        outcome = _Outcome()
+        await self._write_ready(await self._ready_links({}, sweep=True), outcome)
+        if outcome.resolved_waiting or outcome.parks:
+            await self._commit(outcome)
+        return len(outcome.resolved_waiting)
+
+    async def _commit(self, outcome: _Outcome) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._writer(outcome)(conn)
+            if outcome.appends:
+                await self.store.append_batch(outcome.appends, conn=conn)
+
+    async def _latest_change(self, connection: str, ref: RecordRef) -> RecordedEvent | None:
+        for event in reversed(await self.store.read_stream(ref.stream(connection))):
+            if parse_event_type(event.type) is not None:
+                return event
+        return None
+
+    # --- the push ---------------------------------------------------------------------------------
+
+    async def _push(self, changes: Sequence[Change], *, sweep: bool) -> _Outcome:
+        outcome = _Outcome()
+        known = []
+        for change in changes:
+            if change.connection in self.portals:
+                known.append(change)
+            else:
+                self._fail(
+                    outcome, change, f"no HubSpot portal is configured for connection {change.connection!r}"
+                )
+        pushed = await idmap.load_pushed(self.pool, [c.key for c in known])
+        plan: dict[Action, list[Change]] = {action: [] for action in Action}
+        for change in known:
+            plan[decide(change, pushed.get(change.key), self.removal)].append(change)
+        for change in plan[Action.SKIP]:
+            outcome.results.append(
+                PushResult(
+                    change.kind,
+                    change.kleer_id,
+                    change.hubspot_object,
+                    "unchanged",
+                    pushed[change.key].hubspot_id,
+                )
+            )
+        for change in plan[Action.FORGET]:
+            outcome.results.append(
+                PushResult(change.kind, change.kleer_id, change.hubspot_object, "forgotten")
+            )
+        written, _, _ = await asyncio.gather(
+            self._upsert_all(plan[Action.UPSERT], pushed, outcome),
+            self._archive_all(plan[Action.ARCHIVE], pushed, outcome),
+            self._flag_all(plan[Action.FLAG], pushed, outcome),
+        )
+        await self._associate(written, pushed, outcome, sweep=sweep)
+        return outcome
+
+    async def _upsert_all(
+        self, changes: Sequence[Change], pushed: Mapping[RecordKey, Pushed], outcome: _Outcome
+    ) -> list[tuple[Change, str]]:
+        """Upsert every change, one batch call per (portal, object); (change, HubSpot id) of those that landed."""
+        groups = group_by(changes, lambda c: (c.connection, c.hubspot_object))
+        answers = await asyncio.gather(
+            *(self._upsert(self.portals[key[0]], key[1], group) for key, group in groups.items())
+        )
+        written: list[tuple[Change, str]] = []
+        for answer in answers:
+            for change, result in answer:
+                if isinstance(result, _Refused):
+                    self._fail(outcome, change, result.message, category=result.category)
+                    continue
+                hubspot_id, created = result
+                written.append((change, hubspot_id))
+                self._record_upsert(outcome, change, hubspot_id, created, pushed.get(change.key))
+        for hubspot_object, count in Counter(c.hubspot_object for c, _ in written).items():
+            metrics.HUBSPOT_RECORDS_UPSERTED.labels(object_type=hubspot_object).inc(count)
+        return written
+
+    async def _upsert(
+        self, client: HubSpotClient, hubspot_object: str, changes: Sequence[Change]
+    ) -> list[tuple[Change, tuple[str, bool] | _Refused]]:
+        """Batch upsert by ``kleer_id``; a request refused as a whole is split until the culprits are found."""
+        inputs = [RecordInput(_properties(c), id=c.kleer_id) for c in changes]
+        result = await client.batch_upsert(ObjectType(hubspot_object), inputs, id_property=KLEER_ID)
+        outcomes: list[tuple[Change, tuple[str, bool] | _Refused]] = [
+            (changes[s.index], (s.id, bool(s.new))) for s in result.succeeded
+        ]
+        refused: list[Change] = []
+        for failure in result.failed:
+            if failure.whole_chunk and len(changes) > 1:
+                refused.append(changes[failure.index])
+            else:
+                outcomes.append((changes[failure.index], _Refused(failure.category, failure.message)))
+        if refused:
+            # Each half is one request; halving a refused chunk of 100 finds one bad input in ~14 requests.
+            middle = (min(len(refused), UPSERT_BATCH) + 1) // 2
+            halves = [refused[i : i + middle] for i in range(0, len(refused), middle)]
+            for answer in await asyncio.gather(*(self._upsert(client, hubspot_object, h) for h in halves)):
+                outcomes.extend(answer)
+        return outcomes
+
+    def _record_upsert(
+        self, outcome: _Outcome, change: Change, hubspot_id: str, created: bool, before: Pushed | None
+    ) -> None:
+        snapshot = change.snapshot
+        assert snapshot is not None
+        properties = dict(snapshot.properties)
+        outcome.id_rows.append(
+            IdRow(
+                change.connection,
+                change.kind,
+                change.kleer_id,
+                change.hubspot_object,
+                hubspot_id,
+                snapshot.fingerprint,
+                sorted(_associated(before, hubspot_id)),
+            )
+        )
+        event = NewEvent(
+            upserted_type(change.hubspot_object),
+            {
+                "kleer_id": change.kleer_id,
+                "kind": change.kind,
+                "hubspot_object": change.hubspot_object,
+                "hubspot_id": hubspot_id,
+                "created": created,
+                "properties": properties,
+                "fingerprint": snapshot.fingerprint,
+            },
+            _event_metadata(self.actor),
+        )
+        self._append(outcome, change, event)
+        self._own_write(outcome, change, hubspot_id, properties)
+        outcome.results.append(
+            PushResult(
+                change.kind,
+                change.kleer_id,
+                change.hubspot_object,
+                "created" if created else "updated",
+                hubspot_id,
+            )
+        )
+
+    def _append(self, outcome: _Outcome, change: Change, event: NewEvent) -> None:
+        if change.event is not None:
+            event = event.caused_by(change.event)
+        stream = RecordRef("kleer", change.kind, change.kleer_id).stream(change.connection)
+        outcome.appends.append(AppendRequest(stream, [event]))
+
+    def _own_write(
+        self, outcome: _Outcome, change: Change, hubspot_id: str, properties: Mapping[str, str]
+    ) -> None:
+        if change.hubspot_object in ECHOING_OBJECTS:
+            outcome.own_writes.setdefault((change.connection, change.hubspot_object), []).append(
+                (hubspot_id, properties)
+            )
+
+    # --- removals -----------------------------------------------------------------------------------
+
+    async def _archive_all(
+        self, changes: Sequence[Change], pushed: Mapping[RecordKey, Pushed], outcome: _Outcome
+    ) -> None:
+        for (connection, hubspot_object), group in group_by(
+            changes, lambda c: (c.connection, c.hubspot_object)
+        ).items():
+            ids = [pushed[c.key].hubspot_id for c in group]
+            await self.portals[connection].batch_archive(ObjectType(hubspot_object), ids)
+            for change, hubspot_id in zip(group, ids, strict=True):
+                self._record_removal(outcome, change, hubspot_id, pushed[change.key], "archived")
+
+    async def _flag_all(
+        self, changes: Sequence[Change], pushed: Mapping[RecordKey, Pushed], outcome: _Outcome
+    ) -> None:
+        flag = {REMOVED_FLAG: "true"}
+        for (connection, hubspot_object), group in group_by(
+            changes, lambda c: (c.connection, c.hubspot_object)
+        ).items():
+            inputs = [RecordInput(flag, id=pushed[c.key].hubspot_id) for c in group]
+            result = await self.portals[connection].batch_update(ObjectType(hubspot_object), inputs)
+            failures = {f.index: f for f in result.failed}
+            for index, change in enumerate(group):
+                hubspot_id = pushed[change.key].hubspot_id
+                failure = failures.get(index)
+                if failure is not None and failure.category != "OBJECT_NOT_FOUND":
+                    self._fail(outcome, change, failure.message, category=failure.category)
+                    continue
+                # Already gone from HubSpot (someone deleted it there) counts as done.
+                self._record_removal(outcome, change, hubspot_id, pushed[change.key], "flagged")
+                if failure is None:
+                    self._own_write(outcome, change, hubspot_id, flag)
+
+    def _record_removal(
+        self, outcome: _Outcome, change: Change, hubspot_id: str, before: Pushed, how: str
+    ) -> None:
+        flagged = how == "flagged"
+        outcome.id_rows.append(
+            IdRow(
+                change.connection,
+                change.kind,
+                change.kleer_id,
+                change.hubspot_object,
+                hubspot_id,
+                None,
+                sorted(before.associated) if flagged else [],
+                removed=True,
+            )
+        )
+        data: dict[str, Any] = {
+            "kleer_id": change.kleer_id,
+            "kind": change.kind,
+            "hubspot_object": change.hubspot_object,
+            "hubspot_id": hubspot_id,
+        }
+        if flagged:
+            data["properties"] = {REMOVED_FLAG: "true"}
+        event_type = upserted_type(change.hubspot_object) if flagged else archived_type(change.hubspot_object)
+        self._append(outcome, change, NewEvent(event_type, data, _event_metadata(self.actor)))
+        outcome.results.append(
+            PushResult(change.kind, change.kleer_id, change.hubspot_object, how, hubspot_id)
+        )
+
+    # --- associations ---------------------------------------------------------------------------------
+
+    async def _associate(
+        self,
+        written: Sequence[tuple[Change, str]],
+        pushed: Mapping[RecordKey, Pushed],
+        outcome: _Outcome,
+        *,
+        sweep: bool,
+    ) -> None:
+        here: dict[RecordKey, str] = {change.key: hubspot_id for change, hubspot_id in written}
+        children = []
+        for change, hubspot_id in written:
+            assert change.snapshot is not None
+            children.append(
+                Child(
+                    change.connection,
+                    change.kind,
+                    change.kleer_id,
+                    hubspot_id,
+                    change.snapshot.parents,
+                    _associated(pushed.get(change.key), hubspot_id),
+                )
+            )
+        parent_keys = [
+            (c.connection, p.kind, p.kleer_id) for c in children for p in c.parents if p.kleer_id is not None
+        ]
+        known = {**await idmap.hubspot_ids_of(self.pool, [k for k in parent_keys if k not in here]), **here}
+        links, waiting, unsupported = plan_links(
+            children, lambda connection, parent: known.get((connection, parent.kind, parent.kleer_id or ""))
+        )
+        for pair in unsupported:
+            log.warning("association type unknown; link skipped", pair=pair)
+        outcome.add_waiting.extend(waiting)
+        failed = await self._write_links(links, outcome)
+        outcome.associated.extend(
+            (link.child_key, link.parent.key) for link in links if _pair(link) not in failed
+        )
+        # Children that waited for a parent written now, and (sweep) any others whose parent has landed.
+        await self._write_ready(await self._ready_links(here, sweep=sweep), outcome)
+
+    async def _ready_links(self, here: Mapping[RecordKey, str], *, sweep: bool) -> list[tuple[Link, Waiting]]:
+        ready: dict[Waiting, tuple[str, str]] = {}
+        waiting = await idmap.waiting_for(self.pool, list(here))
+        child_ids = await idmap.hubspot_ids_of(
+            self.pool, [(w.connection, w.child_kind, w.child_kleer_id) for w in waiting]
+        )
+        for row in waiting:
+            child = child_ids.get((row.connection, row.child_kind, row.child_kleer_id))
+            parent = here.get((row.connection, row.parent.kind, row.parent.kleer_id or ""))
+            if child is not None and parent is not None:
+                ready[row] = (child, parent)
+        if sweep:
+            for found in await idmap.ready_waiting(self.pool):
+                ready.setdefault(found.waiting, (found.child_hubspot_id, found.parent_hubspot_id))
+        links: list[tuple[Link, Waiting]] = []
+        for row, (child_id, parent_id) in ready.items():
+            orphan = Child(
+                row.connection, row.child_kind, row.child_kleer_id, child_id, (row.parent,), frozenset()
+            )
+            planned, _, _ = plan_links([orphan], _fixed(parent_id))
+            links.extend((link, row) for link in planned)
+        return links
+
+    async def _write_ready(self, ready: Sequence[tuple[Link, Waiting]], outcome: _Outcome) -> None:
+        failed = await self._write_links([link for link, _ in ready], outcome)
+        for link, row in ready:
+            if _pair(link) not in failed:
+                outcome.associated.append((link.child_key, link.parent.key))
+                outcome.resolved_waiting.append(row)
+
+    async def _write_links(self, links: Sequence[Link], outcome: _Outcome) -> set[tuple[str, str, str, str]]:
+        """Write links, one batch call per (portal, from object, to object); returns the failed pairs."""
+        failed: set[tuple[str, str, str, str]] = set()
+
+        async def write(key: tuple[str, str, str], part: Sequence[Link]) -> None:
+            connection, from_object, to_object = key
+            inputs = [AssociationInput(link.from_id, link.to_id, link.type_id) for link in part]
+            result = await self.portals[connection].associate_batch(
+                ObjectType(from_object), ObjectType(to_object), inputs
+            )
+            for failure in result.failed:
+                link = part[failure.index]
+                failed.add(_pair(link))
+                outcome.parks.append(
+                    _Park(
+                        connection,
+                        str(RecordRef("kleer", link.child_kind, link.child_kleer_id)),
+                        f"HubSpot refused the association {from_object} {link.from_id} -> {to_object} "
+                        f"{link.to_id}: {failure.message}",
+                        {"category": failure.category, "parent": link.parent.key},
+                        {"association": {"from": link.from_id, "to": link.to_id, "type_id": link.type_id}},
+                        None,
+                    )
+                )
+            if result.written:
+                metrics.HUBSPOT_ASSOCIATIONS_WRITTEN.labels(from_type=from_object, to_type=to_object).inc(
+                    result.written
+                )
+
+        await asyncio.gather(*(write(key, part) for key, part in association_batches(links)))
+        return failed
+
+    # --- failures ---------------------------------------------------------------------------------------
+
+    def _fail(self, outcome: _Outcome, change: Change, message: str, *, category: str = "") -> None:
+        outcome.results.append(
+            PushResult(change.kind, change.kleer_id, change.hubspot_object, "failed", error=message)
+        )
+        data = (
+            change.snapshot.to_event_data()
+            if change.snapshot is not None
+            else {"kleer_id": change.kleer_id, "kind": change.kind}
+        )
+        outcome.parks.append(
+            _Park(
+                change.connection,
+                change.record,
+                f"HubSpot refused {change.hubspot_object} {change.kleer_id}: {message}",
+                {"category": category, "hubspot_object": change.hubspot_object, "action": change.action},
+                {"type": change.event.type if change.event is not None else change.action, "data": data},
+                change.event,
+            )
+        )
+
+    @staticmethod
+    def _park_malformed(bad: Malformed) -> _Park:
+        try:
+            connection, ref = RecordRef.from_stream(bad.event.stream)
+            record = str(ref)
+        except ValueError:
+            connection, record = bad.event.stream.partition("/")[0], bad.event.stream
+        return _Park(
+            connection, record, bad.reason, {}, {"type": bad.event.type, "data": bad.event.data}, bad.event
+        )
+
+    # --- commit -----------------------------------------------------------------------------------------
+
+    def _writer(self, outcome: _Outcome) -> Callable[[asyncpg.Connection], Awaitable[None]]:
+        async def write(conn: asyncpg.Connection) -> None:
+            await idmap.save_ids(conn, outcome.id_rows)
+            await idmap.add_associated(conn, outcome.associated)
+            await idmap.remove_waiting(conn, outcome.resolved_waiting)
+            await idmap.add_waiting(conn, outcome.add_waiting)
+            for (connection, hubspot_object), writes in outcome.own_writes.items():
+                await record_own_writes(conn, connection, hubspot_object, writes)
+            for park in outcome.parks:
+                await self.dlq.park(
+                    conn,
+                    source=PUSHER_SOURCE,
+                    connection=park.connection,
+                    record=park.record,
+                    reason=park.reason,
+                    detail=park.detail,
+                    payload=park.payload,
+                    cause=park.cause,
+                )
+
+        return write
+
+
+def _properties(change: Change) -> dict[str, str]:
+    assert change.snapshot is not None
+    return dict(change.snapshot.properties)
+
+
+def _associated(before: Pushed | None, hubspot_id: str) -> frozenset[str]:
+    """Parents the HubSpot record is already associated with (none if it is a new HubSpot record)."""
+    if before is None or before.removed or before.hubspot_id != hubspot_id:
+        return frozenset()
+    return before.associated
+
+
+def _fixed(hubspot_id: str) -> Callable[[str, ParentRef], str | None]:
+    return lambda _connection, _parent: hubspot_id
+
+
+def _pair(link: Link) -> tuple[str, str, str, str]:
+    return (link.connection, link.from_object, link.from_id, link.to_id)
