@@ -87,6 +87,14 @@ class SimState:
     faults: FaultPlan = field(default_factory=FaultPlan)
     requests: RequestLog = field(default_factory=RequestLog)
     mutations: int = 0  # POST /_sim/mutate calls; the default seed of the next one, so each differs
+    retry_after: float = 1.0  # the Retry-After of a fresh (or cleared) fault plan
+
+    def __post_init__(self) -> None:
+        self.faults.retry_after = self.retry_after
+
+    def clear_faults(self) -> FaultPlan:
+        self.faults = FaultPlan(retry_after=self.retry_after)
+        return self.faults
 
 
 STATE = web.AppKey("kleer_sim_state", SimState)
@@ -152,9 +160,10 @@ async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse
         return await handler(request)
     started = time.perf_counter()
     status = 500
+    request.app[STATE].requests.begin()
     try:
         response = await handler(request)
-        status = 0 if request.get("dropped") else response.status
+        status = 0 if isinstance(response, _Dropped) else response.status
         return response
     finally:
         request.app[STATE].requests.record(
@@ -213,12 +222,15 @@ async def _inject_faults(request: web.Request, handler: Handler) -> web.StreamRe
     return _drop(request) if verdict.drop_after else response
 
 
+class _Dropped(web.Response):
+    """Stands for the answer that was never sent."""
+
+
 def _drop(request: web.Request) -> web.Response:
     """Close the connection without an answer (the client sees a disconnect)."""
-    request["dropped"] = True
     if request.transport is not None:
         request.transport.abort()
-    return web.Response(status=499)
+    return _Dropped(status=499)
 
 
 @web.middleware
@@ -232,7 +244,8 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
 
 
 def _wants_json(request: web.Request) -> bool:
-    return _JSON in request.headers.get("Accept", "").lower()
+    """Kleer answers XML unless asked for JSON; the admin endpoints always answer JSON."""
+    return not _is_api(request) or _JSON in request.headers.get("Accept", "").lower()
 
 
 def _answer(request: web.Request, tag: str, body: Any, status: int = 200) -> web.Response:
@@ -329,7 +342,7 @@ def _invoice_selection(request: web.Request, book: CompanyBook) -> list[int]:
             return True
         client = clients.get(invoice["client-ref"]["id"]) or {}
         parts = (invoice["invoice-nr"], invoice["your-reference"], invoice["invoice-email"],
-                 invoice["agreement-nr"], client.get("name"))  # fmt: skip
+                 invoice["agreement-nr"], client.get("name"))
         text = " ".join(str(part) for part in parts if part is not None)
         return query in text.lower()
 
@@ -449,9 +462,7 @@ async def _set_faults(request: web.Request) -> web.Response:
 
 
 async def _clear_faults(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    state.faults = FaultPlan()
-    return _json(state.faults.describe())
+    return _json(request.app[STATE].clear_faults().describe())
 
 
 async def _get_requests(request: web.Request) -> web.Response:
@@ -483,7 +494,7 @@ async def _reset(request: web.Request) -> web.Response:
     clients = _admin_int(body, "clients", 0)
     seed_value = _admin_int(body, "seed", 1)
     state.store.reset()
-    state.faults = FaultPlan()
+    state.clear_faults()
     state.requests.clear()
     answer: dict[str, Any] = {"reset": True}
     if clients:

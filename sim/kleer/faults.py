@@ -27,7 +27,8 @@ it) using this JSON shape, every key optional::
   answer, the case where a client cannot know whether its write happened.
 - ``force-429``: the next N requests answer 429 with ``Retry-After``.
 - ``fail-next``: the next requests answer these statuses, one each, in order
-  (deterministic, for tests); consumed before ``force-429``.
+  (deterministic, for tests; ``0`` drops that request's connection instead);
+  consumed before ``force-429``.
 - ``retry-after``: seconds sent in ``Retry-After`` with 429 and 503 answers.
 - ``path-prefix``: only requests whose path below ``/v1`` starts with it are affected.
 - ``seed``: seeds the random draws, for reproducible runs.
@@ -45,7 +46,7 @@ from typing import Any
 
 DISTRIBUTIONS = ("none", "fixed", "uniform", "exponential")
 _KEYS = ("latency", "error-rates", "drop-rate", "drop-after-rate", "force-429", "fail-next", "retry-after",
-         "path-prefix", "seed")  # fmt: skip
+         "path-prefix", "seed")
 
 
 class BadFaultPlan(ValueError):
@@ -102,7 +103,7 @@ class FaultPlan:
             statuses = changes["fail-next"]
             if not isinstance(statuses, list):
                 raise BadFaultPlan("fail-next must be a list of HTTP statuses, e.g. [503, 503]")
-            staged.fail_next = deque(_status(s, "fail-next") for s in statuses)
+            staged.fail_next = deque(0 if type(s) is int and s == 0 else _status(s, "fail-next") for s in statuses)
         if "retry-after" in changes:
             staged.retry_after = _number(changes["retry-after"], "retry-after", 0, 3600)
         if "path-prefix" in changes:
@@ -160,7 +161,8 @@ class FaultPlan:
             return Verdict()
         delay = self._delay()
         if self.fail_next:
-            return Verdict(delay, status=self.fail_next.popleft())
+            status = self.fail_next.popleft()
+            return Verdict(delay, drop=True) if status == 0 else Verdict(delay, status=status)
         if self.force_429 > 0:
             self.force_429 -= 1
             return Verdict(delay, status=429)
@@ -241,8 +243,16 @@ class RequestLog:
     def __init__(self, keep: int = 10_000) -> None:
         self.recent: deque[LoggedRequest] = deque(maxlen=keep)
         self.counts: Counter[tuple[str, str, int]] = Counter()
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most API requests handled at once since the last clear
+
+    def begin(self) -> None:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
     def record(self, method: str, endpoint: str, path: str, status: int, seconds: float) -> None:
+        """A request that ``begin`` announced has finished."""
+        self.in_flight = max(0, self.in_flight - 1)
         self.recent.append(LoggedRequest(time.time(), method, endpoint, path, status, seconds))
         self.counts[(method, endpoint, status)] += 1
 
@@ -259,6 +269,7 @@ class RequestLog:
     def clear(self) -> None:
         self.recent.clear()
         self.counts.clear()
+        self.max_in_flight = self.in_flight
 
     def describe(self, recent: int = 50) -> dict[str, Any]:
         by_endpoint: dict[str, dict[str, int]] = {}
@@ -267,6 +278,8 @@ class RequestLog:
         tail = list(self.recent)[-recent:] if recent > 0 else []
         return {
             "total": sum(self.counts.values()),
+            "in-flight": self.in_flight,
+            "max-in-flight": self.max_in_flight,
             "by-endpoint": by_endpoint,
             "recent": [
                 {

@@ -137,7 +137,7 @@ class _Mutation:
                 self.deleted[INVOICE.name].append(invoice["id"])
                 return
             table.replace({**invoice, "certified": True, "sent": True, "invoice-date": today.isoformat(),
-                           "due-date": _due(today, invoice), "delivery-date": today.isoformat()})  # fmt: skip
+                           "due-date": _due(today, invoice), "delivery-date": today.isoformat()})
         elif invoice["remaining"] > 0:
             remaining = invoice["remaining"] // 2 if self.rng.random() < 0.2 else 0
             table.replace({**invoice, "remaining": remaining, "last-payment-date": today.isoformat()})
@@ -147,8 +147,9 @@ class _Mutation:
             and invoice["invoice-nr"] not in book.credited_invoice_nrs
             and self.rng.random() < 0.15
         ):
-            credit = self.generator.credit_invoice(invoice)  # also sets the debit invoice's remaining to 0
+            credit = self.generator.credit_invoice(invoice)  # the paid debit invoice itself stays as it is
             self.created[INVOICE.name].append(credit["id"])
+            return
         else:
             return  # a paid invoice is final: nothing about it changes
         self.changed[INVOICE.name].append(invoice["id"])

@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from libs.kleer.resources import AGREEMENT, CLIENT, INVOICE, PRODUCT, PROJECT
-from sim.kleer.schema import SCHEMAS
+from sim.kleer.schema import MAX_MONEY, SCHEMAS
 from sim.kleer.store import CompanyBook, KleerStore, Record
 
 DEFAULT_CURRENCY = "SEK"
@@ -199,6 +199,8 @@ def _invoice(store: KleerStore, book: CompanyBook, body: dict[str, Any], old: Re
             _row(store, book, row, index, "rows", with_vat=True) for index, row in enumerate(values.get("rows") or [])
         ]
     amount, vat = invoice_totals(values["rows"])
+    if abs(amount) > MAX_MONEY or abs(amount + vat) > MAX_MONEY:
+        raise RuleBroken(f"the invoice's total is beyond {MAX_MONEY} öre: check the rows' quantities and prices")
     values["amount"], values["vat"] = amount, vat
     today = store.today()
     invoice_date = values.get("invoice-date") or today.isoformat()

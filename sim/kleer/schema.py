@@ -27,7 +27,7 @@ from typing import Any
 
 STR, INT, MONEY, BOOL, DECIMAL, DATE, ENUM, OBJECT, LIST = (
     "string", "integer", "money", "boolean", "number", "date", "enum", "object", "list",
-)  # fmt: skip
+)
 
 MAX_MONEY = 10**15  # öre: ten thousand billion kronor is enough for any book
 MAX_DECIMAL = 1e12

@@ -167,7 +167,7 @@ class BookGenerator:
         self.dice = Dice(rng)
         self.today = as_of.toordinal()
         self.counts = {"client": 0, "product": 0, "client-invoice": 0, "credit": 0, "client-agreement": 0,
-                       "client-project": 0}  # fmt: skip
+                       "client-project": 0}
         self._products: list[Record] = []
         self._product_refs: dict[int, dict[str, int]] = {}
         # (reference, unit, description, price, VAT rate) per product: what an invoice row copies

@@ -47,8 +47,10 @@ class KleerSimServer:
         port: int = 0,
         token: str = DEFAULT_TOKEN,
         company_id: int = DEFAULT_COMPANY_ID,
+        retry_after: float = 1.0,
     ) -> None:
-        self.state = SimState(store or KleerStore(company_id=company_id, token=token))
+        """``retry_after``: the ``Retry-After`` seconds sent with injected 429/503 answers (tests use less)."""
+        self.state = SimState(store or KleerStore(company_id=company_id, token=token), retry_after=retry_after)
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None
@@ -129,11 +131,11 @@ class KleerSimServer:
         self.state.faults.update(plan)
 
     def fail_next(self, *statuses: int) -> None:
-        """The next API requests answer these statuses, one each, in order."""
+        """The next API requests answer these statuses, one each, in order (0: drop the connection)."""
         self.state.faults.update({"fail-next": [*self.state.faults.fail_next, *statuses]})
 
     def clear_faults(self) -> None:
-        self.state.faults = FaultPlan()
+        self.state.clear_faults()
 
     def request_count(self, method: str | None = None, endpoint: str | None = None, status: int | None = None) -> int:
         """API requests seen; ``endpoint`` is a route template such as ``/v1/company/{company-id}/client``."""

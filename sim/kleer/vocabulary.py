@@ -11,14 +11,14 @@ SURNAMES = (
     "Wikström", "Samuelsson", "Isaksson", "Fransson", "Bergqvist", "Nyström", "Holmberg", "Arvidsson",
     "Löfgren", "Söderberg", "Nyberg", "Blomqvist", "Claesson", "Nordström", "Mårtensson", "Lundgren",
     "Axelsson", "Hedlund", "Sundberg", "Åberg", "Öberg", "Strand", "Ekström", "Dahlberg",
-)  # fmt: skip
+)
 
 FIRST_NAMES = (
     "Anna", "Eva", "Maria", "Karin", "Sara", "Lena", "Emma", "Kerstin", "Ingrid", "Malin", "Johanna",
     "Linnea", "Elin", "Sofia", "Ida", "Hanna", "Lars", "Mikael", "Anders", "Johan", "Per", "Erik",
     "Karl", "Peter", "Jan", "Thomas", "Daniel", "Fredrik", "Hans", "Magnus", "Mattias", "Oskar",
     "Björn", "Gustav", "Nils", "Åsa", "Märta", "Göran", "Jörgen", "Stefan",
-)  # fmt: skip
+)
 
 PLACES = (
     "Göteborg", "Malmö", "Uppsala", "Västerås", "Örebro", "Linköping", "Helsingborg", "Jönköping",
@@ -26,12 +26,12 @@ PLACES = (
     "Karlstad", "Sundsvall", "Östersund", "Trollhättan", "Luleå", "Kalmar", "Falun", "Skövde",
     "Kiruna", "Visby", "Ystad", "Nacka", "Solna", "Täby", "Kungsbacka", "Varberg", "Mora",
     "Fjällbacka", "Åre", "Norrtälje", "Vimmerby", "Sigtuna", "Stockholm",
-)  # fmt: skip
+)
 
 NATURE = (
     "Björk", "Ek", "Gran", "Tall", "Sjö", "Fjäll", "Norr", "Syd", "Väst", "Öst", "Lind", "Ask",
     "Älv", "Berg", "Strand", "Dal", "Holm", "Rönn", "Al", "Sälg", "Ljung", "Mo", "Hav", "Skog",
-)  # fmt: skip
+)
 
 PLACE_SUFFIXES = ("lunda", "vik", "dal", "berg", "holm", "näs", "by", "sund", "ö", "torp", "hult", "ås")
 
@@ -40,13 +40,13 @@ TRADES = (
     "Media", "Fastigheter", "Logistik", "Industri", "Handel", "Snickeri", "Trädgård", "Städ",
     "Restaurang", "Bageri", "Tandvård", "Juridik", "Arkitekter", "Mekaniska", "Plåt", "Rör",
     "Markentreprenad", "Säkerhet", "Utbildning", "Event", "Kommunikation", "Fysioterapi",
-)  # fmt: skip
+)
 
 STREETS = (
     "Storgatan", "Kungsgatan", "Drottninggatan", "Sveavägen", "Vasagatan", "Industrivägen", "Hamngatan",
     "Järnvägsgatan", "Skolgatan", "Kyrkogatan", "Parkvägen", "Östra Långgatan", "Björkvägen",
     "Ringvägen", "Nygatan", "Trädgårdsgatan", "Strandvägen", "Fabriksgatan", "Mölndalsvägen", "Tegelbruksvägen",
-)  # fmt: skip
+)
 
 # (name, type, unit, price in öre (SEK), VAT %, recurring?)
 PRODUCTS = (
@@ -68,7 +68,7 @@ PRODUCTS = (
     ("Underhållsavtal", "Services", "mån", 150000, 25, True),
     ("Startavgift", "Services", "st", 500000, 25, False),
     ("Molnlagring 100 GB", "DigitalServices", "mån", 9900, 25, True),
-)  # fmt: skip
+)
 
 PRODUCT_VARIANTS = ("", " Bas", " Plus", " Pro", " XL", " Nord", " Syd", " 2.0")
 
@@ -76,7 +76,7 @@ PROJECT_NAMES = (
     "Ny webbplats", "Ombyggnad kontor", "Implementation affärssystem", "Fasadrenovering", "Digitalisering",
     "Energieffektivisering", "Flytt av serverhall", "Varumärkesarbete", "Utbildningsprogram", "Takbyte",
     "Lagerautomation", "Säkerhetsgranskning", "Kundportal", "Badrumsrenovering",
-)  # fmt: skip
+)
 
 AGREEMENT_DESCRIPTIONS = (
     "Supportavtal", "Licensavtal", "Driftavtal", "Serviceavtal", "Abonnemang", "Hyresavtal utrustning",
