@@ -76,7 +76,7 @@ async def bootstrap(
             from services.inbound.hubspot_port import hubspot_port_from_settings
 
             deps.kleer = await stack.enter_async_context(KleerClient.from_settings(settings))
-            deps.hubspot = await stack.enter_async_context(hubspot_port_from_settings(settings))
+            deps.hubspot = await stack.enter_async_context(hubspot_port_from_settings(settings, pool))
         yield deps
     finally:
         await stack.aclose()

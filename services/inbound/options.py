@@ -72,14 +72,17 @@ class InboundOptions:
         return next(iter(self.portals.values()), "default")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> InboundOptions:
-        """Read and check every inbound setting; one ``ConfigError`` names all problems."""
+    def from_settings(cls, settings: Settings, *, intake: bool = True) -> InboundOptions:
+        """Read and check every inbound setting; one ``ConfigError`` names all problems.
+
+        ``intake=False`` (a handlers-only process) does not need the signature settings.
+        """
         problems: list[str] = []
         secret = settings.secret("HUBSPOT_CLIENT_SECRET")
-        if not secret:
+        if not secret and intake:
             problems.append("HUBSPOT_CLIENT_SECRET is not set: it verifies HubSpot's webhook signatures")
-        base = settings.get("PUBLIC_BASE_URL")
-        if not base:
+        base = settings.get("PUBLIC_BASE_URL") or ""
+        if not base and intake:
             problems.append("PUBLIC_BASE_URL is not set: signatures cover the public URL HubSpot calls")
         portal = settings.get_int("HUBSPOT_PORTAL_ID")
         if portal is None:
@@ -91,7 +94,7 @@ class InboundOptions:
         triggers = tuple(p.strip() for p in raw_triggers.split(",") if p.strip()) if raw_triggers else None
         if problems:
             raise ConfigError(problems)
-        assert base is not None and portal is not None
+        assert portal is not None
         return cls(
             client_secret=secret,
             public_base_url=base.rstrip("/"),

@@ -1,0 +1,166 @@
+"""HubSpot edits reach Kleer: simulator UI edit -> signed webhook -> log -> Kafka -> handlers -> Kleer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from libs.mapping.convert import fingerprint, to_hubspot
+from libs.mapping.triggers import trigger_properties
+
+from .conftest import InboundStack
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+
+async def test_trigger_edit_writes_every_mapped_field_to_kleer_within_a_second(shared_stack: InboundStack) -> None:
+    linked = await shared_stack.new_client()
+    hubspot = shared_stack.hubspot
+    company = linked["company_id"]
+    # A one-way property changed earlier (no sync on its own) rides along with the next trigger.
+    hubspot.ui_edit("companies", company, {"kleer_contact": "Anna Andersson", "zip": "452 30", "city": "Strömstad"})
+    await shared_stack.settle(0.1)
+    hubspot.ui_edit("companies", company, {"name": "Fjällbacka Bygg & Måleri AB"})
+
+    async def applied() -> bool:
+        return shared_stack.kleer_record(linked["kleer_id"])["name"] == "Fjällbacka Bygg & Måleri AB"
+
+    elapsed = await shared_stack.wait_for(applied, 5.0)
+    assert elapsed < 1.0
+    record = shared_stack.kleer_record(linked["kleer_id"])
+    assert record["contact"] == "Anna Andersson"
+    assert record["address"]["zip-code"] == "452 30"
+    assert record["address"]["state"] == "Strömstad"
+    # The Kleer record now maps to exactly what HubSpot holds.
+    current = {k: v or "" for k, v in hubspot.store.records[hubspot.sim.object_type("companies")][int(company)].properties.items()}
+    mapped = to_hubspot("client", record)
+    assert {k: v for k, v in mapped.items() if k in current and k != "kleer_active"} == {
+        k: current[k] for k in mapped if k in current and k != "kleer_active"
+    }
+    # The outbound fingerprint is the new state: the next poll sends nothing back.
+    await shared_stack.settle(0.0)
+    assert await shared_stack.stored_fingerprint(str(linked["kleer_id"])) == fingerprint("client", mapped)
+    updated = await shared_stack.stream_events("kleer", "client", linked["kleer_id"], "KleerClientUpdated")
+    assert updated[-1].metadata["causation_id"]
+    assert "name" in updated[-1].data["changed_properties"]
+
+
+async def test_one_way_property_alone_writes_nothing_to_kleer(shared_stack: InboundStack) -> None:
+    linked = await shared_stack.new_client()
+    before = shared_stack.kleer_writes()
+    assert "kleer_contact" not in trigger_properties("client")
+    shared_stack.hubspot.ui_edit("companies", linked["company_id"], {"kleer_contact": "Bo Berg"})
+    await shared_stack.settle()
+    assert shared_stack.kleer_writes() == before
+    assert shared_stack.kleer_record(linked["kleer_id"])["contact"] != "Bo Berg"
+    skipped = await shared_stack.stream_events("hubspot", "company", linked["company_id"], "InboundSyncSkipped")
+    assert [e.data["reason"] for e in skipped] == ["no_trigger"]
+
+
+async def test_one_way_property_with_a_trigger_is_written(shared_stack: InboundStack) -> None:
+    linked = await shared_stack.new_client()
+    shared_stack.hubspot.ui_edit("companies", linked["company_id"], {"kleer_contact": "Bo Berg", "phone": "+46 31 555"})
+    await shared_stack.wait_for(
+        lambda: _value(shared_stack, linked["kleer_id"], "contact", "Bo Berg"), 5.0
+    )
+    assert shared_stack.kleer_record(linked["kleer_id"])["phone"] == "+46 31 555"
+
+
+async def _value(stack: InboundStack, kleer_id: int, key: str, value: object) -> bool:
+    return stack.kleer_record(kleer_id).get(key) == value
+
+
+async def test_duplicated_and_shuffled_deliveries_write_kleer_once_with_the_latest_state(
+    shared_stack: InboundStack,
+) -> None:
+    linked = await shared_stack.new_client()
+    shared_stack.hubspot.configure_webhooks(
+        shared_stack.webhook_url, duplicate_rate=1.0, shuffle=True, batch_size=2, batch_window_ms=30
+    )
+    before = shared_stack.kleer_writes()
+    for name in ("Version 1 AB", "Version 2 AB", "Version 3 AB"):
+        shared_stack.hubspot.ui_edit("companies", linked["company_id"], {"name": name, "phone": name[-4:]})
+    await shared_stack.settle(0.3)
+    record = shared_stack.kleer_record(linked["kleer_id"])
+    assert (record["name"], record["phone"]) == ("Version 3 AB", "3 AB")
+    assert shared_stack.kleer_writes() - before == 1
+
+
+async def test_our_own_write_echoed_back_writes_nothing_and_does_not_ping_pong(shared_stack: InboundStack) -> None:
+    linked = await shared_stack.new_client()
+    hubspot = shared_stack.hubspot
+    before = shared_stack.kleer_writes()
+    # The pusher writes through the API (changeSource INTEGRATION, sourceId = our app id) ...
+    async with hubspot.client() as client:
+        from libs.hubspot.models import RecordInput
+        from libs.hubspot.objects import ObjectType
+
+        await client.batch_update(ObjectType.COMPANIES, [RecordInput({"name": "Pushed From Kleer AB"}, id=linked["company_id"])])
+    # ... and an echo without that metadata, of a value the own-write log holds.
+    from services.own_writes import record_own_writes
+
+    async with shared_stack.deps.pool.acquire() as conn:
+        await record_own_writes(conn, shared_stack.connection, "companies", [(linked["company_id"], {"phone": "+46 1 99"})])
+    hubspot.ui_edit("companies", linked["company_id"], {"phone": "+46 1 99"}, changeSource="API")
+    await shared_stack.settle(0.3)
+    assert shared_stack.kleer_writes() == before
+    echoes = await shared_stack.stream_events("hubspot", "company", linked["company_id"], "InboundEchoIgnored")
+    assert len(echoes) >= 1
+    assert await shared_stack.stream_events("kleer", "client", linked["kleer_id"], "KleerClientUpdated") == []
+
+
+async def test_company_created_in_hubspot_gets_a_kleer_client_and_its_id(shared_stack: InboundStack) -> None:
+    hubspot = shared_stack.hubspot
+    company = hubspot.ui_create("companies", {"name": "Nyföretaget AB", "phone": "+46 8 111"})
+
+    async def linked() -> bool:
+        return bool(company.properties.get("kleer_id"))
+
+    await shared_stack.wait_for(linked, 5.0)
+    kleer_id = int(company.properties["kleer_id"])
+    assert shared_stack.kleer_record(kleer_id)["name"] == "Nyföretaget AB"
+    await shared_stack.settle(0.3)
+    assert len([c for c in shared_stack.kleer_sim.book.clients if c["name"] == "Nyföretaget AB"]) == 1
+    created = await shared_stack.stream_events("kleer", "client", kleer_id, "KleerClientCreated")
+    assert [e.data["hubspot_id"] for e in created] == [str(company.id)]
+
+
+async def test_kleer_validation_error_is_parked_with_kleers_message(shared_stack: InboundStack) -> None:
+    linked = await shared_stack.new_client()
+    shared_stack.hubspot.ui_edit("companies", linked["company_id"], {"name": ""})
+
+    record = f"hubspot:company:{linked['company_id']}"
+
+    async def parked() -> bool:
+        return bool(await shared_stack.deps.dlq.list(source="inbound-handlers", record=record))
+
+    await shared_stack.wait_for(parked, 5.0)
+    [entry] = await shared_stack.deps.dlq.list(source="inbound-handlers", record=record)
+    assert entry.record == f"hubspot:company:{linked['company_id']}"
+    assert entry.detail["hubspot_id"] == linked["company_id"]
+
+
+async def test_conflicting_kleer_change_is_recorded_and_hubspot_wins(shared_stack: InboundStack) -> None:
+    linked = await shared_stack.new_client()
+    # Kleer changes after the last poll (the stored fingerprint no longer matches) ...
+    await shared_stack.kleer.clients.update(linked["kleer_id"], {"name": "Changed In Kleer AB"})
+    # ... and HubSpot changes the same record.
+    shared_stack.hubspot.ui_edit("companies", linked["company_id"], {"name": "Changed In HubSpot AB"})
+
+    async def conflicts() -> list[object]:
+        return await shared_stack.stream_events("kleer", "client", linked["kleer_id"], "SyncConflict")
+
+    async def conflicted() -> bool:
+        return bool(await conflicts())
+
+    await shared_stack.wait_for(conflicted, 5.0)
+    [conflict] = await conflicts()
+    assert conflict.data["winner"] == "hubspot"
+    assert conflict.data["fields"]["name"] == {"kleer": "Changed In Kleer AB", "hubspot": "Changed In HubSpot AB"}
+    await shared_stack.wait_for(lambda: _value(shared_stack, linked["kleer_id"], "name", "Changed In HubSpot AB"))
+    rows = await shared_stack.deps.pool.fetchval(
+        "SELECT count(*) FROM sync_conflicts WHERE kleer_id = $1", str(linked["kleer_id"])
+    )
+    assert rows == 1
+    _ = asyncio
