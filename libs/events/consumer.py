@@ -42,6 +42,7 @@ from libs.events.kafka import (
     DEFAULT_PARTITIONS,
     MARKER_HEADER,
     PREVIOUS_POSITION_HEADER,
+    Stopped,
     header,
     partition_for,
     retry_with_backoff,
@@ -116,7 +117,9 @@ class EventConsumer:
             request_timeout_ms=15_000,
         )
         self._kafka.subscribe(list(self.config.topics), listener=_Assignments(self))
-        await retry_with_backoff(self._kafka.start, f"connect consumer {self.config.name} to Kafka")
+        await retry_with_backoff(
+            self._kafka.start, f"connect consumer {self.config.name} to Kafka", stop=self._stopping
+        )
 
     async def stop(self) -> None:
         """Stop taking new batches; the batch in flight finishes and commits first."""
@@ -124,7 +127,10 @@ class EventConsumer:
 
     async def run(self) -> None:
         if self._kafka is None:
-            await self.start()
+            try:
+                await self.start()
+            except Stopped:
+                return
         assert self._kafka is not None
         try:
             while not self._stopping.is_set():

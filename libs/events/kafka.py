@@ -23,6 +23,10 @@ class BrokerUnavailable(Exception):
     """The Kafka broker could not be reached after retrying."""
 
 
+class Stopped(Exception):
+    """The process was asked to stop while it was still retrying."""
+
+
 async def retry_with_backoff(
     action: Callable[[], Awaitable[T]],
     what: str,
@@ -30,12 +34,13 @@ async def retry_with_backoff(
     base: float = 0.2,
     cap: float = 10.0,
     retry_on: tuple[type[BaseException], ...] = (KafkaError, OSError),
+    stop: asyncio.Event | None = None,
 ) -> T:
     """Run ``action`` until it succeeds, with exponential backoff and full jitter.
 
     ``attempts=None`` retries forever (for long-running processes, which must
     never give up on the broker or the database); each failure is logged with
-    what to check.
+    what to check. Setting ``stop`` ends the retries with ``Stopped``.
     """
     attempt = 0
     while True:
@@ -47,7 +52,14 @@ async def retry_with_backoff(
                 raise BrokerUnavailable(f"{what} failed after {attempt} attempts: {exc}") from exc
             delay = random.uniform(0, min(cap, base * 2**attempt))
             log.warning("retrying", what=what, attempt=attempt, delay=round(delay, 2), error=str(exc))
-            await asyncio.sleep(delay)
+            if stop is None:
+                await asyncio.sleep(delay)
+                continue
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except TimeoutError:
+                continue
+            raise Stopped(what) from exc
 
 
 # Headers on the wire.

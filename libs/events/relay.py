@@ -37,6 +37,7 @@ from libs.events.envelope import RecordedEvent
 from libs.events.kafka import (
     DEFAULT_PARTITIONS,
     MARKER_HEADER,
+    Stopped,
     ensure_topics,
     headers_of,
     partition_for,
@@ -90,7 +91,9 @@ class Relay:
             request_timeout_ms=15_000,
             enable_idempotence=False,  # the dev broker has no idempotent producer; consumers dedupe
         )
-        await retry_with_backoff(self._producer.start, "connect the relay's Kafka producer")
+        await retry_with_backoff(
+            self._producer.start, "connect the relay's Kafka producer", stop=self._stopping
+        )
         await self._load_state()
 
     async def stop(self) -> None:
@@ -107,7 +110,10 @@ class Relay:
                 if await self._wait(2.0):
                     return
             try:
-                await self.start()
+                try:
+                    await self.start()
+                except Stopped:
+                    return
                 while not self._stopping.is_set():
                     try:
                         published = await self.publish_once()
@@ -273,8 +279,11 @@ class Relay:
     async def _ensure_topics(self) -> None:
         if self.config.create_topics:
             await retry_with_backoff(
-                lambda: ensure_topics(self.config.bootstrap_servers, self.config.topics, self.config.partitions),
+                lambda: ensure_topics(
+                    self.config.bootstrap_servers, self.config.topics, self.config.partitions
+                ),
                 "create Kafka topics",
+                stop=self._stopping,
             )
 
     async def _recover_producer(self) -> None:
