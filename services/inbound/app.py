@@ -6,8 +6,8 @@ Routes of the service itself: ``POST /webhooks/hubspot``, ``GET /healthz``,
 function ``install(app, deps) -> None`` that calls ``app.router.add_*`` and,
 to be documented, ``add_openapi_paths(app, {...})``. ``create_app`` calls the
 installers it is given; when given none it uses ``default_route_installers()``,
-which picks up ``services.inbound.actions:install_routes`` once that module
-exists. The dependencies are in ``app[DEPS]`` for handlers that need them.
+which picks up ``services.inbound.actions:install_routes`` and
+``services.inbound.admin:install_routes`` once those modules exist. The dependencies are in ``app[DEPS]`` for handlers that need them.
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ DEPS: web.AppKey[InboundDeps] = web.AppKey("inbound_deps", InboundDeps)
 RouteInstaller = Callable[[web.Application, InboundDeps], None]
 
 # module:function of route installers picked up when present.
-OPTIONAL_INSTALLERS: tuple[str, ...] = ("services.inbound.actions:install_routes",)
+OPTIONAL_INSTALLERS: tuple[str, ...] = (
+    "services.inbound.actions:install_routes",
+    "services.inbound.admin:install_routes",
+)
 
 
 #: Request line and header limits of the HTTP server (kwargs of ``web.AppRunner``): a request over

@@ -164,3 +164,61 @@ async def test_conflicting_kleer_change_is_recorded_and_hubspot_wins(shared_stac
     )
     assert rows == 1
     _ = asyncio
+
+
+async def test_burst_of_10000_events_in_100_requests_is_answered_fast_and_all_applied(shared_stack: InboundStack) -> None:
+    import time
+
+    import aiohttp
+    import orjson
+
+    from libs.hubspot.signatures import v3_headers
+    from sim.hubspot.store import Source
+
+    hubspot = shared_stack.hubspot
+    companies = 200
+    kleer_ids = await asyncio.gather(
+        *(shared_stack.kleer.clients.create({"name": f"Burst {i} AB"}) for i in range(companies))
+    )
+    kind = hubspot.sim.object_type("companies")
+    hubspot.configure_webhooks(None)  # prepare HubSpot's current state quietly
+    ids = []
+    for i, kleer_id in enumerate(kleer_ids):
+        record = hubspot.store.create_one(
+            kind, {"properties": {"name": f"Burst {i} Renamed AB", "kleer_id": str(kleer_id)}}, Source("CRM_UI", "u")
+        )
+        ids.append(record.id)
+    hubspot.configure_webhooks(shared_stack.webhook_url, batch_window_ms=5)
+    secret = hubspot.client_secret
+    bodies = []
+    event_id = 9_000_000_000
+    for request in range(100):
+        events = []
+        for j in range(100):
+            event_id += 1
+            n = (request * 100 + j) % companies
+            events.append({"eventId": event_id, "subscriptionType": "company.propertyChange", "portalId": hubspot.portal_id,
+                           "objectId": ids[n], "propertyName": "name", "propertyValue": f"Burst {n} Renamed AB",
+                           "occurredAt": int(time.time() * 1000), "changeSource": "CRM_UI", "sourceId": "userId:7"})
+        bodies.append(orjson.dumps(events))
+    latencies: list[float] = []
+
+    async def post(session: aiohttp.ClientSession, body: bytes) -> int:
+        headers = {"Content-Type": "application/json",
+                   **v3_headers(secret, "POST", shared_stack.webhook_url, body, int(time.time() * 1000))}
+        started = time.perf_counter()
+        async with session.post(shared_stack.webhook_url, data=body, headers=headers) as response:
+            await response.read()
+            latencies.append(time.perf_counter() - started)
+            return response.status
+
+    async with aiohttp.ClientSession() as session:
+        statuses = await asyncio.gather(*(post(session, b) for b in bodies))
+    assert set(statuses) == {200}
+    assert max(latencies) < 5.0
+
+    async def all_applied() -> bool:
+        book = shared_stack.kleer_sim.book.clients
+        return all(book.get(k)["name"] == f"Burst {i} Renamed AB" for i, k in enumerate(kleer_ids))
+
+    await shared_stack.wait_for(all_applied, 30.0)
