@@ -64,20 +64,37 @@ def _orjson_dumps(obj: Any, default: Any = None) -> str:
 
 
 def configure_logging(level: str = "info", role: str = "kleer-sync", stream: Any = None) -> None:
-    """JSON logs to stdout (or ``stream``) at ``level``; idempotent."""
+    """JSON logs to stdout (or ``stream``) at ``level``; idempotent.
+
+    Records from libraries that use the standard ``logging`` module (aiohttp,
+    aiokafka, asyncpg) go through the same JSON rendering and redaction; the
+    chatty Kafka client logs only warnings and worse unless ``level`` is debug.
+    """
     numeric = getattr(logging, level.upper(), logging.INFO)
-    logging.basicConfig(level=numeric, stream=stream or sys.stdout, format="%(message)s", force=True)
+    output = stream or sys.stdout
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+    handler = logging.StreamHandler(output)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, structlog.processors.format_exc_info],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, redact_processor, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(numeric)
+    quiet = numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING)
+    for noisy in ("aiokafka", "kafka"):
+        logging.getLogger(noisy).setLevel(quiet)
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            redact_processor,
-            structlog.processors.JSONRenderer(serializer=_orjson_dumps),
-        ],
+        processors=[*shared, structlog.processors.format_exc_info, redact_processor, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(file=output),
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.bind_contextvars(role=role)

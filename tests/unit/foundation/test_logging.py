@@ -38,3 +38,17 @@ def test_log_level_filters() -> None:
     get_logger("t").info("hidden")
     get_logger("t").error("shown")
     assert [line["event"] for line in _lines(buffer)] == ["shown"]
+
+
+def test_standard_library_records_are_json_and_redacted_too() -> None:
+    import logging
+
+    buffer = io.StringIO()
+    configure_logging("info", role="test", stream=buffer)
+    register_secret("kleer-secret-token-99")
+    logging.getLogger("aiohttp.client").warning("GET failed with X-Token kleer-secret-token-99")
+    logging.getLogger("aiokafka.consumer").info("Joined group")  # below the Kafka client's threshold
+    lines = _lines(buffer)
+    assert len(lines) == 1
+    assert lines[0]["level"] == "warning" and lines[0]["logger"] == "aiohttp.client"
+    assert "kleer-secret-token-99" not in buffer.getvalue()
