@@ -139,8 +139,8 @@ class _Outcome:
     parks: list[_Park] = field(default_factory=list)
 
 
-def _event_metadata(actor: str) -> dict[str, Any]:
-    return {"actor": actor, "source": "hubspot"}
+def _event_metadata(actor: str, source: str) -> dict[str, Any]:
+    return {"actor": actor, "source": source}
 
 
 class Pusher:
@@ -157,6 +157,7 @@ class Pusher:
         *,
         removal: RemovalPolicy = RemovalPolicy.FLAG,
         actor: str = PUSHER_SOURCE,
+        source: str = "hubspot",  # metadata ``source`` of the events it records (``replay`` for replays)
     ) -> None:
         self.store = store
         self.pool: asyncpg.Pool = store.pool
@@ -164,6 +165,7 @@ class Pusher:
         self.removal = removal
         self.dlq = DeadLetterQueue(store)
         self.actor = actor
+        self.source = source
 
     # --- entry points ---------------------------------------------------------------------------
 
@@ -343,7 +345,7 @@ class Pusher:
                 "properties": properties,
                 "fingerprint": snapshot.fingerprint,
             },
-            _event_metadata(self.actor),
+            _event_metadata(self.actor, self.source),
         )
         self._append(outcome, change, event)
         self._own_write(outcome, change, hubspot_id, properties)
@@ -430,7 +432,7 @@ class Pusher:
         if flagged:
             data["properties"] = {REMOVED_FLAG: "true"}
         event_type = upserted_type(change.hubspot_object) if flagged else archived_type(change.hubspot_object)
-        self._append(outcome, change, NewEvent(event_type, data, _event_metadata(self.actor)))
+        self._append(outcome, change, NewEvent(event_type, data, _event_metadata(self.actor, self.source)))
         outcome.results.append(
             PushResult(change.kind, change.kleer_id, change.hubspot_object, how, hubspot_id)
         )
