@@ -55,6 +55,7 @@ INTERVALS = (1, 3, 12)  # monthly, quarterly, yearly
 INTERVAL_WEIGHTS = (60, 25, 15)
 ROW_COUNT_WEIGHTS = (35, 22, 13, 9, 6, 5, 4, 3, 2, 1)  # 1..10 rows, mostly few
 CURRENCY_WEIGHTS = tuple(c[3] for c in CURRENCIES)
+LARGE_BOOK = 10_000  # clients from which seeding freezes the book for the cycle collector
 USERS = ({"id": 1}, {"id": 2}, {"id": 3})  # "our reference": the company's own staff
 
 
@@ -102,6 +103,10 @@ def seed(
         generator.products(max(20, min(500, n_clients // 50)))
         generator.clients(n_clients, invoices_per_client, agreement_share, project_share)
     finally:
+        if n_clients >= LARGE_BOOK:
+            # Move the big, long-lived book out of the collector's sight, or its first full pass after
+            # re-enabling (and every later one) rescans millions of records for nothing.
+            gc.freeze()
         if collecting:
             gc.enable()
     return SeedSummary(
