@@ -66,6 +66,9 @@ def register(subparsers: Any) -> None:
 
 
 def _port(preferred: int) -> int:
+    """``preferred`` if it is free (0: any free port), else a free one."""
+    if preferred == 0:
+        return free_port()
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", preferred))

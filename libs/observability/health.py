@@ -63,6 +63,7 @@ class HealthServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
+        _mark_build_info()
         app = web.Application()
         health_routes(app, self.checks)
         self._runner = web.AppRunner(app, access_log=None)
@@ -74,6 +75,22 @@ class HealthServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+def _mark_build_info() -> None:
+    """``kleer_sync_build_info{version, role} 1`` for this process (role from the logging context)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import structlog
+
+    from libs.observability.metrics import BUILD_INFO
+
+    try:
+        release = version("kleer-sync")
+    except PackageNotFoundError:
+        release = "unknown"
+    role = str(structlog.contextvars.get_contextvars().get("role", "kleer-sync"))
+    BUILD_INFO.labels(version=release, role=role).set(1)
 
 
 def postgres_check(pool: asyncpg.Pool) -> Check:

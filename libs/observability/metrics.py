@@ -7,7 +7,10 @@ and a test checks that they only use names defined here.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+# The *_created series double the exposition and no dashboard uses them.
+disable_created_metrics()
 
 PREFIX = "kleer_sync_"
 
