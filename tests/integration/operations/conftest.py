@@ -9,6 +9,9 @@ sink) and are recorded as the intake records them (``WebhookReceived``).
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -154,5 +157,22 @@ async def sync(
         yield SyncHarness(store, kleer_sim, kleer_client, hubspot_sim, hubspot, hubspot_webhook_sink)
 
 
-def json_lines(raw: bytes) -> Any:
-    return orjson.loads(raw)
+@dataclass(frozen=True)
+class CliResult:
+    code: int
+    stdout: bytes
+    stderr: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.stdout)
+
+
+async def run_cli(*args: str, env: dict[str, str], timeout: float = 60.0) -> CliResult:
+    """``kleer-sync ARGS`` in a child process (the command as an operator runs it)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli", *args,
+        env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    assert process.returncode is not None
+    return CliResult(process.returncode, stdout, stderr)

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 
-import orjson
 import pytest
 
 from libs.records import RecordRef
@@ -15,7 +11,7 @@ from services.operations.audit import load_audit
 from services.operations.render import audit_text
 from services.operations.timeline import Entry, FieldChange, Step
 
-from .conftest import CONNECTION, SyncHarness
+from .conftest import CONNECTION, SyncHarness, run_cli
 
 pytestmark = pytest.mark.asyncio
 
@@ -96,23 +92,15 @@ async def test_audit_shows_sync_edit_and_conflict_in_order_with_the_causation_ch
 async def test_audit_cli_prints_json_for_machines(sync: SyncHarness, database_url: str) -> None:
     kleer_id = await sync.kleer.clients.create({"name": "Grebbestad Fisk AB", "currency-type": "SEK"})
     await sync.sync(["client"])
-    env = {**os.environ, "DATABASE_URL": database_url, "CONNECTION_ID": CONNECTION}
-    done = subprocess.run(
-        [sys.executable, "-m", "services.cli", "audit", f"kleer:client:{kleer_id}", "--json"],
-        env=env,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr.decode()
-    document = orjson.loads(done.stdout)
+    env = {"DATABASE_URL": database_url, "CONNECTION_ID": CONNECTION}
+    done = await run_cli("audit", f"kleer:client:{kleer_id}", "--json", env=env)
+    assert done.code == 0, done.stderr.decode()
+    document = done.json()
     assert document["record"] == f"kleer:client:{kleer_id}"
     assert [e["type"] for e in document["entries"]] == ["KleerClientChanged", "HubSpotCompanyUpserted"]
     push = document["entries"][1]
     assert push["causation_chain"][0]["type"] == "KleerClientChanged"
     assert {"field": "name", "old": None, "new": "Grebbestad Fisk AB"} in document["entries"][0]["changes"]
 
-    bad = subprocess.run(
-        [sys.executable, "-m", "services.cli", "audit", "client-123"], env=env, capture_output=True, timeout=60, check=False
-    )
-    assert bad.returncode == 2 and b"system:kind:id" in bad.stderr
+    bad = await run_cli("audit", "client-123", env=env)
+    assert bad.code == 2 and b"system:kind:id" in bad.stderr
