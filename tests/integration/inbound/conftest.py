@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -355,3 +355,56 @@ async def shared_stack(pg_server_dsn: str, template_database: str, broker: Tansu
         await hubspot_runner.cleanup()
         await pool.close()
         await _admin(pg_server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class ThreadedInbound:
+    """The inbound app on its own event loop in a thread, for synchronous clients (hypothesis, schemathesis)."""
+
+    base_url: str
+    secret: str = SECRET
+
+    @property
+    def webhook_url(self) -> str:
+        return self.base_url + "/webhooks/hubspot"
+
+
+@pytest.fixture(scope="module")
+def threaded_inbound(pg_server_dsn: str, template_database: str) -> Iterator[ThreadedInbound]:
+    import threading
+
+    from libs.events.store import create_pool
+    from tests.fixtures.postgres import _admin, _with_database
+
+    name = f"kstest_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(pg_server_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
+    dsn = _with_database(pg_server_dsn, name)
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        pool = await create_pool(dsn, min_size=1, max_size=4)
+        store = PostgresEventStore(pool)
+        async with GroupCommitter(store) as committer:
+            deps = InboundDeps(inbound_settings(dsn), inbound_options(base_url), pool, store, DeadLetterQueue(store),
+                               committer, default_mappings())
+            runner = app_runner(create_app(deps, routes=()))
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            ready.set()
+            await stop.wait()
+            await runner.cleanup()
+        await pool.close()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    assert ready.wait(20), "the threaded inbound app did not start"
+    try:
+        yield ThreadedInbound(base_url)
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(20)
+        asyncio.run(_admin(pg_server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -153,7 +153,7 @@ async def test_legacy_signature_versions_are_accepted_when_declared(inbound_serv
         (b'[{"eventId": 1e30, "subscriptionType": "company.creation", "portalId": 62515, "objectId": 1}]', "whole number"),
         (b'[{"eventId": 123456789012345678901234567890, "subscriptionType": "company.creation", "portalId": 62515, "objectId": 1}]', "whole number"),
         (b'[{"eventId": 1, "subscriptionType": "company.creation", "portalId": 62515}]', "is required"),
-        (b'[{"eventId": 1, "subscriptionType": "company.creation", "portalId": 62515, "objectId": 1, "propertyName": "a\\u0000"}]', "NUL"),
+        (b'[{"eventId": 1, "subscriptionType": "company.creation", "portalId": 62515, "objectId": 1, "propertyName": "a\\u0000"}]', "property name"),
         (b'[{"eventId": 1, "subscriptionType": "object.creation", "portalId": 62515, "objectId": 1}]', "objectTypeId"),
     ],
 )
