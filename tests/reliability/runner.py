@@ -1,0 +1,254 @@
+"""The scenario runner: start everything, sync, run workload and faults, settle, check the invariants.
+
+``await run_scenario(ScenarioConfig(...))`` returns a ``ScenarioReport``
+(JSON-ready with ``to_json``): faults injected by kind, events processed,
+the webhook load held while faults ran, and every invariant's result with the
+divergences it found. Phases:
+
+1. start: fresh database, broker, simulators, ``hubspot setup``, services;
+2. first sync: wait (bounded) until HubSpot holds the seeded book;
+3. faults: the workload runs while the seeded fault plan is injected;
+4. settle: faults cleared, workload stopped; poll (bounded) until HubSpot
+   matches Kleer, no webhook is pending in the HubSpot simulator and the
+   event log has been quiet for a while;
+5. invariants (``invariants.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.reliability import invariants as inv
+from tests.reliability.faults import Fault, FaultInjector, plan_faults
+from tests.reliability.processes import ProcessFailed
+from tests.reliability.system import System, SystemConfig
+from tests.reliability.workload import Ledger, Workload, WorkloadConfig
+
+
+@dataclass
+class ScenarioConfig:
+    workdir: Path
+    seed: int = 7
+    clients: int = 100
+    fault_seconds: float = 75.0
+    every_kind_once: bool = True  # short runs: each fault kind once; soak: a random stream
+    mean_fault_gap: float = 6.0
+    first_sync_timeout: float = 90.0
+    settle_timeout: float = 75.0
+    poll_interval: int = 3
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    progress: Any = None  # callable(str) for progress lines, or None
+
+
+@dataclass
+class ScenarioReport:
+    config: dict[str, Any]
+    phases: dict[str, float] = field(default_factory=dict)
+    faults: dict[str, Any] = field(default_factory=dict)
+    events: dict[str, Any] = field(default_factory=dict)
+    webhook_load: dict[str, Any] = field(default_factory=dict)
+    workload: dict[str, Any] = field(default_factory=dict)
+    settle: dict[str, Any] = field(default_factory=dict)
+    invariants: list[inv.InvariantResult] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.invariants) and all(r.ok for r in self.invariants)
+
+    def failure_message(self) -> str:
+        parts = []
+        if self.error:
+            parts.append(f"SCENARIO ERROR: {self.error}")
+        if self.settle and not self.settle.get("settled"):
+            parts.append(f"the system did not settle: {self.settle.get('reason')}")
+        parts.append(inv.format_failures(self.invariants))
+        return "\n".join(p for p in parts if p)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "error": self.error,
+            "config": self.config,
+            "phases_seconds": self.phases,
+            "faults": self.faults,
+            "events": self.events,
+            "webhook_load": self.webhook_load,
+            "workload": self.workload,
+            "settle": self.settle,
+            "invariants": [r.to_json() for r in self.invariants],
+            "lost": _figure(self.invariants, "webhooks_recorded", "lost")
+            + _figure(self.invariants, "hubspot_matches_kleer", "missing"),
+            "duplicated": _figure(self.invariants, "hubspot_matches_kleer", "duplicates"),
+        }
+
+
+def _figure(results: list[inv.InvariantResult], name: str, key: str) -> int:
+    for result in results:
+        if result.name == name:
+            return int(result.figures.get(key, 0))
+    return 0
+
+
+async def wait_first_sync(system: System, timeout: float, say: Any) -> float:
+    started = time.monotonic()
+    last = ""
+    while True:
+        system.check_processes()
+        snapshot = await inv.take_snapshot(system)
+        diff = inv.check_records(snapshot)
+        if diff.ok:
+            return time.monotonic() - started
+        line = f"first sync: {diff.compared_records} of {len(snapshot.expected.records)} records in HubSpot"
+        if line != last:
+            say(line)
+            last = line
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(
+                f"the first sync did not complete within {timeout:.0f}s; still diverging:\n  "
+                + "\n  ".join(diff.problems(10))
+            )
+        await asyncio.sleep(1.0)
+
+
+async def settle(system: System, timeout: float, quiet_seconds: float) -> dict[str, Any]:
+    """Poll until HubSpot matches Kleer, webhooks are delivered and the log is quiet (bounded)."""
+    assert system.pool is not None
+    started = time.monotonic()
+    head = -1
+    quiet_since = time.monotonic()
+    reason = ""
+    while True:
+        system.check_processes()
+        hooks = await system.sim_get(system.hubspot_base + "/_sim/webhooks")
+        async with system.pool.acquire() as conn:
+            now_head = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
+        if now_head != head:
+            head, quiet_since = now_head, time.monotonic()
+        snapshot = await inv.take_snapshot(system)
+        diff = inv.check_records(snapshot)
+        pending = hooks.get("pending", 0) + hooks.get("in_flight", 0)
+        quiet = time.monotonic() - quiet_since
+        if diff.ok and pending == 0 and quiet >= quiet_seconds:
+            return {"settled": True, "seconds": round(time.monotonic() - started, 1), "log_head": head}
+        reason = (f"HubSpot diverges in {len(diff.problems(10**6))} way(s); {pending} webhook batch(es) pending; "
+                  f"log quiet for {quiet:.1f}s of {quiet_seconds:.0f}s")
+        if time.monotonic() - started > timeout:
+            return {"settled": False, "seconds": round(time.monotonic() - started, 1), "reason": reason,
+                    "divergences": diff.problems(15), "log_head": head}
+        await asyncio.sleep(1.0)
+
+
+async def check_all(system: System, ledger: Ledger, injector: FaultInjector) -> list[inv.InvariantResult]:
+    assert system.pool is not None
+    results: list[inv.InvariantResult] = [inv.check_processes(system)]
+    snapshot = await inv.take_snapshot(system)
+    async with system.pool.acquire() as conn:
+        dlq = await inv.dead_letters(conn)
+        results.append(await inv.check_hubspot_matches_kleer(system, snapshot, dlq))
+        results.append(inv.check_kleer_holds_edits(snapshot, ledger, dlq))
+        results.append(inv.check_created_companies(snapshot, ledger, dlq))
+        results.append(await inv.check_webhooks_recorded(conn, system, ledger, injector.log.bad_webhooks))
+        results.append(await inv.check_everything_handled(conn, dlq, system.env()["KAFKA_TOPIC_PREFIX"]))
+        results.append(await inv.check_no_ping_pong(conn, snapshot, ledger))
+    results.append(inv.check_no_secrets(system))
+    return results
+
+
+async def run_scenario(config: ScenarioConfig) -> ScenarioReport:
+    say = config.progress or (lambda _line: None)
+    report = ScenarioReport(config={
+        "seed": config.seed, "clients": config.clients, "fault_seconds": config.fault_seconds,
+        "every_kind_once": config.every_kind_once, "poll_interval_s": config.poll_interval,
+        "webhook_load_target_rps": config.workload.load_rate,
+        "webhook_load_events_per_request": config.workload.load_events_per_request,
+        "postgres_restart": "not injected: the Postgres server is shared by every test on this machine",
+        "simulators_killed": "never: they hold Kleer's and HubSpot's own data",
+    })
+    system = System(SystemConfig(config.workdir, clients=config.clients, seed=config.seed,
+                                 poll_interval=config.poll_interval))
+    ledger = Ledger()
+    injector = FaultInjector(system, config.seed)
+    workload = Workload(system, config.workload, config.seed, ledger)
+    plan: list[Fault] = plan_faults(config.seed, config.fault_seconds, every_kind_once=config.every_kind_once,
+                                    mean_gap=config.mean_fault_gap)
+    t0 = time.monotonic()
+    failed = True
+    try:
+        say(f"starting the system (logs in {system.logs})")
+        await system.start()
+        report.phases["start"] = round(time.monotonic() - t0, 1)
+        report.phases.update({f"start_{k}": v for k, v in system.start_timings.items()})
+        say(f"started in {report.phases['start']}s {system.start_timings}; waiting for the first sync")
+        report.phases["first_sync"] = round(await wait_first_sync(system, config.first_sync_timeout, say), 1)
+        say(f"first sync done in {report.phases['first_sync']}s; {len(plan)} faults over {config.fault_seconds:.0f}s")
+        await workload.start()
+        fault_start = time.monotonic()
+        faults_task = asyncio.create_task(injector.run(plan))
+        deadline = fault_start + config.fault_seconds
+        while time.monotonic() < deadline:
+            await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            for name, process in system.processes.items():
+                if name not in ("sim-kleer", "sim-hubspot") and not process.alive and not _being_killed(injector, name):
+                    process.check_running()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(faults_task), timeout=30)
+        fault_end = time.monotonic()
+        report.phases["faults"] = round(fault_end - fault_start, 1)
+        await injector.stop()
+        await workload.stop()
+        say("faults over; settling")
+        quiet = 2 * config.poll_interval + 2
+        report.settle = await settle(system, config.settle_timeout, quiet)
+        report.phases["settle"] = report.settle["seconds"]
+        say(f"settle: {report.settle}")
+        report.invariants = await check_all(system, ledger, injector)
+        report.faults = {
+            "injected_by_kind": dict(sorted(injector.log.injected.items())),
+            "total": sum(injector.log.injected.values()),
+            "timeline": injector.log.entries,
+            "restart_seconds": injector.log.restart_seconds,
+            "injection_errors": injector.log.errors,
+            "broker_restarts": system.broker_restarts,
+        }
+        load = ledger.load
+        duration = max(1e-9, fault_end - fault_start)
+        report.webhook_load = {
+            "requests_sent": load.sent,
+            "accepted_requests": len(load.accepted_at),
+            "accepted_requests_per_s_during_faults": round(load.rate_between(fault_start, fault_end), 1),
+            "accepted_events_per_s_during_faults": round(
+                load.rate_between(fault_start, fault_end) * load.events_per_request, 1),
+            "statuses": {str(k): v for k, v in sorted(load.statuses.items())},
+            "connection_errors": dict(load.errors),
+            "latency_ms_p50": load.percentile(0.5),
+            "latency_ms_p99": load.percentile(0.99),
+            "hubspot_sim_webhook_requests_through_proxy": sum(system.proxy.statuses.values()),
+            "hubspot_sim_webhook_events_accepted": len(system.proxy.accepted),
+            "fault_phase_seconds": round(duration, 1),
+        }
+        async with system.pool.acquire() as conn:  # type: ignore[union-attr]
+            counts = await inv.event_counts(conn)
+        report.events = {"total": sum(counts.values()), "by_type": counts}
+        report.workload = ledger.summary()
+        failed = not report.ok
+    except (ProcessFailed, TimeoutError, RuntimeError, OSError) as exc:
+        report.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        report.phases["total"] = round(time.monotonic() - t0, 1)
+        with contextlib.suppress(Exception):
+            await injector.stop()
+        with contextlib.suppress(Exception):
+            await workload.stop()
+        await system.stop(failed=failed)
+    return report
+
+
+def _being_killed(injector: FaultInjector, name: str) -> bool:
+    lock = injector._process_locks.get(name)
+    return lock is not None and lock.locked()

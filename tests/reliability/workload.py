@@ -1,0 +1,338 @@
+"""The workload: what users and HubSpot do while faults run, and the ledger of it the invariants check.
+
+- Kleer bookkeeping: ``POST /_sim/mutate`` on the Kleer simulator (a small
+  share of every resource changes; new clients with invoices appear).
+- People editing HubSpot: ``POST /_sim/ui-edit/{companies|projects}/{id}`` of
+  a triggering property (changeSource ``CRM_UI``); the simulator sends the
+  signed webhooks, through the recording proxy, to the inbound service.
+- People creating companies in HubSpot (``/_sim/ui-create/companies``): the
+  inbound service creates the Kleer client and links it.
+- Workflow actions: ``POST /_sim/workflow-actions/invoke`` (when the action
+  routes exist), some with a ``callbackId`` sent again later.
+- Sustained webhook load: signed batches straight to ``/webhooks/hubspot`` at
+  a target rate, events the handlers must record and then drop (deal changes,
+  one-way company properties), retried like HubSpot retries (same
+  ``eventId``, new signature) when not answered 2xx.
+
+All choices come from one ``random.Random(seed)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from libs.hubspot.signatures import v3_headers
+from tests.reliability.system import APP_ID, PORTAL_ID, System
+
+# Company edits: canonical triggering properties with values Kleer accepts; n makes each value unique.
+COMPANY_EDITS: dict[str, Any] = {
+    "name": lambda n, rng: f"Tillförlitlig {n} AB",
+    "phone": lambda n, rng: f"08-{n:03d} {rng.randrange(10, 99)} 00",
+    "address": lambda n, rng: f"Provgatan {n}",
+    "city": lambda n, rng: f"Provstad {n}",
+    "description": lambda n, rng: f"Ändrad i HubSpot #{n}",
+    "invoice_email": lambda n, rng: f"faktura{n}@prov.example.se",
+    "kleer_payment_days": lambda n, rng: str(rng.choice((10, 15, 20, 30, 45, 60))),
+}
+PROJECT_EDITS: dict[str, Any] = {
+    "hs_name": lambda n, rng: f"Projekt {n}",
+    "kleer_comment": lambda n, rng: f"Kommentar {n}",
+}
+
+
+@dataclass
+class Edit:
+    at: float
+    hubspot_object: str
+    hubspot_id: str
+    kleer_id: str
+    properties: dict[str, str]
+    status: int  # the simulator's answer
+
+
+@dataclass
+class Mutation:
+    at: float
+    changed: dict[str, list[int]]
+    created: dict[str, list[int]]
+    deleted: dict[str, list[int]]
+
+
+@dataclass
+class CreatedCompany:
+    at: float
+    hubspot_id: str
+    name: str
+
+
+@dataclass
+class LoadStats:
+    """The synthetic webhook load: requests and their outcomes, by time."""
+
+    sent: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    accepted_at: list[float] = field(default_factory=list)  # time of each 2xx
+    latencies_ms: list[float] = field(default_factory=list)
+    accepted_events: set[int] = field(default_factory=set)
+    given_up_events: set[int] = field(default_factory=set)
+    events_per_request: int = 10
+
+    def rate_between(self, start: float, end: float) -> float:
+        if end <= start:
+            return 0.0
+        return sum(1 for t in self.accepted_at if start <= t <= end) / (end - start)
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies_ms:
+            return 0.0
+        ordered = sorted(self.latencies_ms)
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
+@dataclass
+class Ledger:
+    edits: list[Edit] = field(default_factory=list)
+    mutations: list[Mutation] = field(default_factory=list)
+    created_companies: list[CreatedCompany] = field(default_factory=list)
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    load: LoadStats = field(default_factory=LoadStats)
+    failures: Counter[str] = field(default_factory=Counter)  # workload calls that failed (not invariants)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "kleer_mutations": len(self.mutations),
+            "kleer_records_changed": sum(len(ids) for m in self.mutations for ids in m.changed.values()),
+            "kleer_records_created": sum(len(ids) for m in self.mutations for ids in m.created.values()),
+            "hubspot_edits": len(self.edits),
+            "hubspot_companies_created": len(self.created_companies),
+            "workflow_actions": len(self.actions),
+            "workload_call_failures": dict(self.failures),
+        }
+
+
+class HubSpotDirectory:
+    """Linked companies and projects in the HubSpot simulator (refreshed from ``/_sim/state``)."""
+
+    def __init__(self) -> None:
+        self.companies: list[tuple[str, str]] = []  # (hubspot id, kleer_id)
+        self.projects: list[tuple[str, str]] = []
+        self.refreshed = 0.0
+
+    async def refresh(self, system: System) -> None:
+        state = await system.sim_get(system.hubspot_base + "/_sim/state?full=true")
+        data = state.get("data", {})
+        self.companies = [(str(r["id"]), r["properties"]["kleer_id"]) for r in data.get("companies", [])
+                          if (r.get("properties") or {}).get("kleer_id")]
+        self.projects = [(str(r["id"]), r["properties"]["kleer_id"]) for r in data.get("projects", [])
+                         if (r.get("properties") or {}).get("kleer_id")]
+        self.refreshed = time.monotonic()
+
+
+@dataclass
+class WorkloadConfig:
+    mutate_every: float = 4.0
+    mutate_share: float = 0.01
+    edit_every: float = 0.8
+    project_edit_share: float = 0.2
+    create_company_every: float = 12.0
+    load_rate: float = 50.0  # webhook requests per second
+    load_events_per_request: int = 10
+    load_concurrency: int = 16
+
+
+class Workload:
+    def __init__(self, system: System, config: WorkloadConfig, seed: int, ledger: Ledger | None = None) -> None:
+        self.system = system
+        self.config = config
+        self.rng = random.Random(seed)
+        self.ledger = ledger or Ledger()
+        self.directory = HubSpotDirectory()
+        self._counter = 0
+        self._event_ids = iter(range(10**12 + seed * 10**8, 10**13))
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        self._load_session: aiohttp.ClientSession | None = None
+        self._retrying: set[asyncio.Task[None]] = set()
+
+    def _next(self) -> int:
+        self._counter += 1
+        return self._counter
+
+    async def start(self) -> None:
+        await self.directory.refresh(self.system)
+        self._load_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
+        self._stop.clear()
+        loops = [
+            ("mutator", self._every(self.config.mutate_every, self.mutate_kleer)),
+            ("editor", self._every(self.config.edit_every, self.edit_hubspot)),
+            ("creator", self._every(self.config.create_company_every, self.create_company)),
+            ("directory", self._every(8.0, lambda: self.directory.refresh(self.system))),
+        ]
+        if self.config.load_rate > 0:
+            loops.append(("load", self._load()))
+        self._tasks = [asyncio.create_task(coro, name=f"workload-{name}") for name, coro in loops]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        # Batches still being retried: give them their last attempts.
+        if self._retrying:
+            await asyncio.wait(list(self._retrying), timeout=30)
+        if self._load_session is not None:
+            await self._load_session.close()
+
+    async def _every(self, seconds: float, action: Any) -> None:
+        while not self._stop.is_set():
+            await asyncio.sleep(self.rng.uniform(0.5 * seconds, 1.5 * seconds))
+            try:
+                await action()
+            except (aiohttp.ClientError, TimeoutError, OSError, RuntimeError, KeyError, ValueError) as exc:
+                self.ledger.failures[f"{getattr(action, '__name__', 'action')}: {type(exc).__name__}"] += 1
+
+    # --- Kleer -------------------------------------------------------------------------------------
+
+    async def mutate_kleer(self) -> None:
+        answer = await self.system.sim_post(
+            self.system.kleer_base + "/_sim/mutate",
+            {"share": self.config.mutate_share, "seed": self.rng.randrange(1, 2**31)},
+        )
+        self.ledger.mutations.append(
+            Mutation(time.time(), answer["changed"], answer["created"], answer["deleted"])
+        )
+
+    # --- HubSpot edits ------------------------------------------------------------------------------
+
+    async def edit_hubspot(self) -> None:
+        use_project = self.directory.projects and self.rng.random() < self.config.project_edit_share
+        pool, obj, edits = (
+            (self.directory.projects, "projects", PROJECT_EDITS) if use_project
+            else (self.directory.companies, "companies", COMPANY_EDITS)
+        )
+        if not pool:
+            return
+        hubspot_id, kleer_id = self.rng.choice(pool)
+        n = self._next()
+        names = self.rng.sample(sorted(edits), k=1 if self.rng.random() < 0.7 else 2)
+        properties = {name: edits[name](n, self.rng) for name in names}
+        at = time.time()
+        assert self.system.session is not None
+        async with self.system.session.post(
+            f"{self.system.hubspot_base}/_sim/ui-edit/{obj}/{hubspot_id}",
+            json={"properties": properties}, timeout=aiohttp.ClientTimeout(total=20),
+        ) as resp:
+            await resp.read()
+            status = resp.status
+        if status >= 400:
+            self.ledger.failures[f"ui-edit {obj}: HTTP {status}"] += 1
+            return
+        self.ledger.edits.append(Edit(at, obj, hubspot_id, kleer_id, properties, status))
+
+    async def create_company(self) -> None:
+        n = self._next()
+        name = f"Nyskapad {n} i HubSpot AB"
+        assert self.system.session is not None
+        async with self.system.session.post(
+            f"{self.system.hubspot_base}/_sim/ui-create/companies",
+            json={"properties": {"name": name, "phone": f"031-{n:03d} 00 00", "city": "Göteborg"}},
+            timeout=aiohttp.ClientTimeout(total=20),
+        ) as resp:
+            raw = await resp.read()
+            if resp.status >= 400:
+                self.ledger.failures[f"ui-create companies: HTTP {resp.status}"] += 1
+                return
+        record = orjson.loads(raw)
+        self.ledger.created_companies.append(CreatedCompany(time.time(), str(record["id"]), name))
+
+    # --- sustained webhook load -------------------------------------------------------------------------
+
+    def _load_events(self) -> list[dict[str, Any]]:
+        now = int(time.time() * 1000)
+        events: list[dict[str, Any]] = []
+        for _ in range(self.config.load_events_per_request):
+            event_id = next(self._event_ids)
+            if self.directory.companies and self.rng.random() < 0.2:
+                hubspot_id, _ = self.rng.choice(self.directory.companies)
+                # A one-way (non-triggering) mapped property: recorded, then dropped by the handlers.
+                events.append({"eventId": event_id, "subscriptionId": 901, "portalId": PORTAL_ID, "appId": APP_ID,
+                               "occurredAt": now, "subscriptionType": "company.propertyChange",
+                               "attemptNumber": 0, "objectId": int(hubspot_id), "propertyName": "kleer_contact",
+                               "propertyValue": f"Kontakt {event_id % 1000}", "changeSource": "CRM_UI",
+                               "sourceId": "userId:77"})
+            else:
+                events.append({"eventId": event_id, "subscriptionId": 902, "portalId": PORTAL_ID, "appId": APP_ID,
+                               "occurredAt": now, "subscriptionType": "deal.propertyChange", "attemptNumber": 0,
+                               "objectId": self.rng.randrange(1, 10**6), "propertyName": "amount",
+                               "propertyValue": str(self.rng.randrange(1000, 100000)), "changeSource": "CRM_UI",
+                               "sourceId": "userId:78"})
+        return events
+
+    async def _load(self) -> None:
+        stats = self.ledger.load
+        stats.events_per_request = self.config.load_events_per_request
+        interval = 1.0 / self.config.load_rate
+        slots = asyncio.Semaphore(self.config.load_concurrency)
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            next_at += interval
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -1.0:
+                next_at = time.monotonic()  # we fell behind (all slots busy): do not burst to catch up
+            await slots.acquire()
+            task = asyncio.create_task(self._deliver(self._load_events(), slots))
+            self._retrying.add(task)
+            task.add_done_callback(self._retrying.discard)
+
+    async def _deliver(self, events: list[dict[str, Any]], slots: asyncio.Semaphore | None) -> None:
+        """Send one batch the way HubSpot does: retried (same events, fresh signature) until 2xx."""
+        stats = self.ledger.load
+        url = self.system.webhook_url
+        assert self._load_session is not None
+        try:
+            for attempt in range(6):
+                for event in events:
+                    event["attemptNumber"] = attempt
+                body = orjson.dumps(events)
+                headers = {"Content-Type": "application/json",
+                           **v3_headers(self.system.secrets.client_secret, "POST", url, body,
+                                        int(time.time() * 1000))}
+                started = time.monotonic()
+                stats.sent += 1
+                try:
+                    async with self._load_session.post(url, data=body, headers=headers,
+                                                       timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                        await resp.read()
+                        status = resp.status
+                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                    stats.errors[type(exc).__name__] += 1
+                    status = 0
+                else:
+                    stats.statuses[status] += 1
+                stats.latencies_ms.append((time.monotonic() - started) * 1000)
+                if 200 <= status < 300:
+                    stats.accepted_at.append(time.monotonic())
+                    stats.accepted_events.update(e["eventId"] for e in events)
+                    return
+                if slots is not None:  # retries do not hold a slot of the open-loop sender
+                    slots.release()
+                    slots = None
+                await asyncio.sleep(min(4.0, 0.25 * 2**attempt) * self.rng.uniform(0.8, 1.2))
+            stats.given_up_events.update(e["eventId"] for e in events)
+        finally:
+            if slots is not None:
+                slots.release()
