@@ -15,7 +15,7 @@ import aiohttp
 import orjson
 
 from libs.config import Secret
-from libs.hubspot.errors import HubSpotAuthError, HubSpotUnavailable
+from libs.hubspot.errors import RETRYABLE_STATUSES, HubSpotAuthError, HubSpotUnavailable
 from libs.observability.logging import register_secret
 
 TOKEN_PATH = "/oauth/v1/token"
@@ -107,6 +107,9 @@ class OAuthTokens:
             body = orjson.loads(raw) if raw else {}
         except orjson.JSONDecodeError:
             body = {}
+        if status in RETRYABLE_STATUSES or status >= 500:
+            raise HubSpotUnavailable(f"HubSpot could not refresh the OAuth token now (HTTP {status}); try again",
+                                     status=status, endpoint="POST " + TOKEN_PATH)
         if status != 200 or not isinstance(body, dict) or not body.get("access_token"):
             reason = body.get("status") or body.get("category") if isinstance(body, dict) else None
             message = body.get("message") if isinstance(body, dict) else None
@@ -117,7 +120,10 @@ class OAuthTokens:
             )
         access = str(body["access_token"])
         register_secret(access)
-        lifetime = float(body.get("expires_in") or 1800)
+        try:
+            lifetime = float(body.get("expires_in", 1800))
+        except (TypeError, ValueError):
+            lifetime = 1800.0
         # Renew a little early: 60 s, or a tenth of a short lifetime.
         self._expires_at = time.monotonic() + lifetime - min(60.0, lifetime / 10)
         self._access = Secret(access)

@@ -226,6 +226,7 @@ class HubSpotClient:
                 if search:
                     await self.budget.acquire()
                 await budget.acquire()
+            granted = time.perf_counter()
             headers = {"Authorization": "Bearer " + await self._auth.token(session, self.base_url)}
             if data is not None:
                 headers["Content-Type"] = "application/json"
@@ -251,7 +252,7 @@ class HubSpotClient:
             HUBSPOT_REQUESTS.labels(endpoint=endpoint, status=str(status)).inc()
             HUBSPOT_REQUEST_SECONDS.labels(endpoint=endpoint).observe(time.perf_counter() - started)
             if budgeted:
-                budget.observe(answer_headers, status)
+                budget.observe(answer_headers, status, time.perf_counter() - granted)
                 rate = RateHeaders.parse(answer_headers)
                 if rate.remaining is not None and not search:
                     HUBSPOT_RATE_REMAINING.labels(portal=self.portal).set(rate.remaining)

@@ -5,8 +5,11 @@ public apps) shared by every process. Reacting to 429s is too late; the
 budget grants requests before they are sent:
 
 * it spends at most ``max_requests - safety_margin`` per window, and counts
-  each grant for ``interval + padding`` so request latency cannot make our
-  window forget a request HubSpot still counts;
+  each grant for ``interval + padding``: HubSpot counts a request when it
+  arrives, which is some time after our grant (queueing, connecting, the
+  network), so the padding is the largest recent grant-to-answer latency the
+  client reported (an upper bound of that delay), at least 2% and at most a
+  quarter of the interval;
 * ``observe(headers, status)`` corrects it from HubSpot's
   ``X-HubSpot-RateLimit-*`` headers: a lower ``Max`` or another interval is
   adopted, and when HubSpot reports more requests spent than we granted
@@ -27,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -47,13 +51,14 @@ class RateBudget(Protocol):
 
     ``acquire(cost)`` returns once ``cost`` requests may be sent (it waits
     otherwise; cancelling it gives nothing back and takes nothing).
-    ``observe(headers, status)`` feeds every answer's headers and status back,
-    429s included. Neither raises for HubSpot reasons.
+    ``observe(headers, status, latency_s)`` feeds every answer's headers and
+    status back, 429s included, with the seconds from the grant to the answer
+    when known. Neither raises for HubSpot reasons.
     """
 
     async def acquire(self, cost: int = 1) -> None: ...
 
-    def observe(self, headers: Mapping[str, str], status: int = 200) -> None: ...
+    def observe(self, headers: Mapping[str, str], status: int = 200, latency_s: float | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ class BudgetPolicy:
         self.consecutive_429 = 0
         self.pending_used = -1  # HubSpot's count of spent requests, not yet applied
         self.pending_block_ms = 0
+        self._latencies_ms: deque[float] = deque(maxlen=32)
 
     @property
     def limit(self) -> int:
@@ -110,11 +116,15 @@ class BudgetPolicy:
 
     @property
     def window_ms(self) -> int:
-        """How long a grant counts: the interval plus padding for latency (2% of it by default)."""
-        padding = self._padding if self._padding is not None else max(1, self.interval_ms // 50)
-        return self.interval_ms + padding
+        """How long a grant counts: the interval plus padding for the grant-to-arrival delay."""
+        if self._padding is not None:
+            return self.interval_ms + self._padding
+        padding = max(1.0, self.interval_ms / 50, max(self._latencies_ms, default=0.0))
+        return self.interval_ms + int(min(padding, self.interval_ms / 4))
 
-    def observe(self, headers: Mapping[str, str], status: int) -> RateHeaders:
+    def observe(self, headers: Mapping[str, str], status: int, latency_s: float | None = None) -> RateHeaders:
+        if latency_s is not None and latency_s >= 0:
+            self._latencies_ms.append(latency_s * 1000)
         parsed = RateHeaders.parse(headers)
         if parsed.max is not None and parsed.max > 0:
             # HubSpot's word is final when lower; never spend more than configured.
@@ -197,8 +207,8 @@ class SlidingWindowBudget:
                     return
                 await self._sleep(wait / 1000)
 
-    def observe(self, headers: Mapping[str, str], status: int = 200) -> None:
-        self.policy.observe(headers, status)
+    def observe(self, headers: Mapping[str, str], status: int = 200, latency_s: float | None = None) -> None:
+        self.policy.observe(headers, status, latency_s)
 
     def in_window(self) -> int:
         """Grants currently counted (for metrics and tests)."""
@@ -251,8 +261,8 @@ class PostgresRateBudget:
                 # A little jitter so pods waiting for the same slot do not all poll at once.
                 await asyncio.sleep(wait / 1000 + random.uniform(0, min(0.05, wait / 10_000)))
 
-    def observe(self, headers: Mapping[str, str], status: int = 200) -> None:
-        self.policy.observe(headers, status)
+    def observe(self, headers: Mapping[str, str], status: int = 200, latency_s: float | None = None) -> None:
+        self.policy.observe(headers, status, latency_s)
 
     async def in_window(self) -> int:
         grants = await self._pool.fetchval(
@@ -268,6 +278,6 @@ class UnlimitedBudget:
     async def acquire(self, cost: int = 1) -> None:
         return None
 
-    def observe(self, headers: Mapping[str, str], status: int = 200) -> None:
+    def observe(self, headers: Mapping[str, str], status: int = 200, latency_s: float | None = None) -> None:
         return None
 

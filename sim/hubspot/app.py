@@ -127,7 +127,7 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
 
 async def _api(request: web.Request, handler: Handler, sim: HubSpotSimulator, path: str) -> web.StreamResponse:
     faults = sim.faults
-    if faults.active():
+    if faults.active() and not path.startswith("/oauth/"):
         decision = faults.decide(path)
         if decision.delay_s:
             await asyncio.sleep(decision.delay_s)
@@ -237,7 +237,12 @@ async def oauth_token(request: web.Request) -> web.Response:
                               "correlationId": error_body("", "")["correlationId"]}, 400)
     token = sim.tokens.issue(c.access_token_lifetime_s)
     return json_response({"token_type": "bearer", "refresh_token": c.refresh_token, "access_token": token,
-                          "expires_in": int(c.access_token_lifetime_s)})
+                          "expires_in": _seconds(c.access_token_lifetime_s)})
+
+
+def _seconds(value: float) -> int | float:
+    """HubSpot says 1800; sub-second lifetimes (tests) stay fractional so clients can honour them."""
+    return int(value) if value >= 1 else value
 
 
 # --- objects -------------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""Faults injected at run time (``/_sim/faults``): error statuses, latency, dropped connections, 429 storms."""
+"""Faults injected at run time (``/_sim/faults``): error statuses, latency, dropped connections, 429 storms.
+
+They apply to API requests, not to the OAuth token endpoint.
+"""
 
 from __future__ import annotations
 

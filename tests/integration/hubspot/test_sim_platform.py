@@ -31,7 +31,7 @@ async def test_oauth_refresh_grant_issues_access_tokens_that_expire(hubspot_sim:
         async with session.post(hubspot_sim.base_url + "/oauth/v1/token", data=form) as resp:
             assert resp.status == 200
             grant = await resp.json()
-        assert grant["token_type"] == "bearer" and grant["expires_in"] == 0
+        assert grant["token_type"] == "bearer" and grant["expires_in"] == 0.3
         headers = {"Authorization": f"Bearer {grant['access_token']}"}
         async with session.get(hubspot_sim.base_url + "/crm/v3/objects/deals", headers=headers) as resp:
             assert resp.status == 200
