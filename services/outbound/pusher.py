@@ -458,7 +458,8 @@ class Pusher:
                     change.kleer_id,
                     hubspot_id,
                     change.snapshot.parents,
-                    _associated(pushed.get(change.key), hubspot_id),
+                    # A forced push (replay) puts its associations again too: they are idempotent.
+                    frozenset() if change.force else _associated(pushed.get(change.key), hubspot_id),
                 )
             )
         parent_keys = [
