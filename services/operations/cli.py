@@ -27,6 +27,7 @@ from services.operations.audit import DEFAULT_LIMIT, load_audit
 from services.operations.deadletters import STATUSES, DeadLetterFilter, ServiceRedrivers, redrive_entries
 from services.operations.progress import ProgressBar
 from services.operations.replay import (
+    BATCH,
     ReplayError,
     ReplaySelector,
     dry_run,
@@ -108,6 +109,7 @@ def register(subparsers: Any) -> None:
     replay.add_argument("--to-position", type=int, help="last log position (inclusive)")
     replay.add_argument("--dry-run", action="store_true", help="show what would change in HubSpot; write nothing")
     replay.add_argument("--show", type=int, default=50, help="dry run: records to print in detail (default 50)")
+    replay.add_argument("--batch-size", type=int, default=BATCH, help="records per push (default %(default)s)")
     replay.add_argument("--runs", action="store_true", help="list recent replay runs and exit")
     replay.add_argument("--actor", default=default_actor())
     replay.add_argument("--json", action="store_true")
@@ -311,7 +313,9 @@ def run_replay_command(args: argparse.Namespace) -> int:
             bar = ProgressBar("dry run" if args.dry_run else "replay")
             try:
                 if args.dry_run:
-                    report = await dry_run(pool, selector, tools.reader, progress=bar.update)
+                    report = await dry_run(
+                        pool, selector, tools.reader, progress=bar.update, batch_size=args.batch_size
+                    )
                     bar.finish()
                     if args.json:
                         print_json(report.to_json())
@@ -319,8 +323,14 @@ def run_replay_command(args: argparse.Namespace) -> int:
                         print(render.dry_run_text(report, show=args.show))
                     return 0
                 store = PostgresEventStore(pool)
-                outcome = await run_replay(store, selector, tools.make_pusher(args.actor), actor=args.actor,
-                                           progress=bar.update)
+                outcome = await run_replay(
+                    store,
+                    selector,
+                    tools.make_pusher(args.actor),
+                    actor=args.actor,
+                    progress=bar.update,
+                    batch_size=args.batch_size,
+                )
             except ReplayError as exc:
                 bar.finish()
                 return fail(str(exc), 1)
@@ -333,4 +343,6 @@ def run_replay_command(args: argparse.Namespace) -> int:
 
     if args.dry_run and args.runs:
         return fail("--runs lists runs; leave out --dry-run")
+    if not 1 <= args.batch_size <= 1000:
+        return fail("--batch-size must be between 1 and 1000")
     return run_with_pool(body)
