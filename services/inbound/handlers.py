@@ -174,7 +174,10 @@ class InboundHandlers:
                 for d in decisions
             ]
         current = await self._read_current(decisions)
-        outcomes = await asyncio.gather(*(self._guarded(d, current, raise_failures) for d in decisions))
+        fingerprints = await self._stored_fingerprints(decisions, current)
+        outcomes = await asyncio.gather(
+            *(self._guarded(d, current, fingerprints, raise_failures) for d in decisions)
+        )
         result = HandlerResult()
         for outcome in outcomes:
             result.appends.extend(outcome.appends)
@@ -212,13 +215,33 @@ class InboundHandlers:
             found.update({(hubspot_object, i): props for i, props in records.items()})
         return found
 
+    async def _stored_fingerprints(
+        self, decisions: Sequence[Decision], current: Mapping[tuple[str, str], Properties]
+    ) -> dict[tuple[str, str, str], str]:
+        """The poller's fingerprints of every linked record to sync, in one query per connection and type."""
+        wanted: dict[tuple[str, str], set[str]] = {}
+        for d in decisions:
+            props = current.get((d.work.hubspot_object, d.work.hubspot_id)) if d.action is Action.SYNC else None
+            kleer_id = (props or {}).get(KLEER_ID) or ""
+            if kleer_id.strip():
+                wanted.setdefault((d.work.connection, d.work.kleer_type), set()).add(kleer_id.strip())
+        found: dict[tuple[str, str, str], str] = {}
+        for (connection, kleer_type), ids in wanted.items():
+            stored = await bookkeeping.stored_fingerprints(self.pool, connection, kleer_type, ids)
+            found.update({(connection, kleer_type, k): v for k, v in stored.items()})
+        return found
+
     async def _guarded(
-        self, decision: Decision, current: Mapping[tuple[str, str], Properties], raise_failures: bool
+        self,
+        decision: Decision,
+        current: Mapping[tuple[str, str], Properties],
+        fingerprints: Mapping[tuple[str, str, str], str],
+        raise_failures: bool,
     ) -> Outcome:
         work = decision.work
         try:
             async with self._slots:
-                return await self._apply(decision, current)
+                return await self._apply(decision, current, fingerprints)
         except PermanentFailure as failure:
             if raise_failures:
                 raise
@@ -249,7 +272,12 @@ class InboundHandlers:
         return park
 
     # -- one record ----------------------------------------------------------------------
-    async def _apply(self, decision: Decision, current: Mapping[tuple[str, str], Properties]) -> Outcome:
+    async def _apply(
+        self,
+        decision: Decision,
+        current: Mapping[tuple[str, str], Properties],
+        fingerprints: Mapping[tuple[str, str, str], str],
+    ) -> Outcome:
         work = decision.work
         if decision.action is Action.SKIP:
             outcome = "echo" if decision.reason == "echo" else "ignored"
@@ -269,7 +297,7 @@ class InboundHandlers:
                 # A creation event of a record that is already linked (e.g. we created it): nothing changed.
                 metrics.INBOUND_COMMANDS.labels(object_type=work.kleer_type, outcome="ignored").inc()
                 return self._skipped(work, "already_linked")
-            return await self._update(work, props, kleer_id)
+            return await self._update(work, props, kleer_id, fingerprints.get((work.connection, work.kleer_type, kleer_id)))
         if work.created and work.hubspot_object == COMPANIES and self.options.create_clients:
             return await self._create_client(work, props)
         metrics.INBOUND_COMMANDS.labels(object_type=work.kleer_type, outcome="ignored").inc()
@@ -287,7 +315,7 @@ class InboundHandlers:
                 f"HubSpot value cannot be mapped to Kleer: {exc}", {"property": exc.property, "error": str(exc)}
             ) from exc
 
-    async def _update(self, work: RecordWork, props: Properties, kleer_id: str) -> Outcome:
+    async def _update(self, work: RecordWork, props: Properties, kleer_id: str, stored: str | None) -> Outcome:
         kleer_type = work.kleer_type
         if not kleer_id.isdigit():
             raise PermanentFailure(f"kleer_id {kleer_id[:40]!r} is not a Kleer id", {"kleer_id": kleer_id[:40]})
@@ -299,8 +327,7 @@ class InboundHandlers:
             raise PermanentFailure(
                 f"the linked Kleer {kleer_type} {kleer_id} does not exist: {exc.message}", {"kleer_id": kleer_id}
             ) from exc
-        stored = await bookkeeping.stored_fingerprints(self.pool, work.connection, kleer_type, [kleer_id])
-        plan = plan_write(kleer_type, record, body, stored.get(kleer_id), self.options.conflict_policy, self.mappings)
+        plan = plan_write(kleer_type, record, body, stored, self.options.conflict_policy, self.mappings)
         if plan.write:
             try:
                 await resource.update(int(kleer_id), kleer_json(body))

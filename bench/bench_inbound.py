@@ -1,0 +1,360 @@
+"""Inbound benchmark: webhook intake throughput and webhook-to-Kleer latency.
+
+1. Requests/s, 1 event per request: the real ``kleer-sync inbound`` process
+   (v3 signature check + durable group-committed append before the 200) beside
+   a bare aiohttp handler answering 204, same load generator, same run.
+   Target: at least 30 % of bare.
+2. Events/s at 100 events per request through the same process (target >= 20,000).
+3. Webhook-to-Kleer latency through the whole path (HubSpot simulator UI edits
+   -> signed webhooks -> intake -> log -> relay -> Kafka -> handlers -> Kleer
+   simulator): from the webhook's recording to the commit of its
+   ``KleerClientUpdated`` (after the Kleer write). Targets: p50 < 250 ms, p99 < 1 s.
+
+The load generator is in-repo: one aiohttp client process with N concurrent
+connections, requests signed ahead of time (signing is HubSpot's cost, not ours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import aiohttp
+import orjson
+
+from bench.common import drop_database_async, fresh_database, progress, write_results
+from libs.events.migrate import migrate
+from libs.hubspot.signatures import v3_headers
+from sim.broker import free_port
+
+SECRET = "bench-client-secret"
+PORTAL = 62515
+ROOT = Path(__file__).resolve().parents[1]
+
+BARE_SERVER = """
+import sys
+from aiohttp import web
+async def hook(request):
+    await request.read()
+    return web.Response(status=204)
+app = web.Application()
+app.router.add_post("/webhooks/hubspot", hook)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+
+
+def _events(start_id: int, count: int) -> list[dict[str, Any]]:
+    now = int(time.time() * 1000)
+    return [
+        {"eventId": start_id + i, "subscriptionId": 1, "portalId": PORTAL, "appId": 1, "occurredAt": now,
+         "subscriptionType": "company.propertyChange", "attemptNumber": 0, "objectId": 10_000 + (start_id + i) % 5000,
+         "propertyName": "name", "propertyValue": f"Company {start_id + i} AB", "changeSource": "CRM_UI",
+         "sourceId": "userId:1"}
+        for i in range(count)
+    ]
+
+
+def _signed_requests(url: str, total: int, per_request: int, first_id: int) -> list[tuple[bytes, dict[str, str]]]:
+    requests = []
+    now = int(time.time() * 1000)
+    for r in range(total):
+        body = orjson.dumps(_events(first_id + r * per_request, per_request))
+        headers = {"Content-Type": "application/json", **v3_headers(SECRET, "POST", url, body, now)}
+        requests.append((body, headers))
+    return requests
+
+
+async def _load(url: str, requests: list[tuple[bytes, dict[str, str]]], concurrency: int,
+                seconds: float) -> dict[str, Any]:
+    """Send the prepared requests with ``concurrency`` connections for at most ``seconds``."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    cursor = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal cursor
+        while cursor < len(requests) and time.perf_counter() < deadline:
+            body, headers = requests[cursor]
+            cursor += 1
+            started = time.perf_counter()
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
+                statuses[response.status] = statuses.get(response.status, 0) + 1
+            latencies.append(time.perf_counter() - started)
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        # warm-up: open the connections
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "requests": len(latencies),
+        "seconds": round(elapsed, 3),
+        "requests_per_s": round(len(latencies) / elapsed, 1),
+        "statuses": {str(k): v for k, v in statuses.items()},
+        "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2) if latencies else None,
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2) if latencies else None,
+        "max_ms": round(latencies[-1] * 1000, 2) if latencies else None,
+    }
+
+
+async def _wait_up(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                err = process.stderr.read().decode() if process.stderr else ""
+                raise RuntimeError(f"server exited: {err[-2000:]}")
+            try:
+                async with session.get(url) as response:
+                    if response.status < 500:
+                        return
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def _start_bare(port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)], stderr=subprocess.PIPE)
+
+
+def _start_inbound(dsn: str, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "DATABASE_URL": dsn, "PORT": str(port), "METRICS_PORT": str(free_port()),
+           "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", "HUBSPOT_CLIENT_SECRET": SECRET,
+           "HUBSPOT_PORTAL_ID": str(PORTAL), "LOG_LEVEL": "error"}
+    return subprocess.Popen([sys.executable, "-m", "services.cli", "inbound"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+async def intake(args: argparse.Namespace) -> dict[str, Any]:
+    name = f"bench_inbound_{uuid.uuid4().hex[:8]}"
+    dsn = await fresh_database(name)
+    await migrate(dsn, log=None)
+    bare_port, full_port = free_port(), free_port()
+    bare = _start_bare(bare_port)
+    full = _start_inbound(dsn, full_port)
+    results: dict[str, Any] = {}
+    try:
+        bare_url = f"http://127.0.0.1:{bare_port}/webhooks/hubspot"
+        full_url = f"http://127.0.0.1:{full_port}/webhooks/hubspot"
+        await _wait_up(bare_url, bare)
+        await _wait_up(f"http://127.0.0.1:{full_port}/healthz", full)
+        total = int(args.seconds * 12_000)
+        progress(f"bare aiohttp 204, 1 event/request, {args.concurrency} connections, {args.seconds}s")
+        results["bare_1_event"] = await _load(bare_url, _signed_requests(bare_url, total, 1, 1), args.concurrency,
+                                              args.seconds)
+        progress(f"  {results['bare_1_event']}")
+        progress("kleer-sync inbound (verify + durable append), 1 event/request")
+        results["inbound_1_event"] = await _load(full_url, _signed_requests(full_url, total, 1, 10_000_000),
+                                                 args.concurrency, args.seconds)
+        progress(f"  {results['inbound_1_event']}")
+        results["ratio_to_bare"] = round(
+            results["inbound_1_event"]["requests_per_s"] / results["bare_1_event"]["requests_per_s"], 3)
+        progress("kleer-sync inbound, 100 events/request")
+        batched = await _load(full_url, _signed_requests(full_url, int(args.seconds * 400), 100, 50_000_000),
+                              args.concurrency, args.seconds)
+        batched["events_per_s"] = round(batched["requests_per_s"] * 100, 1)
+        results["inbound_100_events"] = batched
+        progress(f"  {batched}")
+        import asyncpg
+
+        conn = await asyncpg.connect(dsn)
+        try:
+            stored = await conn.fetchval("SELECT count(*) FROM events WHERE type = 'WebhookReceived'")
+        finally:
+            await conn.close()
+        accepted = sum(r["statuses"].get("200", 0) * n for r, n in
+                       ((results["inbound_1_event"], 1), (batched, 100)))
+        results["events_recorded"] = stored
+        results["events_answered_200"] = accepted
+    finally:
+        for process in (bare, full):
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        await drop_database_async(name)
+    return results
+
+
+async def latency(args: argparse.Namespace) -> dict[str, Any]:
+    """The whole inbound path, in-process, against both simulators and a real broker."""
+    import asyncpg
+    from aiohttp import web
+
+    from libs.config import Secret, Settings
+    from libs.events.consumer import ConsumerConfig, EventConsumer
+    from libs.events.dlq import DeadLetterQueue
+    from libs.events.group_commit import GroupCommitter
+    from libs.events.kafka import ensure_topics
+    from libs.events.relay import Relay, RelayConfig
+    from libs.events.store import PostgresEventStore, create_pool
+    from libs.hubspot.client import HubSpotClient
+    from libs.hubspot.rate_budget import UnlimitedBudget
+    from libs.kleer import KleerClient
+    from libs.mapping.convert import to_hubspot
+    from libs.mapping.loader import default_mappings
+    from libs.mapping.properties import custom_properties
+    from services.inbound.app import app_runner, create_app
+    from services.inbound.deps import InboundDeps
+    from services.inbound.handlers import CONSUMER_NAME, InboundHandlers
+    from services.inbound.hubspot_port import ClientHubSpotPort
+    from services.inbound.options import InboundOptions
+    from services.topics import INBOUND_WEBHOOKS, all_topic_names, make_router, topic_name
+    from sim.broker import TansuBroker
+    from sim.hubspot.app import create_app as hubspot_app
+    from sim.hubspot.config import SimConfig
+    from sim.hubspot.simulator import HubSpotSimulator
+    from sim.hubspot.store import Source
+    from sim.kleer import KleerSimServer
+
+    name = f"bench_inbound_lat_{uuid.uuid4().hex[:8]}"
+    dsn = await fresh_database(name)
+    await migrate(dsn, log=None)
+    prefix = f"bench{uuid.uuid4().hex[:6]}"
+    samples: list[float] = []
+    with TansuBroker() as broker:
+        pool = await create_pool(dsn, min_size=2, max_size=12)
+        store = PostgresEventStore(pool)
+        simulator = HubSpotSimulator(SimConfig(rate_limit_max=0, time_scale=10.0))
+        hub_runner = web.AppRunner(hubspot_app(simulator), access_log=None)
+        await hub_runner.setup()
+        hub_port = free_port()
+        await web.TCPSite(hub_runner, "127.0.0.1", hub_port).start()
+        for object_name, definitions in custom_properties().items():
+            kind = simulator.object_type(object_name)
+            for d in definitions:
+                if d.name not in simulator.store.properties[kind]:
+                    simulator.store.create_property(kind, {"name": d.name, "label": d.name, "type": "string",
+                                                           "fieldType": "text", "hasUniqueValue": d.has_unique_value})
+        port = free_port()
+        base_url = f"http://127.0.0.1:{port}"
+        async with KleerSimServer() as kleer_sim:
+            kleer = KleerClient(company_id=kleer_sim.company_id, token=Secret(kleer_sim.token),
+                                base_url=kleer_sim.base_url)
+            hubspot_client = HubSpotClient(base_url=f"http://127.0.0.1:{hub_port}",
+                                           token=Secret(simulator.config.private_app_token),
+                                           budget=UnlimitedBudget(), search_budget=UnlimitedBudget())
+            async with kleer, hubspot_client, GroupCommitter(store) as committer:
+                options = InboundOptions(client_secret=Secret(simulator.config.client_secret),
+                                         public_base_url=base_url, portals={simulator.config.portal_id: "bench"},
+                                         app_id=simulator.config.app_id)
+                deps = InboundDeps(Settings({"DATABASE_URL": dsn}), options, pool, store, DeadLetterQueue(store),
+                                   committer, default_mappings(), broker.bootstrap_servers, prefix, kleer,
+                                   ClientHubSpotPort(hubspot_client))
+                handlers = InboundHandlers.from_deps(deps)
+                await ensure_topics(broker.bootstrap_servers, all_topic_names(prefix))
+                consumer = EventConsumer(store, handlers.handle, ConsumerConfig(
+                    name=CONSUMER_NAME, topics=[topic_name(INBOUND_WEBHOOKS, prefix)],
+                    bootstrap_servers=broker.bootstrap_servers, router=make_router(prefix),  # type: ignore[arg-type]
+                    poll_timeout_ms=20), deps.dlq)
+                relay = Relay(store, make_router(prefix), RelayConfig(  # type: ignore[arg-type]
+                    broker.bootstrap_servers, all_topic_names(prefix), idle_sleep=0.005))
+                runner = app_runner(create_app(deps, routes=()))
+                await runner.setup()
+                await web.TCPSite(runner, "127.0.0.1", port).start()
+                tasks = [asyncio.create_task(relay.run()), asyncio.create_task(consumer.run())]
+                try:
+                    progress("latency: waiting for the consumer group")
+                    for _ in range(600):
+                        if await pool.fetchval("SELECT count(*) FROM consumer_checkpoints"):
+                            break
+                        await asyncio.sleep(0.05)
+                    kind = simulator.object_type("companies")
+                    companies = []
+                    for i in range(args.companies):
+                        kleer_id = await kleer.clients.create({"name": f"Latency {i} AB"})
+                        mapped = to_hubspot("client", await kleer.clients.get(kleer_id))
+                        record = simulator.store.create_one(kind, {"properties": mapped},
+                                                            Source("INTEGRATION", str(simulator.config.app_id)))
+                        companies.append(record.id)
+                    simulator.configure_webhooks({"target_url": base_url + "/webhooks/hubspot", "batch_window_ms": 5})
+                    progress(f"latency: {args.edits} UI edits over {args.companies} companies, one every "
+                             f"{args.interval_ms} ms")
+                    for n in range(args.edits):
+                        simulator.ui_edit("companies", str(companies[n % len(companies)]),
+                                          {"properties": {"name": f"Edited {n} AB"}})
+                        await asyncio.sleep(args.interval_ms / 1000)
+                    await simulator.webhooks.drain(10)
+                    deadline = time.monotonic() + 30
+                    while time.monotonic() < deadline:
+                        done = await pool.fetchval("SELECT count(*) FROM events WHERE type = 'KleerClientUpdated'")
+                        if done >= args.edits * 0.95:
+                            break
+                        await asyncio.sleep(0.1)
+                    await asyncio.sleep(0.5)
+                    rows = await pool.fetch(
+                        "SELECT u.recorded_at AS done, min(w.recorded_at) AS received FROM events u "
+                        "CROSS JOIN LATERAL jsonb_array_elements_text(u.data::jsonb -> 'webhook_event_ids') AS id(v) "
+                        "JOIN events w ON w.event_id = id.v::uuid WHERE u.type = 'KleerClientUpdated' "
+                        "GROUP BY u.position, u.recorded_at")
+                    samples = sorted((r["done"] - r["received"]).total_seconds() for r in rows)
+                    writes = kleer_sim.request_count(method="POST")
+                finally:
+                    await consumer.stop()
+                    await asyncio.wait(tasks[1:], timeout=20)
+                    await relay.stop()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    await runner.cleanup()
+        await hub_runner.cleanup()
+        await pool.close()
+    await drop_database_async(name)
+    _ = asyncpg
+    if not samples:
+        return {"error": "no Kleer writes observed"}
+    return {
+        "edits": args.edits,
+        "kleer_writes": writes,
+        "samples": len(samples),
+        "p50_ms": round(statistics.median(samples) * 1000, 1),
+        "p90_ms": round(samples[int(len(samples) * 0.9)] * 1000, 1),
+        "p99_ms": round(samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1000, 1),
+        "max_ms": round(samples[-1] * 1000, 1),
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    results: dict[str, Any] = {"concurrency": args.concurrency}
+    results["intake"] = await intake(args)
+    results["webhook_to_kleer"] = await latency(args)
+    intake_results = results["intake"]
+    lat = results["webhook_to_kleer"]
+    results["targets"] = {
+        "ratio_to_bare >= 0.30": intake_results["ratio_to_bare"] >= 0.30,
+        "events_per_s_at_100 >= 20000": intake_results["inbound_100_events"]["events_per_s"] >= 20_000,
+        "p50 < 250 ms": lat.get("p50_ms", 1e9) < 250,
+        "p99 < 1000 ms": lat.get("p99_ms", 1e9) < 1000,
+    }
+    print()
+    print(f"bare aiohttp (204):          {intake_results['bare_1_event']['requests_per_s']:>10,.0f} requests/s")
+    print(f"inbound, 1 event/request:    {intake_results['inbound_1_event']['requests_per_s']:>10,.0f} requests/s "
+          f"({intake_results['ratio_to_bare']:.0%} of bare, target >= 30%)")
+    print(f"inbound, 100 events/request: {intake_results['inbound_100_events']['events_per_s']:>10,.0f} events/s "
+          "(target >= 20,000)")
+    print(f"webhook -> Kleer write:      p50 {lat.get('p50_ms')} ms, p99 {lat.get('p99_ms')} ms "
+          "(targets 250 ms / 1 s)")
+    write_results("inbound", results)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=6.0, help="seconds per throughput phase")
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent connections")
+    parser.add_argument("--companies", type=int, default=50)
+    parser.add_argument("--edits", type=int, default=300)
+    parser.add_argument("--interval-ms", type=float, default=10.0)
+    asyncio.run(main(parser.parse_args()))
