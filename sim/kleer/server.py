@@ -27,7 +27,7 @@ from aiohttp import web
 
 from libs.observability.logging import configure_logging
 from sim.kleer import seeding
-from sim.kleer.app import ADMIN_PREFIX, API_PREFIX, STATE, SimState, create_app
+from sim.kleer.app import ADMIN_PREFIX, API_PREFIX, SimState, create_app
 from sim.kleer.faults import BadFaultPlan, FaultPlan, RequestLog
 from sim.kleer.mutation import mutate
 from sim.kleer.seeding import SeedSummary
@@ -171,7 +171,6 @@ def run(args: argparse.Namespace) -> int:
     # The seeded book lives as long as the process: keep the cycle collector from rescanning it.
     gc.freeze()
     app = create_app(state)
-    app[STATE].requests.clear()
     token_hint = f"X-Token {args.token}" if args.token == DEFAULT_TOKEN else "the X-Token given with --token"
     book = f"{summary.clients} clients, {summary.invoices} invoices, seed {summary.seed}" if summary else "empty book"
     print(
