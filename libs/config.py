@@ -107,6 +107,26 @@ VARIABLES: tuple[Variable, ...] = (
         "What a record deleted in Kleer becomes in HubSpot: flag (kleer_deleted=true) or archive.",
         "flag",
     ),
+    # Inbound sync (services/inbound): what HubSpot-side creations, deletions and conflicts do.
+    Variable(
+        "INBOUND_CREATE_CLIENTS",
+        "true: a company created in HubSpot gets a new Kleer client (its id is written to kleer_id).",
+        "true",
+    ),
+    Variable(
+        "INBOUND_CONFLICT_POLICY",
+        "Both sides changed since the last sync: hubspot (the newer HubSpot edit wins) or kleer.",
+        "hubspot",
+    ),
+    Variable(
+        "INBOUND_DELETE_POLICY",
+        "A company/project deleted in HubSpot: leave its Kleer record alone, or deactivate it.",
+        "leave",
+    ),
+    Variable(
+        "INBOUND_PROJECT_TRIGGERS",
+        "Comma-separated project properties that start an inbound sync (unset: every two-way one).",
+    ),
     Variable(
         "ADMIN_TOKEN",
         "Bearer token or basic-auth password for /admin (no default: admin is off without it).",
