@@ -197,14 +197,7 @@ class CrmStore:
             updated_at=at,
         )
         if unique:
-            index: dict[str, int] = {}
-            for record in self.records[object_type].values():
-                value = record.properties.get(name)
-                if value:
-                    if value in index:
-                        raise validation_error(f"Cannot make '{name}' unique: records share the value {value!r}.")
-                    index[value] = record.id
-            self.unique[object_type][name] = index
+            self.unique[object_type][name] = {}  # a new property has no values yet
         self.properties[object_type][name] = prop
         self._plans.pop(object_type, None)
         return prop

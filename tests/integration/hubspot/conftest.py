@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import urlparse
 
 import aiohttp
+import asyncpg
 import pytest
 
 from tests.fixtures.hubspot_sim import HubSpotSim
@@ -47,3 +51,28 @@ def kleer_ids(hubspot_sim: HubSpotSim) -> HubSpotSim:
     for kind in ("companies", "deals", "projects", "line_items", "invoices"):
         hubspot_sim.create_property(kind, "kleer_id", unique=True)
     return hubspot_sim
+
+
+async def _admin(server_dsn: str, statement: str) -> None:
+    conn = await asyncpg.connect(urlparse(server_dsn)._replace(path="/postgres").geturl())
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+def budget_database_url(pg_server_dsn: str, template_database: str) -> Iterator[str]:
+    """One migrated database for a whole module (creating one per test costs seconds); use unique portals."""
+    name = f"kshsbudget_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_admin(pg_server_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
+    yield urlparse(pg_server_dsn)._replace(path=f"/{name}").geturl()
+    asyncio.run(_admin(pg_server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def budget_pool(budget_database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(budget_database_url, min_size=1, max_size=4)
+    assert pool is not None
+    yield pool
+    await pool.close()

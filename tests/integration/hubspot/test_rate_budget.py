@@ -1,0 +1,113 @@
+"""The RateBudget contract, checked against both implementations (in-process and Postgres-shared)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import pytest
+
+from libs.events.store import create_pool
+from libs.hubspot import HubSpotClient, PostgresRateBudget, RateBudget, SlidingWindowBudget
+from libs.hubspot.rate_budget import HEADER_INTERVAL, HEADER_MAX, HEADER_REMAINING
+from tests.fixtures.hubspot_sim import HubSpotSim
+
+Factory = Callable[..., RateBudget]
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def make_budget(request: pytest.FixtureRequest) -> Factory:
+    if request.param == "memory":
+        return lambda max_requests, interval_ms, **kw: SlidingWindowBudget(max_requests, interval_ms, **kw)
+    pool: asyncpg.Pool = request.getfixturevalue("budget_pool")
+    portal = f"portal-{uuid.uuid4().hex[:8]}"
+    return lambda max_requests, interval_ms, **kw: PostgresRateBudget(pool, portal, max_requests, interval_ms, **kw)
+
+
+async def timed(coro: Any) -> float:
+    started = time.monotonic()
+    await coro
+    return time.monotonic() - started
+
+
+async def test_grants_up_to_the_limit_at_once_then_waits_for_the_window(make_budget: Factory) -> None:
+    budget = make_budget(10, 600, safety_margin=2, window_padding_ms=0)
+    started = time.monotonic()
+    for _ in range(8):
+        await budget.acquire()
+    assert time.monotonic() - started < 0.4
+    await budget.acquire()
+    assert time.monotonic() - started >= 0.59
+
+
+async def test_cost_takes_several_grants(make_budget: Factory) -> None:
+    budget = make_budget(10, 600, safety_margin=0, window_padding_ms=0)
+    started = time.monotonic()
+    await budget.acquire(cost=9)
+    await budget.acquire(cost=2)
+    assert time.monotonic() - started >= 0.59
+
+
+async def test_more_use_reported_by_hubspot_is_booked(make_budget: Factory) -> None:
+    budget = make_budget(10, 400, safety_margin=0, window_padding_ms=0)
+    await budget.acquire()
+    budget.observe({HEADER_MAX: "10", HEADER_REMAINING: "0", HEADER_INTERVAL: "400"}, 200)
+    assert await timed(budget.acquire()) > 0.02
+
+
+async def test_a_429_makes_everyone_back_off(make_budget: Factory) -> None:
+    budget = make_budget(100, 1_000)
+    await budget.acquire()
+    budget.observe({}, 429)
+    assert await timed(budget.acquire()) >= 0.09
+
+
+async def test_a_lower_max_from_hubspot_lowers_the_limit(make_budget: Factory) -> None:
+    budget = make_budget(100, 600, safety_margin=0, window_padding_ms=0)
+    budget.observe({HEADER_MAX: "3", HEADER_REMAINING: "3", HEADER_INTERVAL: "600"}, 200)
+    started = time.monotonic()
+    for _ in range(4):
+        await budget.acquire()
+    assert time.monotonic() - started >= 0.59
+
+
+async def test_a_cancelled_wait_takes_nothing(make_budget: Factory) -> None:
+    budget = make_budget(2, 400, safety_margin=0, window_padding_ms=0)
+    await budget.acquire()
+    await budget.acquire()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(budget.acquire(), 0.05)
+    await asyncio.sleep(0.45)
+    started = time.monotonic()
+    await budget.acquire()
+    await budget.acquire()
+    await budget.acquire()
+    assert time.monotonic() - started >= 0.39
+
+
+async def test_two_pods_sharing_a_postgres_budget_meet_no_429(hubspot_sim: HubSpotSim,
+                                                              budget_database_url: str) -> None:
+    hubspot_sim.set_rate_limit(60, 10_000, time_scale=20)  # 60 per 500 ms, shared by both "pods"
+    pools = [await create_pool(budget_database_url, min_size=1, max_size=4) for _ in range(2)]
+    try:
+        clients = [hubspot_sim.client(budget=PostgresRateBudget(p, hubspot_sim.portal_id, 60, 500)) for p in pools]
+
+        async def burst(client: HubSpotClient) -> None:
+            async with client:
+                await asyncio.gather(*(
+                    client.request("GET", "/crm/v3/objects/{objectType}", "/crm/v3/objects/deals",
+                                   params={"limit": "1"}) for _ in range(90)))
+
+        started = time.monotonic()
+        await asyncio.gather(*(burst(c) for c in clients))
+        elapsed = time.monotonic() - started
+    finally:
+        for pool in pools:
+            await pool.close()
+    assert hubspot_sim.request_counts()["endpoints"]["GET /crm/v3/objects/deals"] == {"200": 180}
+    # 180 requests at 57 per window need three more windows: the two pods did share one budget.
+    assert elapsed > 1.4
