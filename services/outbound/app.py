@@ -51,10 +51,11 @@ def pusher_consumer(
     partitions: int = DEFAULT_PARTITIONS,
     max_events: int = 5_000,
     linger: float = 0.25,
+    group: str = PUSHER_GROUP,
 ) -> BatchingConsumer:
     """The ``outbound-pusher`` consumer of ``outbound.changes`` feeding ``pusher.handle``."""
     config = ConsumerConfig(
-        name=PUSHER_GROUP,
+        name=group,
         topics=[topic_name(OUTBOUND_CHANGES, topic_prefix)],
         bootstrap_servers=bootstrap_servers,
         max_batch=min(max_events, 2_000),

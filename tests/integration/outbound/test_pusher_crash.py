@@ -1,0 +1,97 @@
+"""The pusher killed with SIGKILL in the middle of a batch, then restarted: HubSpot ends exactly right."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from libs.events.store import PostgresEventStore
+from libs.kleer import KleerClient
+from services.outbound.app import PUSHER_GROUP
+from sim.broker import TansuBroker, free_port
+from sim.kleer import KleerSimServer
+from tests.fixtures.hubspot_sim import HubSpotSim
+from tests.integration.outbound.conftest import (
+    CONNECTION,
+    assert_hubspot_matches,
+    expected_snapshots,
+    running_outbound,
+    wait_until_pushed,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def _start_pusher(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "outbound", "pusher"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def _wait_for(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def test_a_pusher_killed_mid_batch_and_restarted_leaves_hubspot_exact_without_duplicates(
+    store: PostgresEventStore,
+    database_url: str,
+    broker: TansuBroker,
+    kleer_sim: KleerSimServer,
+    kleer_client: KleerClient,
+    hubspot_sim: HubSpotSim,
+) -> None:
+    kleer_sim.seed(n_clients=125, seed=31)
+    expected = expected_snapshots(kleer_sim)
+    async with running_outbound(store, kleer_client, hubspot_sim, broker, pusher=False) as outbound:
+        await outbound.poller.poll_once()
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+            "KAFKA_TOPIC_PREFIX": outbound.prefix,
+            "HUBSPOT_API_BASE": hubspot_sim.base_url,
+            "HUBSPOT_ACCESS_TOKEN": hubspot_sim.token,
+            "HUBSPOT_PORTAL_ID": str(hubspot_sim.portal_id),
+            "CONNECTION_ID": CONNECTION,
+            "METRICS_PORT": str(free_port()),
+            "LOG_LEVEL": "warning",
+        }
+        hubspot_sim.set_faults(latency={"ms": 250})  # keep the batch in flight long enough to kill it there
+        first = _start_pusher(env)
+        try:
+            await _wait_for(
+                lambda: sum(hubspot_sim.store.counts().values()) > 0, 60, "the first HubSpot writes"
+            )
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+        written_before_restart = sum(hubspot_sim.store.counts().values())
+        assert 0 < written_before_restart < len(expected), "the kill must land in the middle of the batch"
+        assert await store.pool.fetchval("SELECT count(*) FROM hubspot_ids") == 0, "nothing was committed"
+
+        hubspot_sim.clear_faults()
+        second = _start_pusher(env)
+        try:
+            await wait_until_pushed(store.pool, outbound.prefix, timeout=60, group=PUSHER_GROUP)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            _, stderr = second.communicate(timeout=30)
+        assert second.returncode == 0, stderr.decode()[-2000:]
+
+    assert_hubspot_matches(hubspot_sim, expected)  # every record exactly once by kleer_id, exact values
+    assert sum(len(r) for r in hubspot_sim.store.records.values()) == len(expected)
+    assert await store.pool.fetchval("SELECT count(*) FROM hubspot_ids") == len(expected)
+    assert await store.pool.fetchval("SELECT count(*) FROM dead_letters") == 0
