@@ -371,6 +371,7 @@ class DryRunReport:
     events_scanned: int
     diffs: list[RecordDiff] = field(default_factory=list)
     records: int = 0
+    compared: int = 0  # records compared with HubSpot (all, unless a preview was capped)
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -385,6 +386,7 @@ class DryRunReport:
             "up_to_position": self.up_to,
             "events_scanned": self.events_scanned,
             "records": self.records,
+            "compared": self.compared,
             "counts": self.counts(),
             "diffs": [d.to_json() for d in self.diffs],
         }
@@ -402,19 +404,26 @@ async def dry_run(
     progress: Progress = _no_progress,
     sink: Sink | None = None,
     batch_size: int = BATCH,
+    max_records: int | None = None,
 ) -> DryRunReport:
-    """What a replay of ``selector`` would write, against HubSpot now (``reader``); writes nothing."""
+    """What a replay of ``selector`` would write, against HubSpot now (``reader``); writes nothing.
+
+    ``max_records`` compares only the first records of the selection (a preview);
+    ``records`` still counts them all.
+    """
     selection = await select(pool, selector)
     report = DryRunReport(selector, selection.up_to, selection.events_scanned, records=len(selection))
+    positions = selection.positions if max_records is None else selection.positions[:max_records]
     done = 0
-    for part in batches(selection.positions, batch_size):
+    for part in batches(positions, batch_size):
         items = await load(pool, part)
         if sink is not None:
             await sink(items)
         if reader is not None:
             report.diffs.extend(await _diff_batch(reader, items))
         done += len(part)
-        progress(done, len(selection))
+        progress(done, len(positions))
+    report.compared = len(positions)
     return report
 
 

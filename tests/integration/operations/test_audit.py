@@ -11,7 +11,7 @@ from services.operations.audit import load_audit
 from services.operations.render import audit_text
 from services.operations.timeline import Entry, FieldChange, Step
 
-from .conftest import CONNECTION, SyncHarness, run_cli
+from .harness import CONNECTION, SyncHarness, run_cli
 
 pytestmark = pytest.mark.asyncio
 

@@ -7,7 +7,7 @@ import pytest
 from libs.events.dlq import DeadLetterQueue
 from services.outbound.setup import setup_hubspot
 
-from .conftest import CONNECTION, SyncHarness, run_cli
+from .harness import CONNECTION, SyncHarness, run_cli
 
 pytestmark = pytest.mark.asyncio
 

@@ -15,7 +15,7 @@ from libs.mapping.objects import KLEER_ID
 from services.operations.replay import REPLAY_COMPLETED, REPLAY_STARTED, ReplaySelector, dry_run, run_replay
 from services.operations.timeline import FieldChange
 
-from .conftest import CONNECTION, SyncHarness, run_cli
+from .harness import CONNECTION, SyncHarness, run_cli
 
 pytestmark = pytest.mark.asyncio
 
