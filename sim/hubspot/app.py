@@ -630,15 +630,7 @@ async def sim_rate_limit(request: web.Request) -> web.Response:
 async def sim_config(request: web.Request) -> web.Response:
     sim = _sim(request)
     if request.method == "POST":
-        body = await read_json(request)
-        if not isinstance(body, dict):
-            raise validation_error("config needs an object")
-        if "strict_value_types" in body:
-            sim.config.strict_value_types = sim.store.strict_value_types = bool(body["strict_value_types"])
-        if "shuffle_batch_results" in body:
-            sim.config.shuffle_batch_results = sim.store.shuffle_results = bool(body["shuffle_batch_results"])
-        if "access_token_lifetime_s" in body:
-            sim.config.access_token_lifetime_s = float(body["access_token_lifetime_s"])
+        sim.configure_app(await read_json(request))
     c = sim.config
     return json_response({"portal_id": c.portal_id, "app_id": c.app_id, "client_id": c.client_id,
                           "strict_value_types": c.strict_value_types,
@@ -671,6 +663,12 @@ async def sim_ui_create(request: web.Request) -> web.Response:
     sim = _sim(request)
     record = sim.ui_create(request.match_info["object_type"], await read_json(request))
     return json_response(record.to_json(None, include_all=True), 201)
+
+
+async def sim_ui_merge(request: web.Request) -> web.Response:
+    sim = _sim(request)
+    record = sim.ui_merge(request.match_info["object_type"], await read_json(request))
+    return json_response(record.to_json(None, include_all=True))
 
 
 async def sim_ui_delete(request: web.Request) -> web.Response:
@@ -752,6 +750,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/_sim/ui-edit/{object_type}/{object_id}", sim_ui_edit)
     r.add_post("/_sim/ui-create/{object_type}", sim_ui_create)
     r.add_post("/_sim/ui-delete/{object_type}/{object_id}", sim_ui_delete)
+    r.add_post("/_sim/ui-merge/{object_type}", sim_ui_merge)
     r.add_post("/_sim/workflow-actions/invoke", sim_invoke_action)
     r.add_get("/_sim/workflow-actions", sim_actions)
     r.add_post("/_sim/oauth/expire", sim_expire_tokens)

@@ -153,6 +153,38 @@ class HubSpotSimulator:
             raise validation_error("ui-create needs {\"properties\": {...}}")
         return self.store.create_one(kind, body, self._ui_source(body))
 
+    def ui_merge(self, type_name: str, body: Any) -> Record:
+        """A person merges two records: ``{"primaryObjectId": "1", "objectIdToMerge": "2"}``."""
+        kind = self.object_type(type_name)
+        if not isinstance(body, dict) or "primaryObjectId" not in body or "objectIdToMerge" not in body:
+            raise validation_error("ui-merge needs {\"primaryObjectId\": ..., \"objectIdToMerge\": ...}")
+        return self.store.merge(kind, str(body["primaryObjectId"]), str(body["objectIdToMerge"]),
+                                self._ui_source(body))
+
+    def configure_app(self, body: Any) -> None:
+        """Change who the portal and our app are: ``portal_id``, ``app_id``, ``client_secret``,
+        ``private_app_token``, ``access_token_lifetime_s``, ``strict_value_types``, ``shuffle_batch_results``."""
+        if not isinstance(body, dict):
+            raise validation_error("config needs an object")
+        c = self.config
+        try:
+            if "portal_id" in body:
+                c.portal_id = int(body["portal_id"])
+            if "app_id" in body:
+                c.app_id = int(body["app_id"])
+            if "client_secret" in body:
+                c.client_secret = str(body["client_secret"])
+            if "private_app_token" in body:
+                c.private_app_token = self.tokens.private_app_token = str(body["private_app_token"])
+            if "access_token_lifetime_s" in body:
+                c.access_token_lifetime_s = float(body["access_token_lifetime_s"])
+            if "strict_value_types" in body:
+                c.strict_value_types = self.store.strict_value_types = bool(body["strict_value_types"])
+            if "shuffle_batch_results" in body:
+                c.shuffle_batch_results = self.store.shuffle_results = bool(body["shuffle_batch_results"])
+        except (TypeError, ValueError) as exc:
+            raise validation_error(f"malformed configuration: {exc}") from None
+
     def ui_delete(self, type_name: str, record_id: str, body: Any = None) -> None:
         kind = self.object_type(type_name)
         source = self._ui_source(body if isinstance(body, dict) else {})

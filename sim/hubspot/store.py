@@ -70,13 +70,14 @@ class Source(NamedTuple):
 
 @dataclass(frozen=True)
 class Change:
-    kind: str  # "creation" | "propertyChange" | "deletion"
+    kind: str  # "creation" | "propertyChange" | "deletion" | "merge"
     object_type: ObjectType
     object_id: int
     property_name: str | None
     value: str | None
     occurred_at: int
     source: Source
+    merged_ids: tuple[int, ...] = ()  # merge: the records folded into object_id
 
 
 class Record:
@@ -602,6 +603,35 @@ class CrmStore:
         if changes is not None:
             changes.append(Change("deletion", object_type, record.id, None, None, occurred or now_ms(), source))
         return True
+
+    def merge(self, object_type: ObjectType, primary_id: str, merged_id: str, source: Source) -> Record:
+        """Fold ``merged_id`` into ``primary_id`` as HubSpot's merge does: the primary keeps its id and
+        values, gains the values it lacked, and lists the merged id in ``hs_merged_object_ids``; the
+        merged record disappears. One ``merge`` change, no deletion."""
+        primary = self.get_one(object_type, primary_id)
+        merged = self.get_one(object_type, merged_id)
+        if primary.id == merged.id:
+            raise validation_error("A record cannot be merged into itself.")
+        changes = self._tracking()
+        occurred, at = now_ms(), now_iso()
+        moved = {n: v for n, v in merged.properties.items()
+                 if n not in primary.properties and n not in ("hs_object_id", "createdate", "hs_lastmodifieddate")
+                 and n not in self.unique[object_type]}
+        listed = [i for i in primary.properties.get("hs_merged_object_ids", "").split(";") if i]
+        del self.records[object_type][merged.id]
+        for name, index in self.unique[object_type].items():
+            value = merged.properties.get(name)
+            if value and index.get(value) == merged.id:
+                del index[value]
+        self.associations.remove_object(object_type, merged.id)
+        primary.properties.update(moved)
+        primary.properties["hs_merged_object_ids"] = ";".join([*listed, str(merged.id)])
+        primary.properties["hs_lastmodifieddate"] = at
+        primary.updated_at = at
+        if changes is not None:
+            changes.append(Change("merge", object_type, primary.id, None, None, occurred, source, (merged.id,)))
+        self._emit(changes)
+        return primary
 
     # --- single-record operations (also used by the UI simulation) ----------------
 

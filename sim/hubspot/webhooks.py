@@ -34,7 +34,7 @@ from sim.hubspot.errors import validation_error
 from sim.hubspot.store import Change
 
 USER_AGENT = "HubSpot Connect 2.0 (http://dev.hubspot.com/) - WebhooksExecutorDaemon-executor"
-_KINDS = ("creation", "deletion", "propertyChange")
+_KINDS = ("creation", "deletion", "propertyChange", "merge")
 
 
 def default_subscriptions() -> list[Subscription]:
@@ -178,6 +178,11 @@ class WebhookDispatcher:
                 if change.kind == "propertyChange":
                     event["propertyName"] = change.property_name
                     event["propertyValue"] = change.value if change.value is not None else ""
+                elif change.kind == "merge":
+                    event["primaryObjectId"] = change.object_id
+                    event["mergedObjectIds"] = list(change.merged_ids)
+                    event["newObjectId"] = change.object_id
+                    event["numberOfPropertiesMoved"] = 0
                 self._pending.append(event)
                 self.stats["events_generated"] += 1
         self._wake.set()

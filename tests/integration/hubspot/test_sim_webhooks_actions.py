@@ -203,3 +203,36 @@ async def test_action_definitions_can_be_created_listed_and_updated(api: Api, hu
     status, _, _ = await api.call("GET", f"/automation/v4/actions/{app}?hapikey={hubspot_sim.developer_api_key}",
                                   headers={"Authorization": ""})
     assert status == 200
+
+
+async def test_a_ui_merge_sends_one_merge_event_and_keeps_the_primary(
+    api: Api, kleer_ids: HubSpotSim, hubspot_webhook_sink: WebhookSink
+) -> None:
+    primary = kleer_ids.seed("companies", {"name": "Acme", "kleer_id": "k1"})
+    other = kleer_ids.seed("companies", {"name": "ACME AB", "city": "Lund", "kleer_id": "k2"})
+    kleer_ids.configure_webhooks(hubspot_webhook_sink.url)
+    status, merged, _ = await api.call("POST", "/_sim/ui-merge/companies",
+                                       {"primaryObjectId": primary.id, "objectIdToMerge": other.id})
+    assert status == 200
+    assert merged["properties"]["city"] == "Lund" and merged["properties"]["name"] == "Acme"
+    assert merged["properties"]["hs_merged_object_ids"] == str(other.id)
+    assert await kleer_ids.drain_webhooks()
+    [event] = hubspot_webhook_sink.events()
+    assert event["subscriptionType"] == "company.merge"
+    assert event["primaryObjectId"] == primary.id and event["mergedObjectIds"] == [other.id]
+    assert [r["kleer_id"] for r in kleer_ids.records("companies")] == ["k1"]
+
+
+async def test_app_identity_can_be_changed_at_run_time(
+    api: Api, hubspot_sim: HubSpotSim, hubspot_webhook_sink: WebhookSink
+) -> None:
+    status, config, _ = await api.call("POST", "/_sim/config", {"app_id": 777, "portal_id": 888,
+                                                                "client_secret": "new-secret-value"})
+    assert status == 200 and config["app_id"] == 777 and config["portal_id"] == 888
+    hubspot_sim.configure_webhooks(hubspot_webhook_sink.url)
+    await api.call("POST", "/crm/v3/objects/deals", {"properties": {"dealname": "D"}})
+    assert await hubspot_sim.drain_webhooks()
+    request = hubspot_webhook_sink.received[0]
+    verify_request("new-secret-value", "POST", hubspot_webhook_sink.url, request.body, request.headers,
+                   now_ms=int(time.time() * 1000))
+    assert {(e["appId"], e["portalId"], e["sourceId"]) for e in request.json()} == {(777, 888, "777")}
