@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from libs.events.dlq import DeadLetterQueue
 from sim.kleer import KleerSimServer
 from tests.fixtures.hubspot_sim import HubSpotSim
@@ -59,6 +61,21 @@ async def test_a_207_partial_failure_lands_the_good_inputs_and_parks_the_bad_one
     good = {key: s for key, s in expected.items() if f"kleer:{key[0]}:{key[1]}" not in entries}
     assert_hubspot_matches(hubspot_sim, good)
     assert str(bad["id"]) not in hubspot_by_kleer_id(hubspot_sim, "invoices")
+
+    # Redrive: refused again while HubSpot still refuses; lands (with its associations) once HubSpot accepts.
+    dlq = DeadLetterQueue(outbound.store)
+    redrivers = {"outbound-pusher": outbound.pusher.redrive}
+    invoice_entry = entries[f"kleer:invoice:{bad['id']}"]
+    with pytest.raises(RuntimeError, match="still fails"):
+        await dlq.redrive(invoice_entry.id, redrivers, actor="test")
+    for object_type, name in (("invoices", "hs_currency"), ("line_items", "hs_line_item_currency_code")):
+        kind = hubspot_sim.sim.object_type(object_type)
+        options = hubspot_sim.store.properties[kind][name].options
+        hubspot_sim.store.update_property(kind, name, {"options": [*options, {"label": "XYZ", "value": "XYZ"}]})
+    for entry in entries.values():
+        await dlq.redrive(entry.id, redrivers, actor="test")
+    assert await dlq.list() == []
+    assert_hubspot_matches(hubspot_sim, expected)
 
 
 async def test_odd_kleer_records_sync_or_get_one_clear_dlq_entry_each_and_the_rest_syncs(
