@@ -75,6 +75,13 @@ VARIABLES: tuple[Variable, ...] = (
         "HubSpot app client secret: verifies webhook and action signatures.",
         secret=True,
     ),
+    Variable(
+        "HUBSPOT_RATE_LIMIT",
+        "Requests per 10 s kleer-sync may send to the portal, shared by every process (HubSpot allows 110 for "
+        "public apps, 100-190 for private apps); 0 turns the budget off (simulator benchmarks).",
+        "110",
+        kind="int",
+    ),
     Variable("HUBSPOT_APP_ID", "HubSpot app id: our own writes echo back with this sourceId.", kind="int"),
     Variable("HUBSPOT_PORTAL_ID", "HubSpot portal (hub) id of the default connection.", kind="int"),
     Variable(

@@ -24,7 +24,7 @@ from libs.events.kafka import DEFAULT_PARTITIONS
 from libs.events.relay import Relay, RelayConfig
 from libs.events.store import PostgresEventStore, create_pool
 from libs.hubspot.client import HubSpotClient
-from libs.hubspot.rate_budget import PostgresRateBudget
+from libs.hubspot.rate_budget import DEFAULT_MAX_REQUESTS, PostgresRateBudget, UnlimitedBudget
 from libs.kleer import KleerClient
 from libs.mapping.loader import load_mappings
 from libs.observability.health import HealthServer, kafka_check, migrations_check, postgres_check
@@ -88,11 +88,15 @@ def relay(store: PostgresEventStore, settings: Settings) -> Relay:
 
 
 def hubspot_client(settings: Settings, pool: asyncpg.Pool | None) -> HubSpotClient:
-    """The portal's client; with ``pool`` its rate budget is shared through Postgres by every process."""
+    """The portal's client. With ``pool`` its rate budget (``HUBSPOT_RATE_LIMIT`` per 10 s) is shared through
+    Postgres by every process of the portal; ``HUBSPOT_RATE_LIMIT=0`` turns the budget off."""
     options: dict[str, Any] = {}
-    if pool is not None:
+    limit = settings.get_int("HUBSPOT_RATE_LIMIT")
+    if limit == 0:
+        options["budget"] = UnlimitedBudget()
+    elif pool is not None:
         portal = settings.get("HUBSPOT_PORTAL_ID") or settings.connection_id
-        options["budget"] = PostgresRateBudget(pool, portal)
+        options["budget"] = PostgresRateBudget(pool, portal, max_requests=limit or DEFAULT_MAX_REQUESTS)
     return HubSpotClient.from_settings(settings, **options)
 
 
