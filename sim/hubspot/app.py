@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from libs.hubspot.objects import ObjectType
+from libs.hubspot.objects import OBJECTS, ObjectType
 from sim.hubspot.errors import ApiError, error_body, json_response, not_found, validation_error
 from sim.hubspot.oauth import TokenStatus
 from sim.hubspot.search import search
@@ -294,9 +294,7 @@ async def update_object(request: web.Request) -> web.Response:
 async def archive_object(request: web.Request) -> web.Response:
     sim = _sim(request)
     kind = _objects_type(request)
-    changes = sim.store._tracking()
-    sim.store.archive(kind, request.match_info["object_id"], _api_source(request), changes)
-    sim.store._emit(changes)
+    sim.store.archive_one(kind, request.match_info["object_id"], _api_source(request))
     return web.Response(status=204)
 
 
@@ -343,7 +341,7 @@ async def batch_properties(request: web.Request) -> web.Response:
     sim = _sim(request)
     kind = _type(request)
     body = await read_json(request)
-    inputs = sim.store._inputs(body, limit=100)
+    inputs = sim.store.parse_inputs(body, limit=100)
     at = now_iso()
     if request.match_info["op"] == "create":
         results, errors = [], []
@@ -402,8 +400,6 @@ def _record_id(sim: HubSpotSimulator, kind: ObjectType, raw: Any) -> int:
 
 def _pair_result(from_kind: ObjectType, from_id: int, to_kind: ObjectType, to_id: int,
                  type_ids: list[int]) -> dict[str, Any]:
-    from libs.hubspot.objects import OBJECTS
-
     return {"fromObjectTypeId": OBJECTS[from_kind].type_id, "fromObjectId": from_id,
             "toObjectTypeId": OBJECTS[to_kind].type_id, "toObjectId": to_id,
             "labels": [], "associationTypes": [{"category": "HUBSPOT_DEFINED", "typeId": t} for t in type_ids]}
@@ -429,8 +425,7 @@ async def put_labelled_association(request: web.Request) -> web.Response:
     types = _association_types(sim, from_kind, to_kind, await read_json(request))
     for type_id in types:
         sim.store.associations.add(from_kind, from_id, to_kind, to_id, type_id)
-    return json_response({"fromObjectTypeId": from_kind.value, "fromObjectId": from_id,
-                          "toObjectTypeId": to_kind.value, "toObjectId": to_id, "labels": []}, 201)
+    return json_response(_pair_result(from_kind, from_id, to_kind, to_id, types), 201)
 
 
 def _association_types(sim: HubSpotSimulator, from_kind: ObjectType, to_kind: ObjectType, raw: Any) -> list[int]:
@@ -489,7 +484,7 @@ async def batch_default_associations(request: web.Request) -> web.Response:
 async def _batch_associations(request: web.Request, op: str) -> web.Response:
     sim = _sim(request)
     from_kind, to_kind = _type(request, "from_type"), _type(request, "to_type")
-    inputs = sim.store._inputs(await read_json(request), limit=ASSOCIATION_BATCH_LIMIT)
+    inputs = sim.store.parse_inputs(await read_json(request), limit=ASSOCIATION_BATCH_LIMIT)
     records = sim.store.records
     assoc = sim.store.associations
     results: list[dict[str, Any]] = []

@@ -188,10 +188,8 @@ class HubSpotSimulator:
     def ui_delete(self, type_name: str, record_id: str, body: Any = None) -> None:
         kind = self.object_type(type_name)
         source = self._ui_source(body if isinstance(body, dict) else {})
-        changes = self.store._tracking()
-        if not self.store.archive(kind, record_id, source, changes):
+        if not self.store.archive_one(kind, record_id, source):
             raise not_found(f"{kind.value} {record_id} does not exist")
-        self.store._emit(changes)
 
     # --- inspection -----------------------------------------------------------------------
 

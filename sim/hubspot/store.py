@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from libs.hubspot.objects import OBJECTS, ObjectType
+from sim.hubspot.associations import AssociationStore
 from sim.hubspot.errors import ApiError, batch_error, not_found, validation_error
 from sim.hubspot.schema import (
     FIELD_TYPES,
@@ -145,8 +146,6 @@ class CrmStore:
         }
         self._next_id = 10_001
         self.archived_count = 0
-        from sim.hubspot.associations import AssociationStore  # one-way dependency, avoids a cycle
-
         self.associations = AssociationStore()
 
     def counts(self) -> dict[str, int]:
@@ -423,7 +422,7 @@ class CrmStore:
         return answer
 
     @staticmethod
-    def _inputs(body: Any, *, limit: int = BATCH_LIMIT) -> list[Any]:
+    def parse_inputs(body: Any, *, limit: int = BATCH_LIMIT) -> list[Any]:
         if not isinstance(body, dict):
             raise validation_error("Invalid input JSON: expected an object with 'inputs'.")
         inputs = body.get("inputs")
@@ -440,7 +439,7 @@ class CrmStore:
         return inputs
 
     def batch_create(self, object_type: ObjectType, body: Any, source: Source) -> BatchAnswer:
-        inputs = self._inputs(body)
+        inputs = self.parse_inputs(body)
         unknown: set[str] = set()
         cleaned = [self._clean(object_type, item.get("properties"), unknown) for item in inputs]
         if unknown:
@@ -502,7 +501,7 @@ class CrmStore:
         return self._update_or_upsert(object_type, body, source, upsert=True)
 
     def _update_or_upsert(self, object_type: ObjectType, body: Any, source: Source, *, upsert: bool) -> BatchAnswer:
-        inputs = self._inputs(body)
+        inputs = self.parse_inputs(body)
         unknown: set[str] = set()
         checked_id_properties: dict[Any, str | None] = {}
         keys: list[tuple[str, str | None]] = []
@@ -556,7 +555,7 @@ class CrmStore:
         return self._finish(answer)
 
     def batch_read(self, object_type: ObjectType, body: Any) -> BatchAnswer:
-        inputs = self._inputs(body)
+        inputs = self.parse_inputs(body)
         assert isinstance(body, dict)
         id_property = self._check_id_property(object_type, body.get("idProperty"))
         names = self._read_names(object_type, body.get("properties"))
@@ -580,13 +579,20 @@ class CrmStore:
         return self._finish(answer)
 
     def batch_archive(self, object_type: ObjectType, body: Any, source: Source) -> None:
-        inputs = self._inputs(body)
+        inputs = self.parse_inputs(body)
         ids = [self._input_id(item) for item in inputs]
         changes = self._tracking()
         occurred = now_ms()
         for id_value in ids:
             self.archive(object_type, id_value, source, changes, occurred)
         self._emit(changes)
+
+    def archive_one(self, object_type: ObjectType, id_value: str, source: Source) -> bool:
+        """Archive one record (a deletion change when tracked); False if it did not exist."""
+        changes = self._tracking()
+        found = self.archive(object_type, id_value, source, changes)
+        self._emit(changes)
+        return found
 
     def archive(self, object_type: ObjectType, id_value: str, source: Source,
                 changes: list[Change] | None = None, occurred: int | None = None) -> bool:
