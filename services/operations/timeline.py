@@ -157,11 +157,14 @@ def _text(value: object) -> str | None:
 
 
 def field_changes(before: Mapping[str, object] | None, after: Mapping[str, object]) -> tuple[FieldChange, ...]:
-    """Fields whose value differs between two snapshots, sorted by name (``before=None``: all are new)."""
+    """Fields whose value differs between two snapshots, sorted by name (``before=None``: all are new).
+
+    An empty string and an absent value are the same (HubSpot holds "" for unset).
+    """
     old = before or {}
     changes = []
     for name in sorted(set(old) | set(after)):
-        a, b = _text(old.get(name)), _text(after.get(name))
+        a, b = _text(old.get(name)) or None, _text(after.get(name)) or None
         if a != b:
             changes.append(FieldChange(name, a, b))
     return tuple(changes)

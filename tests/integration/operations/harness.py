@@ -41,6 +41,7 @@ from services.inbound.webhook_events import WEBHOOK_RECEIVED, parse_webhook_body
 from services.operations.replay import REPLAY_SOURCE, ClientReader, ReplayTools
 from services.outbound.poller import Poller, PollerConfig, PollReport
 from services.outbound.pusher import Pusher
+from services.outbound.setup import setup_hubspot
 from services.outbound.snapshots import parse_event_type
 from sim.broker import free_port
 from sim.kleer import KleerSimServer
@@ -145,6 +146,22 @@ class SyncHarness:
 
     async def events(self, *types: str) -> list[RecordedEvent]:
         return await self.store.read_all(0, 100_000, types=list(types) or None)
+
+
+@contextlib.asynccontextmanager
+async def sync_harness(
+    store: PostgresEventStore,
+    kleer_sim: KleerSimServer,
+    kleer_client: KleerClient,
+    hubspot_sim: HubSpotSim,
+    sink: WebhookSink,
+) -> AsyncIterator[SyncHarness]:
+    """A ``SyncHarness`` over the simulator fixtures, HubSpot set up as ``kleer-sync hubspot setup`` does."""
+    hubspot_sim.set_rate_limit(max_requests=0)  # no limit: these tests are about the log, not the budget
+    hubspot_sim.configure_webhooks(sink.url, batch_window_ms=0)
+    async with hubspot_sim.client() as hubspot:
+        await setup_hubspot(hubspot)
+        yield SyncHarness(store, kleer_sim, kleer_client, hubspot_sim, hubspot, sink)
 
 
 @dataclass(frozen=True)

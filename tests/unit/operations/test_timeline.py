@@ -55,6 +55,7 @@ def test_field_changes_lists_only_differing_fields_old_to_new() -> None:
         FieldChange("name", "A", "B"),
     )
     assert field_changes(None, {"name": "A"}) == (FieldChange("name", None, "A"),)
+    assert field_changes({"phone": ""}, {"phone": None, "zip": ""}) == ()  # empty is unset
 
 
 def test_consecutive_snapshots_of_a_stream_give_the_changed_fields() -> None:

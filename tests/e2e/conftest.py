@@ -1,0 +1,64 @@
+"""Browser tests of the admin pages: Debian's headless Chromium driven by Playwright.
+
+The browser is ``/usr/bin/chromium`` (``scripts/install-browser.sh`` installs
+it; ``make test`` runs that script); Playwright never downloads one. Each test
+gets a fresh browser; screenshots go to ``tests/artifacts/``.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from libs.events.store import PostgresEventStore
+from libs.kleer import KleerClient
+from sim.kleer import KleerSimServer
+from tests.fixtures.hubspot_sim import HubSpotSim, WebhookSink
+from tests.integration.operations.harness import SyncHarness, sync_harness
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = pathlib.Path(__file__).resolve().parents[1] / "artifacts"
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/install-browser.sh (make test does)", pytrace=False)
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+@pytest.fixture
+def artifacts() -> pathlib.Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture
+async def sync(
+    store: PostgresEventStore,
+    kleer_sim: KleerSimServer,
+    kleer_client: KleerClient,
+    hubspot_sim: HubSpotSim,
+    hubspot_webhook_sink: WebhookSink,
+) -> AsyncIterator[SyncHarness]:
+    async with sync_harness(store, kleer_sim, kleer_client, hubspot_sim, hubspot_webhook_sink) as harness:
+        yield harness
