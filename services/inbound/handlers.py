@@ -169,10 +169,7 @@ class InboundHandlers:
         work = await self._drop_own_echoes(work)
         decisions = [decide(w, self.triggers[w.hubspot_object]) for w in work]
         if force:
-            decisions = [
-                Decision(d.work, Action.SYNC) if d.action is Action.SKIP and d.reason == "no_trigger" else d
-                for d in decisions
-            ]
+            decisions = [Decision(d.work, Action.SYNC) if d.action is Action.SKIP else d for d in decisions]
         current = await self._read_current(decisions)
         fingerprints = await self._stored_fingerprints(decisions, current)
         outcomes = await asyncio.gather(
@@ -256,6 +253,9 @@ class InboundHandlers:
 
     def _park(self, work: RecordWork, failure: PermanentFailure) -> SqlWrite:
         record = str(RecordRef("hubspot", _record_kind(work.hubspot_object), work.hubspot_id))
+        # Name the change that asked for the sync (a redrive re-reads the record from it).
+        cause = next((c.cause for c in reversed(work.changes) if c.property in self.triggers[work.hubspot_object]),
+                     work.cause)
 
         async def park(conn: asyncpg.Connection) -> None:
             await self.dlq.park(
@@ -265,8 +265,8 @@ class InboundHandlers:
                 record=record,
                 reason=failure.reason,
                 detail={**failure.detail, "hubspot_object": work.hubspot_object, "hubspot_id": work.hubspot_id},
-                payload={"type": work.cause.type, "data": work.cause.data},
-                cause=work.cause,
+                payload={"type": cause.type, "data": cause.data},
+                cause=cause,
             )
 
         return park
@@ -521,7 +521,14 @@ class InboundHandlers:
             (links[i] for i in away if i in links), None
         )
         if kept and not (props.get(KLEER_ID) or "").strip() and props:
-            await self.hubspot.set_properties(work.hubspot_object, survivor, {KLEER_ID: kept})
+            try:
+                await self.hubspot.set_properties(work.hubspot_object, survivor, {KLEER_ID: kept})
+            except HubSpotPortError as exc:
+                if exc.permanent:
+                    raise PermanentFailure(
+                        f"HubSpot refused the surviving company's kleer_id: {exc}", {"kleer_id": kept}
+                    ) from exc
+                raise
         released = sorted({links[i] for i in away if i in links and links[i] != kept})
         data = {
             "hubspot_object": work.hubspot_object,

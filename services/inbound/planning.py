@@ -215,12 +215,13 @@ def merge_survivor(event: WebhookEvent) -> str:
 
 
 def merged_away(event: WebhookEvent) -> list[str]:
-    """Ids of the companies merged into the survivor (no longer existing on their own)."""
+    """Ids of the companies merged into the survivor, the primary first (its link is the one kept)."""
     survivor = merge_survivor(event)
     raw = event.raw
-    ids = [str(i) for i in raw.get("mergedObjectIds") or [] if isinstance(i, int)]
+    ids: list[str] = []
     primary = raw.get("primaryObjectId")
     if isinstance(primary, int):
         ids.append(str(primary))
+    ids.extend(str(i) for i in raw.get("mergedObjectIds") or [] if isinstance(i, int))
     ids.append(str(event.object_id))
     return [i for i in dict.fromkeys(ids) if i != survivor]

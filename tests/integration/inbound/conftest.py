@@ -197,7 +197,7 @@ class InboundStack:
         events = await self.deps.store.read_stream(f"{CONNECTION}/{system}-{kind}/{record_id}")
         return [e for e in events if not types or e.type in types]
 
-    async def wait_for(self, condition: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> float:
+    async def wait_for(self, condition: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> float:
         started = asyncio.get_running_loop().time()
         while asyncio.get_running_loop().time() - started < timeout:
             if await condition():

@@ -89,6 +89,6 @@ def test_deletion_wins_and_creation_syncs() -> None:
 def test_merge_survivor_and_merged_away() -> None:
     _, event = _event(10, kind="company.merge", primaryObjectId=10, mergedObjectIds=[11, 12], newObjectId=13)
     assert merge_survivor(event) == "13"
-    assert merged_away(event) == ["11", "12", "10"]
+    assert merged_away(event) == ["10", "11", "12"]
     _, plain = _event(10, kind="company.merge", primaryObjectId=10, mergedObjectIds=[11])
     assert (merge_survivor(plain), merged_away(plain)) == ("10", ["11"])
