@@ -165,7 +165,8 @@ async def _read_streams(
     conn: asyncpg.Connection, streams: Sequence[str], limit: int
 ) -> tuple[list[RecordedEvent], bool]:
     rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM events WHERE stream = ANY($1::text[]) ORDER BY position DESC LIMIT $2",
+        f"WITH own AS MATERIALIZED (SELECT {_COLUMNS} FROM events WHERE stream = ANY($1::text[])) "
+        "SELECT * FROM own ORDER BY position DESC LIMIT $2",
         list(streams),
         limit + 1,
     )
@@ -184,13 +185,16 @@ async def _follow(conn: asyncpg.Connection, events: dict[str, RecordedEvent]) ->
         ids = [str(e.event_id) for e in frontier]
         if not ids or added >= EFFECT_LIMIT:
             break
+        # No ORDER BY: with one, the planner may walk the whole log in position order looking for
+        # the few rows the causation index finds at once.
         rows = await conn.fetch(
             f"SELECT {_COLUMNS} FROM events WHERE metadata ? 'causation_id' "
-            "AND metadata->>'causation_id' = ANY($1::text[]) ORDER BY position LIMIT $2",
+            "AND metadata->>'causation_id' = ANY($1::text[]) LIMIT $2",
             ids,
-            EFFECT_LIMIT - added,
+            EFFECT_LIMIT - added + len(ids),
         )
-        frontier = [e for e in map(_recorded, rows) if str(e.event_id) not in events]
+        found = sorted(map(_recorded, rows), key=lambda e: e.position)
+        frontier = [e for e in found if str(e.event_id) not in events][: EFFECT_LIMIT - added]
         events.update((str(e.event_id), e) for e in frontier)
         added += len(frontier)
     frontier = list(events.values())
@@ -245,9 +249,10 @@ async def load_audit(
 async def load_correlation(pool: asyncpg.Pool, correlation_id: str, *, limit: int = DEFAULT_LIMIT) -> list[Entry]:
     """Every event of one correlation (a whole chain of cause and effect, or one poll), oldest first."""
     async with pool.acquire() as conn:
+        # MATERIALIZED: find the correlation's rows by its index first, then order them (see _follow).
         rows = await conn.fetch(
-            f"SELECT {_COLUMNS} FROM events WHERE metadata ? 'correlation_id' "
-            "AND metadata->>'correlation_id' = $1 ORDER BY position LIMIT $2",
+            f"WITH chain AS MATERIALIZED (SELECT {_COLUMNS} FROM events WHERE metadata ? 'correlation_id' "
+            "AND metadata->>'correlation_id' = $1) SELECT * FROM chain ORDER BY position LIMIT $2",
             correlation_id,
             limit,
         )

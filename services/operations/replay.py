@@ -206,16 +206,26 @@ async def select(pool: asyncpg.Pool, selector: ReplaySelector, up_to: int | None
     if selector.until:
         args.append(selector.until)
         clauses.append(f"recorded_at < ${len(args) + 2}")
-    sql = (
-        f"SELECT position, stream FROM events WHERE {' AND '.join(clauses)} "
-        f"ORDER BY position LIMIT {SCAN_PAGE}"
-    )
+    where = " AND ".join(clauses)
+    if selector.records:
+        # A few streams: find their rows by the stream index first (an ordered walk of the log would not).
+        sql = (
+            f"WITH picked AS MATERIALIZED (SELECT position, stream FROM events WHERE {where}) "
+            f"SELECT * FROM picked ORDER BY position LIMIT {SCAN_PAGE}"
+        )
+    else:
+        sql = f"SELECT position, stream FROM events WHERE {where} ORDER BY position LIMIT {SCAN_PAGE}"
     latest: dict[str, int] = {}
     async with pool.acquire() as conn:
         head = up_to if up_to is not None else int(await conn.fetchval("SELECT COALESCE(max(position), 0) FROM events"))
         selection = Selection(head)
         after = max(0, (selector.from_position or 1) - 1)
         last = min(head, selector.to_position) if selector.to_position is not None else head
+        # A time window narrows the position range first, so a recent window of a long log is not a full scan.
+        if selector.since is not None:
+            after = max(after, await _first_position_at(conn, selector.since, after + 1, last) - 1)
+        if selector.until is not None:
+            last = min(last, await _first_position_at(conn, selector.until, after + 1, last) - 1)
         while after < last:
             rows = await conn.fetch(sql, after, last, *args)
             if not rows:
@@ -228,6 +238,25 @@ async def select(pool: asyncpg.Pool, selector: ReplaySelector, up_to: int | None
                 break
     selection.positions = sorted(latest.values())
     return selection
+
+
+async def _first_position_at(conn: asyncpg.Connection, moment: dt.datetime, low: int, high: int) -> int:
+    """The first position in ``low..high`` recorded at or after ``moment`` (``high + 1`` if none).
+
+    Binary search: ``recorded_at`` grows with ``position`` (both are set under
+    the log's append lock), so this costs about log2(range) index look-ups.
+    """
+    high += 1
+    while low < high:
+        middle = (low + high) // 2
+        at = await conn.fetchval(
+            "SELECT recorded_at FROM events WHERE position >= $1 ORDER BY position LIMIT 1", middle
+        )
+        if at is None or at >= moment:
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 
 from libs.mapping.objects import KLEER_ID
-from services.operations.replay import REPLAY_COMPLETED, REPLAY_STARTED, ReplaySelector, dry_run, run_replay
+from services.operations.replay import (
+    REPLAY_COMPLETED,
+    REPLAY_STARTED,
+    ReplaySelector,
+    dry_run,
+    load,
+    run_replay,
+    select,
+)
 from services.operations.timeline import FieldChange
 
 from .harness import CONNECTION, SyncHarness, run_cli
@@ -160,3 +168,29 @@ async def test_replay_killed_halfway_and_rerun_finishes_without_duplicates(sync:
         correlation,
     )
     assert len(pushes) == 24 and {r[1] for r in pushes} == {1}  # one recorded push per record, none twice
+
+
+async def test_selectors_pick_the_latest_change_per_record_within_window_positions_records_and_types(
+    sync: SyncHarness,
+) -> None:
+    ids = [await sync.kleer.clients.create({"name": f"Tjörn {n} AB", "currency-type": "SEK"}) for n in range(3)]
+    t0 = dt.datetime.now(dt.UTC)
+    await sync.sync(["client"])
+    t1 = dt.datetime.now(dt.UTC)
+    await sync.kleer.clients.update(ids[0], {"name": "Tjörn 0 Nya AB"})
+    await sync.sync(["client"])
+    changes = await sync.events("KleerClientChanged")
+    assert len(changes) == 4
+
+    async def names(**filters: Any) -> list[str]:
+        selection = await select(sync.pool, ReplaySelector(CONNECTION, **filters))
+        return [i.snapshot.properties["name"] for i in await load(sync.pool, selection.positions) if i.snapshot]
+
+    assert await names() == ["Tjörn 1 AB", "Tjörn 2 AB", "Tjörn 0 Nya AB"]  # latest per record, in log order
+    assert await names(since=t0, until=t1) == ["Tjörn 0 AB", "Tjörn 1 AB", "Tjörn 2 AB"]
+    assert await names(since=t1) == ["Tjörn 0 Nya AB"]
+    assert await names(records=(f"kleer:client:{ids[1]}",)) == ["Tjörn 1 AB"]
+    assert await names(to_position=changes[1].position) == ["Tjörn 0 AB", "Tjörn 1 AB"]
+    assert await names(from_position=changes[2].position) == ["Tjörn 2 AB", "Tjörn 0 Nya AB"]
+    assert await names(kinds=("invoice",)) == []
+    assert await names(event_types=("KleerClientRemoved",)) == []
