@@ -57,7 +57,7 @@ def _events(start_id: int, count: int) -> list[dict[str, Any]]:
     now = int(time.time() * 1000)
     return [
         {"eventId": start_id + i, "subscriptionId": 1, "portalId": PORTAL, "appId": 1, "occurredAt": now,
-         "subscriptionType": "company.propertyChange", "attemptNumber": 0, "objectId": 10_000 + (start_id + i) % 5000,
+         "subscriptionType": "company.propertyChange", "attemptNumber": 0, "objectId": 10_000 + ((start_id + i) // 10) % 5000,
          "propertyName": "name", "propertyValue": f"Company {start_id + i} AB", "changeSource": "CRM_UI",
          "sourceId": "userId:1"}
         for i in range(count)
@@ -329,8 +329,11 @@ async def latency(args: argparse.Namespace) -> dict[str, Any]:
 
 async def main(args: argparse.Namespace) -> None:
     results: dict[str, Any] = {"concurrency": args.concurrency}
-    results["intake"] = await intake(args)
-    results["webhook_to_kleer"] = await latency(args)
+    results["intake"] = await intake(args) if args.only in (None, "intake") else {}
+    results["webhook_to_kleer"] = await latency(args) if args.only in (None, "latency") else {}
+    if args.only:
+        print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+        return
     intake_results = results["intake"]
     lat = results["webhook_to_kleer"]
     results["targets"] = {
@@ -357,4 +360,5 @@ if __name__ == "__main__":
     parser.add_argument("--companies", type=int, default=50)
     parser.add_argument("--edits", type=int, default=300)
     parser.add_argument("--interval-ms", type=float, default=10.0)
+    parser.add_argument("--only", choices=["intake", "latency"], help="run one part (prints, writes nothing)")
     asyncio.run(main(parser.parse_args()))
