@@ -71,7 +71,7 @@ from libs.hubspot.objects import (
     api_name,
     association_type_id,
 )
-from libs.hubspot.rate_budget import RateBudget, RateHeaders, SlidingWindowBudget
+from libs.hubspot.rate_budget import NO_ANSWER, RateBudget, RateHeaders, SlidingWindowBudget
 from libs.observability.logging import get_logger
 from libs.observability.metrics import (
     HUBSPOT_RATE_LIMITED,
@@ -218,25 +218,23 @@ class HubSpotClient:
         session = self._session
         endpoint = f"{method} {template}"
         data = orjson.dumps(json_body) if json_body is not None else None
-        budget = self.search_budget if search else self.budget
         attempt = 0
         refreshed = False
         while True:
             if budgeted:
-                if search:
-                    await self.budget.acquire()
-                await budget.acquire()
-            granted = time.perf_counter()
-            headers = {"Authorization": "Bearer " + await self._auth.token(session, self.base_url)}
-            if data is not None:
-                headers["Content-Type"] = "application/json"
-            started = time.perf_counter()
+                await self._acquire(search)
+            answered = False
             try:
+                headers = {"Authorization": "Bearer " + await self._auth.token(session, self.base_url)}
+                if data is not None:
+                    headers["Content-Type"] = "application/json"
+                started = time.perf_counter()
                 async with session.request(method, self.base_url + path, data=data, params=params,
                                            headers=headers) as resp:
                     raw = await resp.read()
                     status = resp.status
                     answer_headers: Mapping[str, str] = resp.headers
+                answered = True
             except _CONNECTION_ERRORS as exc:
                 HUBSPOT_REQUESTS.labels(endpoint=endpoint, status="error").inc()
                 attempt += 1
@@ -249,10 +247,13 @@ class HubSpotClient:
                              delay_s=round(delay, 3))
                 await asyncio.sleep(delay)
                 continue
+            finally:
+                if budgeted and not answered:
+                    self._observe(search, {}, NO_ANSWER)
             HUBSPOT_REQUESTS.labels(endpoint=endpoint, status=str(status)).inc()
             HUBSPOT_REQUEST_SECONDS.labels(endpoint=endpoint).observe(time.perf_counter() - started)
             if budgeted:
-                budget.observe(answer_headers, status, time.perf_counter() - granted)
+                self._observe(search, answer_headers, status)
                 rate = RateHeaders.parse(answer_headers)
                 if rate.remaining is not None and not search:
                     HUBSPOT_RATE_REMAINING.labels(portal=self.portal).set(rate.remaining)
@@ -286,6 +287,25 @@ class HubSpotClient:
             _log.warning("hubspot_retry", endpoint=endpoint, status=status, category=error.category,
                          attempt=attempt, delay_s=round(delay, 3))
             await asyncio.sleep(delay)
+
+    async def _acquire(self, search: bool) -> None:
+        """A grant from the portal budget, and for searches also from the search budget."""
+        await self.budget.acquire()
+        if search:
+            try:
+                await self.search_budget.acquire()
+            except BaseException:
+                self.budget.observe({}, NO_ANSWER)  # give the portal grant back to the contract
+                raise
+
+    def _observe(self, search: bool, headers: Mapping[str, str], status: int) -> None:
+        if search:
+            # Search has its own limit: its answers (429s included) say nothing of the portal window,
+            # but the portal grant was used and is answered now.
+            self.search_budget.observe(headers, status)
+            self.budget.observe({}, NO_ANSWER)
+        else:
+            self.budget.observe(headers, status)
 
     async def _gather(self, jobs: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
         semaphore = asyncio.Semaphore(self._concurrency)

@@ -2,27 +2,31 @@
 
 HubSpot limits each portal to N requests per rolling window (110 per 10 s for
 public apps) shared by every process. Reacting to 429s is too late; the
-budget grants requests before they are sent:
+budget grants requests before they are sent.
 
-* it spends at most ``max_requests - safety_margin`` per window, and counts
-  each grant for ``interval + padding``: HubSpot counts a request when it
-  arrives, which is some time after our grant (queueing, connecting, the
-  network), so the padding is the largest recent grant-to-answer latency the
-  client reported (an upper bound of that delay), at least 2% and at most a
-  quarter of the interval;
-* ``observe(headers, status)`` corrects it from HubSpot's
-  ``X-HubSpot-RateLimit-*`` headers: a lower ``Max`` or another interval is
-  adopted, and when HubSpot reports more requests spent than we granted
-  (another app or process on the portal) the difference is booked as grants
-  spread over the window;
-* a 429 is a signal to back off: nobody spends for a tenth of the window,
-  doubling on each consecutive 429 up to a whole window.
+Contract (``RateBudget``): call ``acquire()`` before each request and
+``observe(headers, status)`` once after it — with the answer's headers, or
+``status=0`` when no answer came (connection error, timeout, cancellation).
 
-``SlidingWindowBudget`` keeps the window in process memory (one process per
-portal, tests); ``PostgresRateBudget`` keeps it in Postgres (table and
-function from migration 006) so every pod of a portal shares one window; the
-database clock orders the grants. ``UnlimitedBudget`` never waits. All three
-satisfy ``RateBudget``.
+How it counts: HubSpot counts a request when it arrives, some time after our
+grant (queueing, connecting, the network) and before its answer. So a grant
+counts while its request is in flight, and then for one interval after the
+answer — never less than HubSpot's own window. At most ``max_requests -
+safety_margin`` are counted at once (110 → 104).
+
+Corrections: from each answer's ``X-HubSpot-RateLimit-*`` headers a lower
+``Max`` or another interval is adopted, and when HubSpot reports more requests
+spent than we count (another app or process on the portal) the difference is
+booked as requests spread over the window. A 429 is a signal to back off:
+nobody is granted anything for a tenth of the window, doubling on each
+consecutive 429 up to a whole window.
+
+``SlidingWindowBudget`` counts exactly as above, in process memory (one
+process per portal, tests). ``PostgresRateBudget`` shares one window among
+every pod of a portal through Postgres (table and function of migration 006,
+ordered by the database clock): there a grant counts for the interval plus
+a padding that covers this process's slowest recent answer and its oldest
+request still in flight. ``UnlimitedBudget`` never waits.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ HEADER_DAILY_REMAINING = "X-HubSpot-RateLimit-Daily-Remaining"
 
 DEFAULT_MAX_REQUESTS = 110
 DEFAULT_INTERVAL_MS = 10_000
+NO_ANSWER = 0  # the status to observe when a request got no answer
 
 
 @runtime_checkable
@@ -50,15 +55,15 @@ class RateBudget(Protocol):
     """Grants HubSpot requests within the portal's limit.
 
     ``acquire(cost)`` returns once ``cost`` requests may be sent (it waits
-    otherwise; cancelling it gives nothing back and takes nothing).
-    ``observe(headers, status, latency_s)`` feeds every answer's headers and
-    status back, 429s included, with the seconds from the grant to the answer
-    when known. Neither raises for HubSpot reasons.
+    otherwise; a wait cancelled before it returns takes nothing).
+    ``observe(headers, status)`` is called once per granted request with its
+    answer's headers and status (429s included), or with ``status=0`` when no
+    answer came. Neither raises for HubSpot reasons.
     """
 
     async def acquire(self, cost: int = 1) -> None: ...
 
-    def observe(self, headers: Mapping[str, str], status: int = 200, latency_s: float | None = None) -> None: ...
+    def observe(self, headers: Mapping[str, str], status: int = 200) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,10 @@ def default_safety_margin(max_requests: int) -> int:
 
 
 class BudgetPolicy:
-    """The limit, window and corrections shared by both budget implementations (pure, no I/O)."""
+    """Limit, interval, in-flight requests and corrections, shared by both budgets (pure, no I/O).
+
+    Times are milliseconds on the caller's clock.
+    """
 
     def __init__(self, max_requests: int, interval_ms: int, safety_margin: int | None,
                  window_padding_ms: int | None) -> None:
@@ -102,29 +110,37 @@ class BudgetPolicy:
         self.max_requests = max_requests
         self.interval_ms = interval_ms
         self._margin = safety_margin
-        self._padding = window_padding_ms
+        self.padding_ms = window_padding_ms or 0  # extra time every grant counts (beyond the rules above)
         self.consecutive_429 = 0
         self.pending_used = -1  # HubSpot's count of spent requests, not yet applied
         self.pending_block_ms = 0
-        self._latencies_ms: deque[float] = deque(maxlen=32)
+        self.in_flight: deque[float] = deque()  # grant times of requests without an answer yet
+        self.latencies_ms: deque[float] = deque(maxlen=32)
 
     @property
     def limit(self) -> int:
-        """Requests we grant per window."""
+        """Requests counted at most at once."""
         margin = self._margin if self._margin is not None else default_safety_margin(self.max_requests)
         return max(1, self.max_requests - margin)
 
     @property
-    def window_ms(self) -> int:
-        """How long a grant counts: the interval plus padding for the grant-to-arrival delay."""
-        if self._padding is not None:
-            return self.interval_ms + self._padding
-        padding = max(1.0, self.interval_ms / 50, max(self._latencies_ms, default=0.0))
-        return self.interval_ms + int(min(padding, self.interval_ms / 4))
+    def stale_after_ms(self) -> float:
+        """A grant never observed (a caller that broke the contract) stops counting as in flight after this."""
+        return max(3.0 * self.interval_ms, 1_000.0)
 
-    def observe(self, headers: Mapping[str, str], status: int, latency_s: float | None = None) -> RateHeaders:
-        if latency_s is not None and latency_s >= 0:
-            self._latencies_ms.append(latency_s * 1000)
+    def granted(self, now: float, cost: int) -> None:
+        self.in_flight.extend([now] * cost)
+
+    def drop_stale(self, now: float) -> None:
+        edge = now - self.stale_after_ms
+        while self.in_flight and self.in_flight[0] < edge:
+            self.in_flight.popleft()
+
+    def answered(self, now: float) -> None:
+        if self.in_flight:
+            self.latencies_ms.append(now - self.in_flight.popleft())
+
+    def observe(self, headers: Mapping[str, str], status: int) -> RateHeaders:
         parsed = RateHeaders.parse(headers)
         if parsed.max is not None and parsed.max > 0:
             # HubSpot's word is final when lower; never spend more than configured.
@@ -146,9 +162,20 @@ class BudgetPolicy:
         self.pending_used, self.pending_block_ms = -1, 0
         return used, block
 
+    def shared_window_ms(self, now: float) -> int:
+        """For a window of grant times (Postgres): the interval plus the delay from grant to answer —
+        the slowest recent answer, or this process's oldest request still in flight — at most one more
+        interval, at least 2% of it."""
+        oldest = now - self.in_flight[0] if self.in_flight else 0.0
+        delay = max(self.interval_ms / 50, max(self.latencies_ms, default=0.0), oldest)
+        return self.interval_ms + self.padding_ms + int(min(delay, self.interval_ms))
+
 
 class SlidingWindowBudget:
-    """``RateBudget`` for one process: the window lives in memory; waiters are served in order."""
+    """``RateBudget`` for one process: in-flight requests plus answers of the last interval, in memory.
+
+    Waiters are served in order. ``clock`` (seconds) and ``sleep`` can be replaced in tests.
+    """
 
     def __init__(
         self,
@@ -163,7 +190,7 @@ class SlidingWindowBudget:
         self.policy = BudgetPolicy(max_requests, interval_ms, safety_margin, window_padding_ms)
         self._clock = clock
         self._sleep = sleep
-        self._grants: list[float] = []  # ms, ascending
+        self._answered: deque[float] = deque()  # answer times (and booked foreign use), ascending
         self._blocked_until = 0.0
         self._lock = asyncio.Lock()
 
@@ -172,16 +199,18 @@ class SlidingWindowBudget:
 
     def _settle(self, now: float) -> None:
         policy = self.policy
-        edge = now - policy.window_ms
-        grants = self._grants
-        if grants and grants[0] <= edge:
-            self._grants = grants = [g for g in grants if g > edge]
+        span = policy.interval_ms + policy.padding_ms
+        answered = self._answered
+        while answered and answered[0] <= now - span:
+            answered.popleft()
+        policy.drop_stale(now)
         used, block = policy.take_pending()
-        if used > len(grants):
-            missing = min(used, 2 * policy.limit + 10) - len(grants)
-            step = policy.window_ms / (missing + 1)
-            grants.extend(now - policy.window_ms + step * (i + 1) for i in range(missing))
-            grants.sort()
+        counted = len(answered) + len(policy.in_flight)
+        if used > counted:
+            missing = min(used, 2 * policy.limit + 10) - counted
+            step = span / (missing + 1)
+            merged = sorted([*answered, *(now - span + step * (i + 1) for i in range(missing))])
+            self._answered = deque(merged)
         if block:
             self._blocked_until = max(self._blocked_until, now + block)
 
@@ -191,13 +220,19 @@ class SlidingWindowBudget:
         self._settle(now)
         if self._blocked_until > now:
             return self._blocked_until - now
-        limit = self.policy.limit
+        policy = self.policy
+        limit = policy.limit
         cost = min(max(1, cost), limit)
-        grants = self._grants
-        if len(grants) + cost <= limit:
-            grants.extend([now] * cost)
+        counted = len(self._answered) + len(policy.in_flight)
+        if counted + cost <= limit:
+            policy.granted(now, cost)
             return 0.0
-        return max(1.0, grants[len(grants) + cost - limit - 1] + self.policy.window_ms - now)
+        need = counted + cost - limit
+        span = policy.interval_ms + policy.padding_ms
+        if need <= len(self._answered):
+            return max(1.0, self._answered[need - 1] + span - now)
+        # Requests in flight must answer first; look again soon.
+        return max(1.0, policy.interval_ms / 50)
 
     async def acquire(self, cost: int = 1) -> None:
         async with self._lock:
@@ -207,13 +242,18 @@ class SlidingWindowBudget:
                     return
                 await self._sleep(wait / 1000)
 
-    def observe(self, headers: Mapping[str, str], status: int = 200, latency_s: float | None = None) -> None:
-        self.policy.observe(headers, status, latency_s)
-
-    def in_window(self) -> int:
-        """Grants currently counted (for metrics and tests)."""
+    def observe(self, headers: Mapping[str, str], status: int = 200) -> None:
         now = self._now_ms()
-        return sum(1 for g in self._grants if g > now - self.policy.window_ms)
+        if self.policy.in_flight:
+            self.policy.answered(now)
+            self._answered.append(now)
+        self.policy.observe(headers, status)
+
+    def counted(self) -> int:
+        """Requests counted now: in flight plus answered within the interval (metrics, tests)."""
+        now = self._now_ms()
+        self._settle(now)
+        return len(self._answered) + len(self.policy.in_flight)
 
 
 class PostgresRateBudget:
@@ -222,8 +262,9 @@ class PostgresRateBudget:
     Construct with an asyncpg pool and the portal id:
     ``PostgresRateBudget(pool, portal="12345", max_requests=110, interval_ms=10_000)``.
     Each grant is one short statement (``SELECT hubspot_rate_acquire(...)``) under
-    the portal row's lock; waiting happens outside any transaction. Within one
-    process, waiters queue locally so only one of them polls the database.
+    the portal row's lock, on the database clock; waiting happens outside any
+    transaction. Within one process, waiters queue locally so only one of them
+    polls the database.
     """
 
     def __init__(
@@ -241,15 +282,23 @@ class PostgresRateBudget:
         self.portal = str(portal)
         self._lock = asyncio.Lock()
 
+    @staticmethod
+    def _now_ms() -> float:
+        return time.monotonic() * 1000
+
     async def wait_ms(self, cost: int = 1) -> int:
         """0 and the grant recorded, or the milliseconds to wait (nothing recorded)."""
         policy = self.policy
+        now = self._now_ms()
+        policy.drop_stale(now)
         used, block = policy.take_pending()
         cost = min(max(1, cost), policy.limit)
         wait: int = await self._pool.fetchval(
             "SELECT hubspot_rate_acquire($1, $2, $3, $4, $5, $6)",
-            self.portal, cost, policy.limit, policy.window_ms, used, block,
+            self.portal, cost, policy.limit, policy.shared_window_ms(now), used, block,
         )
+        if wait <= 0:
+            policy.granted(self._now_ms(), cost)
         return wait
 
     async def acquire(self, cost: int = 1) -> None:
@@ -261,10 +310,12 @@ class PostgresRateBudget:
                 # A little jitter so pods waiting for the same slot do not all poll at once.
                 await asyncio.sleep(wait / 1000 + random.uniform(0, min(0.05, wait / 10_000)))
 
-    def observe(self, headers: Mapping[str, str], status: int = 200, latency_s: float | None = None) -> None:
-        self.policy.observe(headers, status, latency_s)
+    def observe(self, headers: Mapping[str, str], status: int = 200) -> None:
+        self.policy.answered(self._now_ms())
+        self.policy.observe(headers, status)
 
-    async def in_window(self) -> int:
+    async def counted(self) -> int:
+        """Grants in the shared window as last stored (metrics, tests)."""
         grants = await self._pool.fetchval(
             "SELECT coalesce(array_length(grants, 1), 0) FROM hubspot_rate_budget WHERE portal = $1",
             self.portal,
@@ -278,6 +329,5 @@ class UnlimitedBudget:
     async def acquire(self, cost: int = 1) -> None:
         return None
 
-    def observe(self, headers: Mapping[str, str], status: int = 200, latency_s: float | None = None) -> None:
+    def observe(self, headers: Mapping[str, str], status: int = 200) -> None:
         return None
-

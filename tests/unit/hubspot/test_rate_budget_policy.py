@@ -8,6 +8,7 @@ from libs.hubspot.rate_budget import (
     HEADER_INTERVAL,
     HEADER_MAX,
     HEADER_REMAINING,
+    BudgetPolicy,
     RateBudget,
     RateHeaders,
     SlidingWindowBudget,
@@ -45,34 +46,67 @@ def test_budgets_satisfy_the_protocol() -> None:
     assert isinstance(UnlimitedBudget(), RateBudget)
 
 
-async def test_grants_the_limit_minus_margin_then_waits_exactly_for_the_oldest_grant() -> None:
+async def test_grants_the_limit_minus_margin_then_waits_for_the_first_answer_to_age_an_interval() -> None:
     clock = FakeClock()
-    b = budget(clock, safety_margin=2, window_padding_ms=0)
+    b = budget(clock, safety_margin=2)
     for _ in range(8):
         await b.acquire()
+        b.observe({}, 200)
     assert clock.slept == []
     clock.now += 0.3
     await b.acquire()
     assert clock.slept == [pytest.approx(0.7)]
 
 
-async def test_padding_follows_the_largest_recent_latency_within_bounds() -> None:
+async def test_a_request_in_flight_counts_until_an_interval_after_its_answer() -> None:
     clock = FakeClock()
-    b = budget(clock, safety_margin=0)
-    assert b.policy.window_ms == 1020  # 2% by default
-    b.observe({}, 200, latency_s=0.1)
-    assert b.policy.window_ms == 1100
-    b.observe({}, 200, latency_s=5.0)
-    assert b.policy.window_ms == 1250  # at most a quarter of the interval
+    b = budget(clock, max_requests=2, safety_margin=0)
+    await b.acquire()
+    await b.acquire()
+    clock.now += 2.0  # far past the interval, but no answer yet: HubSpot may not have counted them
+    assert b.wait_ms() > 0
+    b.observe({}, 200)
+    assert b.wait_ms() == pytest.approx(1000)
+    clock.now += 1.0
+    assert b.wait_ms() == 0
+
+
+async def test_no_answer_counts_as_answered_now() -> None:
+    clock = FakeClock()
+    b = budget(clock, max_requests=1, safety_margin=0)
+    await b.acquire()
+    b.observe({}, 0)
+    assert b.counted() == 1
+    clock.now += 1.0
+    assert b.counted() == 0
+
+
+async def test_grants_never_observed_stop_counting_after_three_intervals() -> None:
+    clock = FakeClock()
+    b = budget(clock, max_requests=1, safety_margin=0)
+    await b.acquire()
+    clock.now += 3.1
+    assert b.counted() == 0
+
+
+def test_shared_window_covers_slow_answers_and_old_requests_in_flight() -> None:
+    policy = BudgetPolicy(100, 1000, None, None)
+    assert policy.shared_window_ms(0) == 1020  # 2% by default
+    policy.granted(0, 1)
+    assert policy.shared_window_ms(500) == 1500  # the oldest request in flight is 500 ms old
+    policy.answered(600)
+    assert policy.shared_window_ms(700) == 1600  # the slowest recent answer took 600 ms
+    policy.granted(700, 1)
+    assert policy.shared_window_ms(9000) == 2000  # never more than one extra interval
 
 
 async def test_headers_lower_the_limit_adopt_the_interval_and_book_foreign_use() -> None:
     clock = FakeClock()
-    b = budget(clock, max_requests=100, interval_ms=10_000, safety_margin=0, window_padding_ms=0)
+    b = budget(clock, max_requests=100, interval_ms=10_000, safety_margin=0)
     b.observe({HEADER_MAX: "50", HEADER_REMAINING: "20", HEADER_INTERVAL: "2000"}, 200)
     assert b.policy.limit == 50 and b.policy.interval_ms == 2000
     assert b.wait_ms() == 0  # 30 foreign requests booked, spread over the window, plus this one
-    assert b.in_window() == 31
+    assert b.counted() == 31
     b.observe({HEADER_MAX: "500"}, 200)
     assert b.policy.limit == 100  # never above what was configured
 
@@ -93,9 +127,9 @@ async def test_each_consecutive_429_doubles_the_back_off_up_to_one_interval() ->
 
 async def test_cost_is_capped_at_the_limit() -> None:
     clock = FakeClock()
-    b = budget(clock, max_requests=5, safety_margin=0, window_padding_ms=0)
+    b = budget(clock, max_requests=5, safety_margin=0)
     await b.acquire(cost=50)
-    assert b.in_window() == 5
+    assert b.counted() == 5
 
 
 def test_rate_headers_parse_case_insensitively_and_ignore_garbage() -> None:
