@@ -23,7 +23,7 @@ from libs.events.dlq import DeadLetterQueue
 from libs.events.store import EventStoreError, PostgresEventStore, create_pool
 from libs.records import RecordRef
 from services.operations import render
-from services.operations.audit import DEFAULT_LIMIT, load_audit
+from services.operations.audit import DEFAULT_LIMIT, load_audit, load_correlation
 from services.operations.deadletters import STATUSES, DeadLetterFilter, ServiceRedrivers, redrive_entries
 from services.operations.progress import ProgressBar
 from services.operations.replay import (
@@ -53,7 +53,8 @@ def register(subparsers: Any) -> None:
         description="Show everything the log knows about one record and the record it syncs with "
         "on the other side, oldest first, with changed fields and causation chains.",
     )
-    audit.add_argument("record", help="system:kind:id, e.g. kleer:client:123 or hubspot:company:456")
+    audit.add_argument("record", nargs="?", help="system:kind:id, e.g. kleer:client:123 or hubspot:company:456")
+    audit.add_argument("--correlation", help="instead of a record: every event of one correlation id (a chain)")
     audit.add_argument("--connection", help="connection name (default: CONNECTION_ID)")
     audit.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help="newest events to read (default %(default)s)")
     audit.add_argument("--json", action="store_true", help="machine-readable output")
@@ -166,12 +167,18 @@ def print_json(value: object) -> None:
 
 
 def run_audit(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        return fail("--limit must be at least 1")
+    if args.correlation:
+        if args.record:
+            return fail("name a record or --correlation, not both")
+        return run_with_pool(lambda settings, pool: _correlation(pool, args.correlation, args))
+    if not args.record:
+        return fail("name a record (system:kind:id, e.g. kleer:client:123) or --correlation ID")
     try:
         ref = RecordRef.parse(args.record)
     except ValueError as exc:
         return fail(str(exc))
-    if args.limit < 1:
-        return fail("--limit must be at least 1")
 
     async def body(settings: Settings, pool: asyncpg.Pool) -> int:
         audit = await load_audit(pool, ref, args.connection or settings.connection_id, limit=args.limit)
@@ -182,6 +189,15 @@ def run_audit(args: argparse.Namespace) -> int:
         return 0
 
     return run_with_pool(body)
+
+
+async def _correlation(pool: asyncpg.Pool, correlation_id: str, args: argparse.Namespace) -> int:
+    entries = await load_correlation(pool, correlation_id, limit=args.limit)
+    if args.json:
+        print_json({"correlation_id": correlation_id, "entries": [e.to_json() for e in entries]})
+    else:
+        print(render.correlation_text(correlation_id, entries))
+    return 0
 
 
 # --- dlq ----------------------------------------------------------------------------------------------------

@@ -87,11 +87,11 @@ class NoRedriver(LookupError):
 class ServiceRedrivers:
     """The services' redrivers, each opened on first use; ``aclose`` closes what was opened."""
 
-    def __init__(self, settings: Settings, factories: Mapping[str, RedriverFactory] | None = None) -> None:
+    def __init__(self, settings: Settings, factories: Mapping[str, RedriverFactory | str] | None = None) -> None:
         self.settings = settings
-        self.factories: dict[str, RedriverFactory] = (
-            dict(factories) if factories is not None else {s: _factory(d) for s, d in REDRIVER_FACTORIES.items()}
-        )
+        # "module:function" entries are imported on first use: a service that cannot be imported
+        # breaks only its own redrive, not the process that lists the queue.
+        self.factories: dict[str, RedriverFactory | str] = dict(REDRIVER_FACTORIES if factories is None else factories)
         self._opened: dict[str, Redriver] = {}
         self._stack = contextlib.AsyncExitStack()
         self._lock = asyncio.Lock()
@@ -111,7 +111,10 @@ class ServiceRedrivers:
             raise NoRedriver(f"no redrive path for source {source!r}; sources with one: {known}")
         async with self._lock:
             if source not in self._opened:
-                self._opened[source] = await self._stack.enter_async_context(self.factories[source](self.settings))
+                factory = self.factories[source]
+                if isinstance(factory, str):
+                    factory = _factory(factory)
+                self._opened[source] = await self._stack.enter_async_context(factory(self.settings))
         return dict(self._opened)
 
     async def redrive(self, dlq: DeadLetterQueue, entry: DeadLetter, actor: str) -> DeadLetter:

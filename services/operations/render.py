@@ -67,6 +67,15 @@ def audit_text(audit: Audit) -> str:
     return "\n".join(lines)
 
 
+def correlation_text(correlation_id: str, entries: Sequence[Entry]) -> str:
+    lines = [f"Correlation {correlation_id}: {len(entries)} events", ""]
+    if not entries:
+        lines.append("No event carries this correlation id.")
+    for entry in entries:
+        lines.extend(entry_lines(entry))
+    return "\n".join(lines)
+
+
 def dead_letters_table(entries: Sequence[DeadLetter]) -> str:
     if not entries:
         return "No dead letters match."

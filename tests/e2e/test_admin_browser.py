@@ -30,6 +30,7 @@ ADMIN_URLS = [
     "/admin/mappings",
     "/admin/mappings?object=project",
     "/admin/records?record=kleer:client:1",
+    "/admin/correlations/abc",
     "/admin/dlq",
     "/admin/dlq/1",
     "/admin/replay",

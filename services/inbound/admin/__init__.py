@@ -36,6 +36,7 @@ def install_routes(app: web.Application, deps: InboundDeps) -> None:
     r.add_get("/admin.css", pages.stylesheet)
     r.add_get("/mappings", pages.field_mappings)
     r.add_get("/records", pages.record)
+    r.add_get("/correlations/{id}", pages.correlation)
     r.add_get("/dlq", pages.dead_letters)
     r.add_get("/dlq/{id}", pages.dead_letter)
     r.add_post("/dlq/{id}/redrive", pages.redrive)

@@ -22,7 +22,7 @@ from libs.records import RecordRef
 from services.inbound.admin.auth import CSRF_FIELD, USER, AdminAuth
 from services.inbound.admin.html import STYLESHEET, Markup, h, join, options, page, url
 from services.inbound.deps import InboundDeps
-from services.operations.audit import load_audit
+from services.operations.audit import load_audit, load_correlation
 from services.operations.deadletters import STATUSES, DeadLetterFilter, NoRedriver, ServiceRedrivers
 from services.operations.overview import KindStatus, load_overview
 from services.operations.render import when
@@ -300,6 +300,17 @@ class AdminPages:
         )
         return self.render(request, f"Record {ref}", body, "/admin/records")
 
+    async def correlation(self, request: web.Request) -> web.Response:
+        correlation_id = request.match_info["id"]
+        entries = await load_correlation(self.deps.pool, correlation_id, limit=AUDIT_PAGE)
+        body = h(
+            "<p>Every event of this chain of cause and effect (or of one poll), oldest first"
+            "{more}.</p>{table}",
+            more=f"; the first {AUDIT_PAGE} are shown" if len(entries) == AUDIT_PAGE else "",
+            table=timeline_table(entries),
+        )
+        return self.render(request, f"Correlation {correlation_id[:8]}", body, "/admin/records")
+
     # --- dead letters --------------------------------------------------------------------------------------------
 
     async def dead_letters(self, request: web.Request) -> web.Response:
@@ -490,7 +501,7 @@ def timeline_table(entries: Sequence[Entry]) -> Markup:
         h(
             '<tr id="e{pos}" data-step="{step}"><td class="num"><a href="#e{pos}">{pos}</a></td><td>{at}</td>'
             "<td>{step}</td><td><code>{type}</code>{related}</td><td>{actor}</td><td>{summary}{changes}</td>"
-            '<td>{chain}</td><td class="mono">{corr}</td></tr>',
+            "<td>{chain}</td><td class=\"mono\">{corr}</td></tr>",
             pos=e.position,
             at=moment(e.recorded_at),
             step=e.step.value,
@@ -500,7 +511,9 @@ def timeline_table(entries: Sequence[Entry]) -> Markup:
             summary=e.summary,
             changes=change_list(e),
             chain=chain_links(e),
-            corr=(e.correlation_id or "")[:8],
+            corr=h('<a href="/admin/correlations/{}">{}</a>', e.correlation_id, e.correlation_id[:8])
+            if e.correlation_id
+            else "",
         )
         for e in entries
     ]

@@ -28,6 +28,7 @@ ADMIN_GETS = [
     "/admin/mappings",
     "/admin/mappings?object=invoice",
     "/admin/records?record=kleer:client:1",
+    "/admin/correlations/abc",
     "/admin/dlq",
     "/admin/dlq/1",
     "/admin/replay",
@@ -170,6 +171,11 @@ async def test_overview_record_and_dead_letter_pages_show_the_sync(
         steps = re.findall(r'data-step="([^"]+)"', record)
         assert steps[:2] == ["poll", "push"] and "dead-letter" in steps
         assert "Uddevalla Varv AB" in record and f"hubspot:company:{sync.company_of(kleer_id).id}" in record
+
+        correlation = re.search(r'href="(/admin/correlations/[^"]+)"', record)
+        assert correlation is not None
+        chain = await page(http, site, correlation[1])
+        assert chain.count('data-step="poll"') == 2  # one poll saw both clients: one correlation
 
         listing = await page(http, site, f"/admin/dlq?record=kleer:client:{kleer_id}")
         assert f'data-id="{entry_id}"' in listing and "HubSpot said no" in listing

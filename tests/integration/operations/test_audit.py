@@ -7,7 +7,7 @@ import time
 import pytest
 
 from libs.records import RecordRef
-from services.operations.audit import load_audit
+from services.operations.audit import load_audit, load_correlation
 from services.operations.render import audit_text
 from services.operations.timeline import Entry, FieldChange, Step
 
@@ -79,6 +79,11 @@ async def test_audit_shows_sync_edit_and_conflict_in_order_with_the_causation_ch
     assert [link.event_id for link in wrote.chain] == [hook.event_id]
     assert wrote.correlation_id == hook.correlation_id
     assert elapsed < 1.0  # a handful of index look-ups (the 1M-event figure is in bench/bench_operations.py)
+
+    # The whole chain of the HubSpot edit, by its correlation id.
+    chain = await load_correlation(sync.pool, str(hook.correlation_id))
+    assert [e.type for e in chain][:1] == ["WebhookReceived"]
+    assert {"SyncConflict", "KleerClientUpdated"} <= {e.type for e in chain}
 
     # The HubSpot side's audit is the same story.
     other = await load_audit(sync.pool, RecordRef("hubspot", "company", str(company.id)), CONNECTION)
