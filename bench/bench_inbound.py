@@ -227,6 +227,8 @@ async def latency(args: argparse.Namespace) -> dict[str, Any]:
     await migrate(dsn, log=None)
     prefix = f"bench{uuid.uuid4().hex[:6]}"
     samples: list[float] = []
+    transport_s: list[float] = []
+    handler_s: list[float] = []
     with TansuBroker() as broker:
         pool = await create_pool(dsn, min_size=2, max_size=12)
         store = PostgresEventStore(pool)
@@ -257,23 +259,35 @@ async def latency(args: argparse.Namespace) -> dict[str, Any]:
                                    committer, default_mappings(), broker.bootstrap_servers, prefix, kleer,
                                    ClientHubSpotPort(hubspot_client))
                 handlers = InboundHandlers.from_deps(deps)
+                transport_s: list[float] = []
+                handler_s: list[float] = []
+
+                async def timed_handle(events: Any) -> Any:
+                    # Stage timings: recorded -> in the handler (relay + Kafka + consumer), and the handler itself.
+                    started = time.time()
+                    transport_s.extend(started - e.recorded_at.timestamp() for e in events)
+                    result = await handlers.handle(events)
+                    handler_s.append(time.time() - started)
+                    return result
+
                 await ensure_topics(broker.bootstrap_servers, all_topic_names(prefix))
-                consumer = EventConsumer(store, handlers.handle, ConsumerConfig(
+                consumers = [EventConsumer(store, timed_handle, ConsumerConfig(
                     name=CONSUMER_NAME, topics=[topic_name(INBOUND_WEBHOOKS, prefix)],
                     bootstrap_servers=broker.bootstrap_servers, router=make_router(prefix),  # type: ignore[arg-type]
-                    poll_timeout_ms=20), deps.dlq)
+                    poll_timeout_ms=20), deps.dlq) for _ in range(args.consumers)]
                 relay = Relay(store, make_router(prefix), RelayConfig(  # type: ignore[arg-type]
                     broker.bootstrap_servers, all_topic_names(prefix), idle_sleep=0.005))
                 runner = app_runner(create_app(deps, routes=()))
                 await runner.setup()
                 await web.TCPSite(runner, "127.0.0.1", port).start()
-                tasks = [asyncio.create_task(relay.run()), asyncio.create_task(consumer.run())]
+                tasks = [asyncio.create_task(relay.run()), *(asyncio.create_task(c.run()) for c in consumers)]
                 try:
                     progress("latency: waiting for the consumer group")
                     for _ in range(600):
-                        if await pool.fetchval("SELECT count(*) FROM consumer_checkpoints"):
+                        if await pool.fetchval("SELECT count(*) FROM consumer_checkpoints") >= 4:
                             break
                         await asyncio.sleep(0.05)
+                    await asyncio.sleep(1.0)  # let the group settle
                     kind = simulator.object_type("companies")
                     companies = []
                     for i in range(args.companies):
@@ -305,7 +319,8 @@ async def latency(args: argparse.Namespace) -> dict[str, Any]:
                     samples = sorted((r["done"] - r["received"]).total_seconds() for r in rows)
                     writes = kleer_sim.request_count(method="POST")
                 finally:
-                    await consumer.stop()
+                    for consumer in consumers:
+                        await consumer.stop()
                     await asyncio.wait(tasks[1:], timeout=20)
                     await relay.stop()
                     await asyncio.gather(*tasks, return_exceptions=True)
@@ -324,6 +339,10 @@ async def latency(args: argparse.Namespace) -> dict[str, Any]:
         "p90_ms": round(samples[int(len(samples) * 0.9)] * 1000, 1),
         "p99_ms": round(samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1000, 1),
         "max_ms": round(samples[-1] * 1000, 1),
+        "stages_p50_ms": {
+            "recorded_to_handler": round(statistics.median(transport_s) * 1000, 1) if transport_s else None,
+            "handler_batch": round(statistics.median(handler_s) * 1000, 1) if handler_s else None,
+        },
     }
 
 
@@ -360,5 +379,6 @@ if __name__ == "__main__":
     parser.add_argument("--companies", type=int, default=50)
     parser.add_argument("--edits", type=int, default=300)
     parser.add_argument("--interval-ms", type=float, default=10.0)
+    parser.add_argument("--consumers", type=int, default=4, help="handler consumers (one per partition at most)")
     parser.add_argument("--only", choices=["intake", "latency"], help="run one part (prints, writes nothing)")
     asyncio.run(main(parser.parse_args()))

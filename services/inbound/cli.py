@@ -22,6 +22,9 @@ HANDLERS_NEEDS = (
 )
 
 
+_CONSUMERS_HELP = "handler consumers in this process (default: KAFKA_PARTITIONS, one per partition)"
+
+
 def register(subparsers: Any) -> None:
     inbound = subparsers.add_parser(
         "inbound",
@@ -30,12 +33,14 @@ def register(subparsers: Any) -> None:
     )
     inbound.add_argument("--with-handlers", action="store_true", help="also apply webhooks to Kleer here")
     inbound.add_argument("--with-relay", action="store_true", help="also publish the event log to Kafka here")
+    inbound.add_argument("--consumers", type=int, default=None, help=_CONSUMERS_HELP)
     inbound.set_defaults(func=run_server)
     commands = inbound.add_subparsers(dest="inbound_command", metavar="PART")
     handlers = commands.add_parser(
         "handlers", help="apply recorded HubSpot webhooks to Kleer (consumer group inbound-handlers)"
     )
     handlers.add_argument("--with-relay", action="store_true", help="also publish the event log to Kafka here")
+    handlers.add_argument("--consumers", type=int, default=None, help=_CONSUMERS_HELP)
     handlers.set_defaults(func=run_handlers)
 
 
@@ -44,7 +49,9 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _run(needs: tuple[str, ...], *, web_server: bool, handlers: bool, relay: bool, role: str) -> int:
+def _run(
+    needs: tuple[str, ...], *, web_server: bool, handlers: bool, relay: bool, role: str, consumers: int | None
+) -> int:
     from services.inbound.service import run_inbound
 
     try:
@@ -53,7 +60,9 @@ def _run(needs: tuple[str, ...], *, web_server: bool, handlers: bool, relay: boo
         return _fail(str(exc))
     configure_logging(settings.get("LOG_LEVEL") or "info", role=role)
     try:
-        asyncio.run(run_inbound(settings, web_server=web_server, handlers=handlers, relay=relay))
+        asyncio.run(
+            run_inbound(settings, web_server=web_server, handlers=handlers, relay=relay, consumers=consumers)
+        )
     except (ConfigError, EventStoreError) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
@@ -66,8 +75,9 @@ def run_server(args: argparse.Namespace) -> int:
     if args.with_relay and "KAFKA_BOOTSTRAP_SERVERS" not in needs:
         needs += ("KAFKA_BOOTSTRAP_SERVERS",)
     return _run(tuple(dict.fromkeys(needs)), web_server=True, handlers=args.with_handlers,
-                relay=args.with_relay, role="inbound")
+                relay=args.with_relay, role="inbound", consumers=args.consumers)
 
 
 def run_handlers(args: argparse.Namespace) -> int:
-    return _run(HANDLERS_NEEDS, web_server=False, handlers=True, relay=args.with_relay, role="inbound-handlers")
+    return _run(HANDLERS_NEEDS, web_server=False, handlers=True, relay=args.with_relay, role="inbound-handlers",
+                consumers=args.consumers)

@@ -49,10 +49,16 @@ class WebServer:
         self._stopping.set()
 
 
-def handlers_consumer(deps: InboundDeps) -> EventConsumer:
+def handlers_consumers(deps: InboundDeps, count: int = 1) -> list[EventConsumer]:
+    """``count`` members of the ``inbound-handlers`` group: partitions are handled in parallel, each by one."""
+    handlers = InboundHandlers.from_deps(deps)
+    return [handlers_consumer(deps, handlers) for _ in range(max(1, count))]
+
+
+def handlers_consumer(deps: InboundDeps, handlers: InboundHandlers | None = None) -> EventConsumer:
     prefix = deps.topic_prefix
     assert deps.bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS is required for the handlers"
-    handlers = InboundHandlers.from_deps(deps)
+    handlers = handlers or InboundHandlers.from_deps(deps)
     return EventConsumer(
         deps.store,
         handlers.handle,
@@ -88,15 +94,18 @@ async def run_inbound(
     web_server: bool = True,
     handlers: bool = False,
     relay: bool = False,
+    consumers: int | None = None,
     stop_event: asyncio.Event | None = None,
 ) -> None:
+    """Run the chosen components; ``consumers`` handler group members (default: one per partition)."""
     options = InboundOptions.from_settings(settings, intake=web_server)
     async with bootstrap(settings, clients=handlers, options=options) as deps:
         components: list[Component] = []
         if web_server:
             components.append(WebServer(create_app(deps), settings.get_int("PORT") or 8080))
         if handlers:
-            components.append(handlers_consumer(deps))
+            partitions = settings.get_int("KAFKA_PARTITIONS") or DEFAULT_PARTITIONS
+            components.extend(handlers_consumers(deps, consumers or partitions))
         if relay:
             components.append(relay_component(deps))
         health = HealthServer(settings.get_int("METRICS_PORT") or 9102, readiness_checks(deps))
