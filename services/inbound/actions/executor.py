@@ -34,6 +34,7 @@ import orjson
 from libs.events.envelope import NewEvent, RecordedEvent
 from libs.events.store import AppendRequest, EventStoreError
 from libs.hubspot.errors import HubSpotError
+from libs.mapping.objects import AGREEMENT, CLIENT, INVOICE, PROJECT
 from libs.observability import metrics
 from libs.observability.logging import get_logger
 from libs.records import RecordRef
@@ -55,6 +56,14 @@ COMPLETED = "WorkflowActionCompleted"
 CALLBACK_COMPLETED = "WorkflowActionCallbackCompleted"
 CALLBACK_REFUSED = "WorkflowActionCallbackRefused"
 
+#: The kind of Kleer record each action creates or changes (named in its events, for the audit).
+KLEER_TYPES: dict[str, str] = {
+    catalog.CREATE_CLIENT: CLIENT,
+    catalog.CREATE_INVOICE: INVOICE,
+    catalog.CREATE_AGREEMENT: AGREEMENT,
+    catalog.UPDATE_AGREEMENT: AGREEMENT,
+    catalog.CREATE_PROJECT: PROJECT,
+}
 _DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, EventStoreError)
 
 
@@ -310,7 +319,7 @@ class ActionExecutor:
         completed = NewEvent(
             COMPLETED,
             {"callback_id": key.callback_id, "action": row.action, "object_type": row.object_type,
-             "object_id": row.object_id, **fields},
+             "object_id": row.object_id, "kleer_type": KLEER_TYPES[row.action], **fields},
             {"correlation_id": str(row.correlation_id), "causation_id": str(received.event_id), "actor": ACTOR,
              "source": "hubspot"},
             event_id_for(connection, key.callback_id, "completed"),

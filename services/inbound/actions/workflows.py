@@ -473,9 +473,11 @@ class ActionWork:
 
     def _fact(self, kind: str, event_type: str, kleer_id: object, data: Mapping[str, Any]) -> AppendRequest:
         """A fact about the Kleer record (``KleerInvoiceCreated``...), on the record's stream."""
+        request = self.call.request
+        origin = {"hubspot_object": DEALS.name, "hubspot_id": request.object_id} if request.object_type == "DEAL" else {}
         event = self.call.event(
             event_type,
-            {"kleer_id": str(kleer_id), "callback_id": self.call.key.callback_id, **data},
+            {"kleer_id": str(kleer_id), "kleer_type": kind, "callback_id": self.call.key.callback_id, **origin, **data},
             f"{event_type}/{kleer_id}",
         )
         return AppendRequest(RecordRef("kleer", kind, str(kleer_id)).stream(self.connection), [event])
