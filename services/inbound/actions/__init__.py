@@ -27,6 +27,7 @@ from aiohttp import web
 
 from libs.config import ConfigError
 from libs.observability.logging import get_logger
+from services.inbound.deps import InboundDeps
 
 log = get_logger(__name__)
 
@@ -34,7 +35,7 @@ log = get_logger(__name__)
 class ActionRuntime:
     """Builds the actions' parts at app start-up and closes what it opened at clean-up."""
 
-    def __init__(self, deps: Any) -> None:
+    def __init__(self, deps: InboundDeps) -> None:
         self.deps = deps
         self._executor: Any = None
         self._problem: str | None = None
@@ -45,7 +46,7 @@ class ActionRuntime:
         async with contextlib.AsyncExitStack() as stack:
             try:
                 parts, settings = await self._build(stack)
-            except ConfigError as exc:
+            except (ConfigError, ValueError) as exc:
                 self._problem = f"workflow actions are not configured: {exc}"
                 log.error("workflow actions disabled", problem=str(exc))
             else:
@@ -103,7 +104,7 @@ class ActionRuntime:
 ACTIONS: web.AppKey[ActionRuntime] = web.AppKey("workflow_actions", ActionRuntime)
 
 
-def install_routes(app: web.Application, deps: Any) -> None:
+def install_routes(app: web.Application, deps: InboundDeps) -> None:
     """Add ``POST /actions/{action}`` to the inbound app (see the module docstring)."""
     from services.inbound.actions.routes import ACTION_ROUTE, ActionEndpoint, openapi_paths
     from services.inbound.openapi import add_openapi_paths

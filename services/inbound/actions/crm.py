@@ -29,12 +29,13 @@ Properties = dict[str, str | None]
 PRIMARY_COMPANY_TYPE_ID = 5  # HubSpot's "Primary" deal -> company label
 
 
-def _transient(exc: HubSpotError) -> bool:
+def is_transient(exc: HubSpotError) -> bool:
+    """HubSpot unavailable, rate limited or refusing our token: time (or an operator) may fix it."""
     return isinstance(exc, HubSpotUnavailable | HubSpotRateLimited | HubSpotAuthError)
 
 
 def _failure(exc: HubSpotError, doing: str) -> Exception:
-    if _transient(exc):
+    if is_transient(exc):
         return Transient(f"HubSpot could not {doing}: {exc}")
     return BusinessError(f"HubSpot refused to {doing}: {exc.message}")
 

@@ -41,7 +41,7 @@ from libs.records import RecordRef
 from services.inbound import bookkeeping
 from services.inbound.actions import catalog
 from services.inbound.actions.answers import ExecutionState, Outcome, block_fields, iso_duration
-from services.inbound.actions.crm import _transient
+from services.inbound.actions.crm import is_transient
 from services.inbound.actions.failures import AmbiguousCreate, BusinessError, LostClaim, Transient
 from services.inbound.actions.ledger import BLOCKED, DONE, CallKey, CallRow, correlation_for, event_id_for
 from services.inbound.actions.request import ActionRequest, InputProblem, parse_inputs, parse_request
@@ -64,7 +64,7 @@ KLEER_TYPES: dict[str, str] = {
     catalog.UPDATE_AGREEMENT: AGREEMENT,
     catalog.CREATE_PROJECT: PROJECT,
 }
-_DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, EventStoreError)
+DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, EventStoreError)
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,7 @@ class ActionExecutor:
         stream = RecordRef("hubspot", hubspot_kind(row.object_type), row.object_id).stream(row.key.connection)
         try:
             await self.parts.store.append(stream, [event])
-        except _DATABASE_ERRORS as exc:  # the BLOCK answer stands; the event is only for the audit
+        except DATABASE_ERRORS as exc:  # the BLOCK answer stands; the event is only for the audit
             log.warning("workflow action BLOCK not recorded", callback_id=row.key.callback_id, error=str(exc))
 
     # --- the work ---------------------------------------------------------------------------------------
@@ -217,13 +217,20 @@ class ActionExecutor:
     ) -> asyncio.Task[Mapping[str, str]]:
         task = asyncio.create_task(self._run(row, definition, request), name=f"workflow-action {row.key.callback_id}")
         self._tasks[row.key] = task
-        task.add_done_callback(lambda _: self._tasks.pop(row.key, None))
+        task.add_done_callback(self._forget)
         return task
+
+    def _forget(self, task: asyncio.Task[Mapping[str, str]]) -> None:
+        for key, known in list(self._tasks.items()):
+            if known is task:
+                del self._tasks[key]
+        if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), LostClaim):
+            log.error("workflow action task failed", error=repr(task.exception()))
 
     async def _heartbeat(self, key: CallKey) -> None:
         while True:
             await asyncio.sleep(self.settings.lease_s / 3)
-            with contextlib.suppress(*_DATABASE_ERRORS):
+            with contextlib.suppress(*DATABASE_ERRORS):
                 if not await self.parts.ledger.heartbeat(key, self.owner, self.settings.lease_s):
                     return
 
@@ -242,13 +249,13 @@ class ActionExecutor:
                 except LostClaim:
                     log.info("workflow action taken over by another worker", callback_id=key.callback_id)
                     raise
-                except (Transient, *_DATABASE_ERRORS) as exc:
+                except (Transient, *DATABASE_ERRORS) as exc:
                     message = exc.message if isinstance(exc, Transient) else f"{type(exc).__name__}: {exc}"
                     delay = self.settings.retry_delay(attempt)
                     expired = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay) >= row.expires_at
                     log.warning("workflow action will retry", callback_id=key.callback_id, action=definition.name,
                                 attempt=attempt, delay_s=round(delay, 2), problem=message, giving_up=expired)
-                    with contextlib.suppress(*_DATABASE_ERRORS):
+                    with contextlib.suppress(*DATABASE_ERRORS):
                         await self.parts.ledger.note_retry(key, message, delay)
                     if expired:
                         outcome = Outcome.failure(
@@ -263,7 +270,7 @@ class ActionExecutor:
         while True:
             try:
                 return await self._finish(row, request, await self._cause(row), done)
-            except _DATABASE_ERRORS as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("workflow action answer not stored; retrying", callback_id=row.key.callback_id,
                             error=str(exc))
                 await asyncio.sleep(self.settings.retry_delay(1))
@@ -293,10 +300,10 @@ class ActionExecutor:
                 f"{exc.message}. Kleer may or may not have stored the record: look for it in Kleer; if it is "
                 "there, put its id on the HubSpot record, else run the workflow again"))
         except HubSpotError as exc:  # a HubSpot error the workflow did not translate
-            if _transient(exc):
+            if is_transient(exc):
                 raise Transient(str(exc)) from exc
             done = Done(await self._failure_outcome(row.key, f"HubSpot refused a request: {exc.message}", None))
-        except (LostClaim, Transient, *_DATABASE_ERRORS):
+        except (LostClaim, Transient, *DATABASE_ERRORS):
             raise
         except Exception as exc:
             log.exception("workflow action failed unexpectedly", callback_id=row.key.callback_id,
@@ -348,9 +355,9 @@ class ActionExecutor:
         try:
             await self.parts.hubspot.complete_callback(key.callback_id, answer)
         except HubSpotError as exc:
-            if _transient(exc):
+            if is_transient(exc):
                 log.warning("callback completion failed; will retry", callback_id=key.callback_id, error=str(exc))
-                with contextlib.suppress(*_DATABASE_ERRORS):
+                with contextlib.suppress(*DATABASE_ERRORS):
                     await self.parts.ledger.completion_failed(key, str(exc), self.settings.completion_retry_s)
                 metrics.WORKFLOW_ACTIONS.labels(action=row.action, outcome="completion_retry").inc()
                 return
@@ -371,7 +378,7 @@ class ActionExecutor:
             event_id_for(row.key.connection, row.key.callback_id, event_type),
         )
         stream = RecordRef("hubspot", hubspot_kind(row.object_type), row.object_id).stream(row.key.connection)
-        with contextlib.suppress(*_DATABASE_ERRORS):
+        with contextlib.suppress(*DATABASE_ERRORS):
             await self.parts.store.append(stream, [event])
 
     # --- the sweeper ------------------------------------------------------------------------------------
@@ -403,7 +410,7 @@ class ActionExecutor:
         while not self._stopping.is_set():
             try:
                 await self.sweep()
-            except _DATABASE_ERRORS as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("workflow action sweep failed", error=str(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.settings.sweep_every_s)

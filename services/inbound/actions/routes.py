@@ -26,7 +26,7 @@ from libs.observability import metrics
 from libs.observability.logging import get_logger
 from services.inbound.actions import catalog
 from services.inbound.actions.answers import EXECUTION_STATE, answer_body
-from services.inbound.actions.executor import _DATABASE_ERRORS, ActionExecutor
+from services.inbound.actions.executor import DATABASE_ERRORS, ActionExecutor
 from services.inbound.actions.request import MalformedRequest, parse_request
 from services.inbound.intake import error_response
 from services.inbound.openapi import _SIGNATURE_HEADERS
@@ -94,7 +94,7 @@ class ActionEndpoint:
             fields = await executor.answer(connection, definition, call)
         except ActionsUnavailable as exc:
             return error_response(503, "unavailable", str(exc)), "unavailable"
-        except _DATABASE_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             log.error("workflow action not recorded; HubSpot will retry", callback_id=call.callback_id, error=str(exc))
             return error_response(503, "unavailable", "the event log is unavailable; retry later"), "error"
         return web.json_response(answer_body(fields)), fields.get(EXECUTION_STATE, "").lower() or "error"

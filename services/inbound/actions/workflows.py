@@ -67,7 +67,7 @@ from libs.records import RecordRef
 from services.inbound import bookkeeping
 from services.inbound.actions import catalog
 from services.inbound.actions.answers import Outcome
-from services.inbound.actions.crm import Crm, _transient
+from services.inbound.actions.crm import Crm, is_transient
 from services.inbound.actions.drafts import (
     DEAL_PROPERTIES,
     agreement_body,
@@ -653,7 +653,7 @@ class ActionWork:
         try:
             await self.parts.hubspot.associate(ObjectType(hubspot_object), hubspot_id, ObjectType.DEALS, deal_id)
         except HubSpotError as exc:
-            if _transient(exc):
+            if is_transient(exc):
                 raise Transient(f"HubSpot did not take the deal association: {exc}") from exc
             return f" (HubSpot refused to associate it with the deal: {exc.message})"
         return ""
