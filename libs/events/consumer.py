@@ -18,6 +18,11 @@ Failures: a handler exception is retried with backoff; after ``max_attempts``
 the batch's events are parked in the dead-letter queue with the error (nothing
 is dropped), and the checkpoint moves on.
 
+Broker data loss: when the relay finds the broker lost data it bumps the
+broker epoch in Postgres; consumers see the new epoch and re-read their
+partitions from the beginning (a broker that came back empty would otherwise
+leave them parked at offsets it no longer has).
+
 Gaps: every message names the position of the previous message the relay put
 in the same partition. If that link points past our checkpoint (the broker
 lost messages, or the relay rewound), the missing events are read from
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +60,7 @@ from libs.observability.logging import bind_correlation_id, get_logger
 log = get_logger(__name__)
 
 SqlWrite = Callable[[asyncpg.Connection], Awaitable[None]]
+EPOCH_CHECK_SECONDS = 1.0
 
 
 @dataclass
@@ -103,6 +110,8 @@ class EventConsumer:
         self._kafka: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
         self._checkpoints: dict[tuple[str, int], int] = {}
+        self._epoch: int | None = None
+        self._epoch_checked = 0.0
         self.handled = 0
 
     async def start(self) -> None:
@@ -140,6 +149,7 @@ class EventConsumer:
                     log.warning("consumer fetch failed; retrying", consumer=self.config.name, error=str(exc))
                     await asyncio.sleep(0.5)
                     continue
+                await self._follow_broker_epoch()
                 for tp, messages in batches.items():
                     await self._handle_partition(tp, messages)
                 if batches:
@@ -151,6 +161,25 @@ class EventConsumer:
                 await kafka.stop()
 
     # -- internals ---------------------------------------------------------------
+    async def _follow_broker_epoch(self) -> None:
+        """After the relay saw the broker lose data, read every assigned partition again from the start."""
+        now = time.monotonic()
+        if now - self._epoch_checked < EPOCH_CHECK_SECONDS:
+            return
+        self._epoch_checked = now
+        try:
+            epoch = int(await self.pool.fetchval("SELECT COALESCE(max(epoch), 0) FROM relay_state") or 0)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("could not read the broker epoch", consumer=self.config.name, error=str(exc))
+            return
+        previous, self._epoch = self._epoch, epoch
+        if previous is None or epoch == previous or self._kafka is None:
+            return
+        assigned = list(self._kafka.assignment())
+        if assigned:
+            log.warning("broker lost data; re-reading partitions", consumer=self.config.name, epoch=epoch)
+            await self._kafka.seek_to_beginning(*assigned)
+
     async def _register(self, assigned: list[TopicPartition]) -> None:
         """Make a checkpoint row per assigned partition, so the relay knows we exist."""
         async with self.pool.acquire() as conn:

@@ -264,8 +264,9 @@ class Relay:
                 start = self.published_position
             await conn.execute("DELETE FROM relay_partitions WHERE relay = $1", self.config.name)
             await conn.execute(
-                "INSERT INTO relay_state (relay, position) VALUES ($1, $2) "
-                "ON CONFLICT (relay) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
+                "INSERT INTO relay_state (relay, position, epoch) VALUES ($1, $2, 1) "
+                "ON CONFLICT (relay) DO UPDATE SET position = EXCLUDED.position, "
+                "epoch = relay_state.epoch + 1, updated_at = now()",
                 self.config.name,
                 start,
             )

@@ -132,18 +132,23 @@ async def test_readyz_fails_while_the_broker_is_down_and_recovers_by_itself(
 
 
 def test_a_broker_that_is_down_at_start_up_is_retried_not_fatal(database_url: str) -> None:
-    port = free_port()
-    relay = _relay(database_url, f"127.0.0.1:{free_port()}", free_port(), "down")
+    metrics_port = free_port()
+    relay = _relay(database_url, f"127.0.0.1:{free_port()}", metrics_port, "down")
     try:
-        time.sleep(3)
+        deadline = time.monotonic() + 60
+        while not asyncio.run(_status(f"http://127.0.0.1:{metrics_port}/healthz")) == 200:
+            assert relay.poll() is None, "the relay must keep retrying the broker, not exit"
+            assert time.monotonic() < deadline, "the relay did not come up"
+            time.sleep(0.2)
+        time.sleep(3)  # several retries
         assert relay.poll() is None, "the relay must keep retrying the broker, not exit"
+        assert asyncio.run(_status(f"http://127.0.0.1:{metrics_port}/readyz")) == 503
     finally:
         relay.send_signal(signal.SIGTERM)
         stopping = time.monotonic()
         output = relay.communicate(timeout=30)[0].decode()
     assert "retrying" in output and "Kafka" in output
     assert relay.returncode == 0 and time.monotonic() - stopping < 10, "SIGTERM must end the retries promptly"
-    del port
 
 
 def test_a_wrong_database_url_names_the_cause() -> None:
