@@ -133,7 +133,7 @@ async def measure(dsn: str, events: int, audits: int) -> dict[str, Any]:
             loaded += len(batch)
 
         started = time.perf_counter()
-        report = await dry_run(pool, ReplaySelector(CONNECTION), None, sink=sink, batch_size=1000)
+        report = await dry_run(pool, ReplaySelector(CONNECTION), None, sink=sink, batch_size=2000)
         replay_seconds = time.perf_counter() - started
         assert report.records == loaded == records, (report.records, loaded, records)
         selected_per_s = report.events_scanned / replay_seconds

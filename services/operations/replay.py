@@ -27,6 +27,7 @@ Two ways to use a selection:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import hashlib
@@ -311,6 +312,27 @@ def batches(positions: Sequence[int], size: int = BATCH) -> Iterable[Sequence[in
         yield positions[start : start + size]
 
 
+async def loaded_batches(
+    pool: asyncpg.Pool, positions: Sequence[int], size: int = BATCH
+) -> AsyncIterator[tuple[Sequence[int], list[Selected]]]:
+    """(positions, selected events) per batch; the next batch is read while the caller works on this one."""
+    parts = list(batches(positions, size))
+    if not parts:
+        return
+    ahead = asyncio.ensure_future(load(pool, parts[0]))
+    try:
+        for index, part in enumerate(parts):
+            items = await ahead
+            if index + 1 < len(parts):
+                ahead = asyncio.ensure_future(load(pool, parts[index + 1]))
+            yield part, items
+    finally:
+        if not ahead.done():
+            ahead.cancel()
+            with contextlib.suppress(BaseException):
+                await ahead
+
+
 Progress = Callable[[int, int], None]
 """Called with (records done, records selected) after each batch."""
 
@@ -444,8 +466,7 @@ async def dry_run(
     report = DryRunReport(selector, selection.up_to, selection.events_scanned, records=len(selection))
     positions = selection.positions if max_records is None else selection.positions[:max_records]
     done = 0
-    for part in batches(positions, batch_size):
-        items = await load(pool, part)
+    async for part, items in loaded_batches(pool, positions, batch_size):
         if sink is not None:
             await sink(items)
         if reader is not None:
@@ -712,8 +733,7 @@ async def _drive(
     )
     progress(done_before, len(selection))
     done = done_before
-    for part in batches(pending, batch_size):
-        items = await load(pool, part)
+    async for part, items in loaded_batches(pool, pending, batch_size):
         todo = [i for i in items if i.event.stream not in pushed_streams]
         report.skipped_already_pushed += len(items) - len(todo)
         report.pushed += len(items) - len(todo)  # they were pushed by this run before it stopped
