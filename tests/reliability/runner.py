@@ -18,16 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from tests.reliability import invariants as inv
 from tests.reliability.faults import Fault, FaultInjector, plan_faults
 from tests.reliability.processes import ProcessFailed
-from tests.reliability.system import System, SystemConfig
-from tests.reliability.workload import Ledger, Workload, WorkloadConfig
+from tests.reliability.system import CONNECTION, System, SystemConfig
+from tests.reliability.workload import LOAD_SOURCES, Ledger, Workload, WorkloadConfig
 
 
 @dataclass
@@ -55,6 +58,7 @@ class ScenarioReport:
     workload: dict[str, Any] = field(default_factory=dict)
     settle: dict[str, Any] = field(default_factory=dict)
     invariants: list[inv.InvariantResult] = field(default_factory=list)
+    diagnosis: dict[str, list[str]] = field(default_factory=dict)  # event timelines of diverging records
     error: str | None = None
 
     @property
@@ -82,6 +86,7 @@ class ScenarioReport:
             "workload": self.workload,
             "settle": self.settle,
             "invariants": [r.to_json() for r in self.invariants],
+            "diagnosis": self.diagnosis,
             "lost": _figure(self.invariants, "webhooks_recorded", "lost")
             + _figure(self.invariants, "hubspot_matches_kleer", "missing"),
             "duplicated": _figure(self.invariants, "hubspot_matches_kleer", "duplicates"),
@@ -208,6 +213,9 @@ async def run_scenario(config: ScenarioConfig) -> ScenarioReport:
         report.phases["settle"] = report.settle["seconds"]
         say(f"settle: {report.settle}")
         report.invariants = await check_all(system, ledger, injector)
+        if not all(r.ok for r in report.invariants):
+            async with system.pool.acquire() as conn:  # type: ignore[union-attr]
+                report.diagnosis = await diagnose(conn, report.invariants)
         report.faults = {
             "injected_by_kind": dict(sorted(injector.log.injected.items())),
             "total": sum(injector.log.injected.values()),
@@ -247,6 +255,84 @@ async def run_scenario(config: ScenarioConfig) -> ScenarioReport:
             await workload.stop()
         await system.stop(failed=failed)
     return report
+
+
+_OBJECT_PROBLEM = re.compile(r"\b(companies|projects|products|invoices|subscriptions|line_items) kleer_id=(\S+) "
+                             r"\(HubSpot (\d+)\)")
+_KLEER_PROBLEM = re.compile(r"\bKleer (client|project) (\d+) \(HubSpot (\d+)\)")
+_KIND = {"companies": ("client", "company"), "projects": ("project", "project"), "products": ("product", "product"),
+         "invoices": ("invoice", "invoice"), "subscriptions": ("agreement", "subscription"),
+         "line_items": ("line_item", "line_item")}
+
+
+async def diagnose(conn: Any, results: list[inv.InvariantResult], limit: int = 6) -> dict[str, list[str]]:
+    """The event-log timeline of the first records an invariant complains about (for the report)."""
+    streams: dict[str, list[str]] = {}
+    for result in results:
+        for problem in result.problems:
+            found = _OBJECT_PROBLEM.search(problem)
+            if found:
+                kind, singular = _KIND[found[1]]
+                key, hubspot_id = f"kleer:{kind}:{found[2]}", found[3]
+            else:
+                found = _KLEER_PROBLEM.search(problem)
+                if not found:
+                    continue
+                kind, singular = found[1], "company" if found[1] == "client" else "project"
+                key, hubspot_id = f"kleer:{kind}:{found[2]}", found[3]
+            if key in streams or len(streams) >= limit:
+                continue
+            rows = await conn.fetch(
+                "SELECT position, recorded_at, stream, type, data FROM events WHERE stream = ANY($1::text[]) "
+                "ORDER BY position",
+                [f"{CONNECTION}/kleer-{kind}/{key.rsplit(':', 1)[1]}", f"{CONNECTION}/hubspot-{singular}/{hubspot_id}"],
+            )
+            streams[key] = [_timeline_line(r) for r in rows if not _is_noise(r)][-40:]
+    for table, query in _STATE_QUERIES.items():
+        try:
+            streams[f"table {table}"] = [str(dict(r)) for r in await conn.fetch(query)][:40]
+        except Exception as exc:  # a table another area has not created yet
+            streams[f"table {table}"] = [f"{type(exc).__name__}: {exc}"]
+    return streams
+
+
+_STATE_QUERIES = {
+    "consumer_checkpoints": "SELECT consumer, topic, partition, position, updated_at FROM consumer_checkpoints "
+                            "ORDER BY 1, 2, 3",
+    "relay_state": "SELECT * FROM relay_state",
+    "relay_partitions": "SELECT * FROM relay_partitions ORDER BY topic, partition",
+    "hubspot_rate_budget": "SELECT portal, cardinality(grants) AS grants, blocked_until_ms, updated_at "
+                           "FROM hubspot_rate_budget",
+    "log_head": "SELECT max(position) AS head, max(recorded_at) AS last_recorded FROM events",
+}
+
+
+def _data(row: Any) -> dict[str, Any]:
+    raw = row["data"]
+    data = raw if isinstance(raw, dict) else orjson.loads(raw)
+    return data if isinstance(data, dict) else {}
+
+
+def _is_noise(row: Any) -> bool:
+    """Echoes of our own writes, the synthetic load's events and what the handlers made of them."""
+    if row["type"] == "InboundSyncSkipped":
+        return _data(row).get("reason") == "no_trigger"
+    if row["type"] != "WebhookReceived":
+        return False
+    data = _data(row)
+    return data.get("changeSource") == "INTEGRATION" or data.get("sourceId") in LOAD_SOURCES
+
+
+def _timeline_line(row: Any) -> str:
+    data = _data(row)
+    if row["type"] == "WebhookReceived":
+        what = f"{data.get('changeSource')} {data.get('propertyName')}={data.get('propertyValue')!r}"
+    elif isinstance(data.get("properties"), dict):
+        props = data["properties"]
+        what = " ".join(f"{k}={v!r}" for k, v in list(props.items())[:6] if k != "kleer_id")
+    else:
+        what = orjson.dumps(data).decode()[:160]
+    return f"{row['position']} {row['recorded_at']:%H:%M:%S.%f} {row['type']}: {what}"[:300]
 
 
 def _being_killed(injector: FaultInjector, name: str) -> bool:

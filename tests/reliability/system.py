@@ -46,6 +46,7 @@ from aiohttp import web
 from libs.events.migrate import migrate
 from libs.mapping import hubspot_properties_to_read, trigger_properties
 from sim.broker import TansuBroker, free_port
+from tests.reliability.dbrole import create_service_role, drop_service_role
 from tests.reliability.processes import REPO_ROOT, ManagedProcess, ProcessFailed, tail
 
 DEFAULT_SERVER_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -94,6 +95,7 @@ class SystemConfig:
     poll_interval: int = 3  # seconds, every object type
     server_dsn: str | None = None  # Postgres server; default DATABASE_URL or the local one
     keep_database: bool = False
+    service_role: bool = True  # services connect as a role without superuser (``dbrole.py``)
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -215,7 +217,9 @@ class System:
         self.logs = config.workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.server_dsn = config.server_dsn or server_dsn_from_env()
-        self.dsn = ""
+        self.dsn = ""  # the owner's DSN (migrations, the runner's checks)
+        self.service_dsn = ""  # what the services connect with
+        self.service_role = ""
         self.broker = TansuBroker(log_path=str(self.logs / "broker.log"))
         self.kleer_port = free_port()
         self.hubspot_port = free_port()
@@ -248,7 +252,7 @@ class System:
         return {
             **os.environ,
             "PYTHONUNBUFFERED": "1",
-            "DATABASE_URL": self.dsn,
+            "DATABASE_URL": self.service_dsn or self.dsn,
             "KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap_servers,
             "KAFKA_TOPIC_PREFIX": "soak",
             "KLEER_API_BASE": f"{self.kleer_base}/v1",
@@ -280,6 +284,8 @@ class System:
         self.session = aiohttp.ClientSession()
         self.dsn = await create_database(self.server_dsn)
         self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4)
+        if self.config.service_role:
+            self.service_role, self.service_dsn = await create_service_role(self.dsn)
         lap("database")
         await asyncio.to_thread(self.broker.start)
         await self.proxy.start()
@@ -306,6 +312,9 @@ class System:
         if self.dsn and not (self.config.keep_database or (failed and os.environ.get("SOAK_KEEP_FAILED_DB"))):
             with contextlib.suppress(OSError, asyncpg.PostgresError):
                 await drop_database(self.dsn)
+            if self.service_role:
+                with contextlib.suppress(OSError, asyncpg.PostgresError):
+                    await drop_service_role(self.server_dsn, self.service_role)
 
     def _start_simulators(self) -> None:
         env = self.env()

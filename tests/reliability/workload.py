@@ -43,6 +43,8 @@ COMPANY_EDITS: dict[str, Any] = {
     "invoice_email": lambda n, rng: f"faktura{n}@prov.example.se",
     "kleer_payment_days": lambda n, rng: str(rng.choice((10, 15, 20, 30, 45, 60))),
 }
+#: The sourceId of the synthetic load's events (diagnostics leave them out of record timelines).
+LOAD_SOURCES = ("userId:77", "userId:78")
 PROJECT_EDITS: dict[str, Any] = {
     "hs_name": lambda n, rng: f"Projekt {n}",
     "kleer_comment": lambda n, rng: f"Kommentar {n}",
