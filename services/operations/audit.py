@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import orjson
 
 from libs.events.envelope import RecordedEvent
 from libs.mapping.objects import HUBSPOT_OBJECT_FOR, KLEER_OBJECT_FOR, hubspot_object
 from libs.records import RecordRef
+from services.operations.rows import EVENT_COLUMNS, recorded
 from services.operations.timeline import Entry, build_timeline
 
 DEFAULT_LIMIT = 500
@@ -36,7 +36,6 @@ CAUSE_DEPTH = 12  # how far back a chain is followed outside the record's stream
 EFFECT_DEPTH = 3  # how far forward
 EFFECT_LIMIT = 200  # related events pulled in by causation, at most
 
-_COLUMNS = "position, event_id, stream, version, type, data::text, metadata::text, recorded_at"
 
 
 @dataclass(frozen=True)
@@ -68,19 +67,6 @@ class Audit:
             "truncated": self.truncated,
             "entries": [e.to_json() for e in self.entries],
         }
-
-
-def _recorded(row: asyncpg.Record) -> RecordedEvent:
-    return RecordedEvent(
-        position=row[0],
-        event_id=row[1],
-        stream=row[2],
-        version=row[3],
-        type=row[4],
-        data=orjson.loads(row[5]),
-        metadata=orjson.loads(row[6]),
-        recorded_at=row[7],
-    )
 
 
 def hubspot_record(hubspot_object_name: str, hubspot_id: str) -> RecordRef:
@@ -165,12 +151,12 @@ async def _read_streams(
     conn: asyncpg.Connection, streams: Sequence[str], limit: int
 ) -> tuple[list[RecordedEvent], bool]:
     rows = await conn.fetch(
-        f"WITH own AS MATERIALIZED (SELECT {_COLUMNS} FROM events WHERE stream = ANY($1::text[])) "
+        f"WITH own AS MATERIALIZED (SELECT {EVENT_COLUMNS} FROM events WHERE stream = ANY($1::text[])) "
         "SELECT * FROM own ORDER BY position DESC LIMIT $2",
         list(streams),
         limit + 1,
     )
-    return [_recorded(r) for r in rows[:limit]], len(rows) > limit
+    return [recorded(r) for r in rows[:limit]], len(rows) > limit
 
 
 async def _follow(conn: asyncpg.Connection, events: dict[str, RecordedEvent]) -> None:
@@ -188,12 +174,12 @@ async def _follow(conn: asyncpg.Connection, events: dict[str, RecordedEvent]) ->
         # No ORDER BY: with one, the planner may walk the whole log in position order looking for
         # the few rows the causation index finds at once.
         rows = await conn.fetch(
-            f"SELECT {_COLUMNS} FROM events WHERE metadata ? 'causation_id' "
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE metadata ? 'causation_id' "
             "AND metadata->>'causation_id' = ANY($1::text[]) LIMIT $2",
             ids,
             EFFECT_LIMIT - added + len(ids),
         )
-        found = sorted(map(_recorded, rows), key=lambda e: e.position)
+        found = sorted(map(recorded, rows), key=lambda e: e.position)
         frontier = [e for e in found if str(e.event_id) not in events][: EFFECT_LIMIT - added]
         events.update((str(e.event_id), e) for e in frontier)
         added += len(frontier)
@@ -207,8 +193,8 @@ async def _follow(conn: asyncpg.Connection, events: dict[str, RecordedEvent]) ->
         cause_ids = [uuid.UUID(c) for c in wanted if _is_uuid(c)]
         if not cause_ids:
             break
-        rows = await conn.fetch(f"SELECT {_COLUMNS} FROM events WHERE event_id = ANY($1::uuid[])", cause_ids)
-        frontier = [_recorded(r) for r in rows]
+        rows = await conn.fetch(f"SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ANY($1::uuid[])", cause_ids)
+        frontier = [recorded(r) for r in rows]
         events.update((str(e.event_id), e) for e in frontier)
 
 
@@ -251,10 +237,10 @@ async def load_correlation(pool: asyncpg.Pool, correlation_id: str, *, limit: in
     async with pool.acquire() as conn:
         # MATERIALIZED: find the correlation's rows by its index first, then order them (see _follow).
         rows = await conn.fetch(
-            f"WITH chain AS MATERIALIZED (SELECT {_COLUMNS} FROM events WHERE metadata ? 'correlation_id' "
+            f"WITH chain AS MATERIALIZED (SELECT {EVENT_COLUMNS} FROM events WHERE metadata ? 'correlation_id' "
             "AND metadata->>'correlation_id' = $1) SELECT * FROM chain ORDER BY position LIMIT $2",
             correlation_id,
             limit,
         )
-    events = [_recorded(r) for r in rows]
+    events = [recorded(r) for r in rows]
     return build_timeline(events, sorted({e.stream for e in events}))

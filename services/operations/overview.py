@@ -28,6 +28,7 @@ import asyncpg
 
 from libs.mapping.objects import KLEER_OBJECT_TYPES
 from libs.observability import metrics
+from services.operations.rows import connection_streams
 from services.outbound.snapshots import (
     archived_type,
     changed_type,
@@ -101,11 +102,6 @@ class Overview:
         return list(dict.fromkeys(k.connection for k in self.kinds))
 
 
-def _like_prefix(connection: str) -> str:
-    escaped = connection.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped + "/%"
-
-
 async def _last(conn: asyncpg.Connection, types: Sequence[str], prefix: str) -> Mark | None:
     best: Mark | None = None
     for event_type in types:  # one backward index walk per type (an ANY would sort)
@@ -176,7 +172,7 @@ async def load_overview(pool: asyncpg.Pool, connections: Sequence[str] = ()) -> 
         known = list(dict.fromkeys([*connections, *(c for c, _ in (*records, *in_hubspot, *dead))]))
         overview = Overview(head=head, now=now, dead_letters_by_source={s: n for (s, _), n in by_source.items()})
         for connection in known:
-            prefix = _like_prefix(connection)
+            prefix = connection_streams(connection)
             for kind in KLEER_OBJECT_TYPES:
                 status = KindStatus(
                     connection,

@@ -45,6 +45,7 @@ from libs.events.envelope import NewEvent, RecordedEvent
 from libs.events.store import AppendRequest, PostgresEventStore
 from libs.mapping.objects import KLEER_ID, KLEER_OBJECT_TYPES, resolve_object_type
 from libs.records import RecordRef
+from services.operations.rows import EVENT_COLUMNS, connection_streams, recorded
 from services.operations.timeline import FieldChange, field_changes
 from services.outbound.snapshots import (
     REMOVED,
@@ -62,7 +63,6 @@ REPLAY_SOURCE = "replay"
 SCAN_PAGE = 20_000
 BATCH = 100  # records per push (HubSpot's batch size)
 _NAMESPACE = uuid.UUID("0b7f3c55-8d1e-4f4e-9a0e-7d3c2a1b9e42")
-_COLUMNS = "position, event_id, stream, version, type, data::text, metadata::text, recorded_at"
 
 #: Plural names people type (``--type clients``) -> Kleer kind.
 _PLURALS = {f"{kind}s": kind for kind in KLEER_OBJECT_TYPES}
@@ -187,10 +187,6 @@ class Selection:
         return len(self.positions)
 
 
-def _like_prefix(connection: str) -> str:
-    return connection.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
-
-
 async def select(pool: asyncpg.Pool, selector: ReplaySelector, up_to: int | None = None) -> Selection:
     """Scan the log for ``selector``'s events up to ``up_to`` (default: the head now); latest per record."""
     clauses = ["position > $1", "position <= $2", "type = ANY($3::text[])"]
@@ -199,7 +195,7 @@ async def select(pool: asyncpg.Pool, selector: ReplaySelector, up_to: int | None
         args.append(selector.streams())
         clauses.append(f"stream = ANY(${len(args) + 2}::text[])")
     else:
-        args.append(_like_prefix(selector.connection))
+        args.append(connection_streams(selector.connection))
         clauses.append(f"stream LIKE ${len(args) + 2}")
     if selector.since:
         args.append(selector.since)
@@ -280,10 +276,6 @@ class Selected:
         return hubspot_object_of(self.kind)
 
 
-def _recorded(row: asyncpg.Record) -> RecordedEvent:
-    return RecordedEvent(row[0], row[1], row[2], row[3], row[4], orjson.loads(row[5]), orjson.loads(row[6]), row[7])
-
-
 def selected_of(event: RecordedEvent) -> Selected:
     parsed = parse_event_type(event.type)
     connection, ref = RecordRef.from_stream(event.stream)
@@ -302,9 +294,9 @@ async def load(pool: asyncpg.Pool, positions: Sequence[int]) -> list[Selected]:
     """The selected events at ``positions``, in position order."""
     async with pool.acquire() as conn:
         rows = await conn.fetch(
-            f"SELECT {_COLUMNS} FROM events WHERE position = ANY($1::bigint[]) ORDER BY position", list(positions)
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE position = ANY($1::bigint[]) ORDER BY position", list(positions)
         )
-    return [selected_of(_recorded(r)) for r in rows]
+    return [selected_of(recorded(r)) for r in rows]
 
 
 def batches(positions: Sequence[int], size: int = BATCH) -> Iterable[Sequence[int]]:
