@@ -14,11 +14,7 @@ from typing import Any
 
 import pytest
 
-from libs.events.store import PostgresEventStore
-from libs.kleer import KleerClient
-from sim.kleer import KleerSimServer
-from tests.fixtures.hubspot_sim import HubSpotSim, WebhookSink
-from tests.integration.operations.harness import SyncHarness, sync_harness
+from tests.integration.operations.harness import sync
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -30,6 +26,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = pathlib.Path(__file__).resolve().parents[1] / "artifacts"
+
+__all__ = ["sync"]  # the sync harness fixture of the operations tests
 
 
 @pytest.fixture
@@ -50,15 +48,3 @@ async def browser() -> AsyncIterator[Any]:
 def artifacts() -> pathlib.Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
-
-
-@pytest.fixture
-async def sync(
-    store: PostgresEventStore,
-    kleer_sim: KleerSimServer,
-    kleer_client: KleerClient,
-    hubspot_sim: HubSpotSim,
-    hubspot_webhook_sink: WebhookSink,
-) -> AsyncIterator[SyncHarness]:
-    async with sync_harness(store, kleer_sim, kleer_client, hubspot_sim, hubspot_webhook_sink) as harness:
-        yield harness

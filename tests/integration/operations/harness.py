@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+import pytest
 from aiohttp import web
 
 from libs.config import Secret, Settings
@@ -162,6 +163,19 @@ async def sync_harness(
     async with hubspot_sim.client() as hubspot:
         await setup_hubspot(hubspot)
         yield SyncHarness(store, kleer_sim, kleer_client, hubspot_sim, hubspot, sink)
+
+
+@pytest.fixture
+async def sync(
+    store: PostgresEventStore,
+    kleer_sim: KleerSimServer,
+    kleer_client: KleerClient,
+    hubspot_sim: HubSpotSim,
+    hubspot_webhook_sink: WebhookSink,
+) -> AsyncIterator[SyncHarness]:
+    """The fixture: a ``SyncHarness`` over this test's simulators (conftests import it)."""
+    async with sync_harness(store, kleer_sim, kleer_client, hubspot_sim, hubspot_webhook_sink) as harness:
+        yield harness
 
 
 @dataclass(frozen=True)
