@@ -18,6 +18,11 @@ Failures: a handler exception is retried with backoff; after ``max_attempts``
 the batch's events are parked in the dead-letter queue with the error (nothing
 is dropped), and the checkpoint moves on.
 
+Kafka positions: a consumer keeps, with each checkpoint, the Kafka offset of
+the last message it handled and the broker epoch; on assignment it resumes
+there (or from the start of the partition if the epoch moved on). Kafka's own
+committed offsets are not used.
+
 Broker data loss: when the relay finds the broker lost data it bumps the
 broker epoch in Postgres; consumers see the new epoch and re-read their
 partitions from the beginning (a broker that came back empty would otherwise
@@ -153,7 +158,6 @@ class EventConsumer:
                 for tp, messages in batches.items():
                     await self._handle_partition(tp, messages)
                 if batches:
-                    await self._commit_kafka()
                     await self._update_lag()
         finally:
             kafka, self._kafka = self._kafka, None
@@ -181,7 +185,11 @@ class EventConsumer:
             await self._kafka.seek_to_beginning(*assigned)
 
     async def _register(self, assigned: list[TopicPartition]) -> None:
-        """Make a checkpoint row per assigned partition, so the relay knows we exist."""
+        """Make a checkpoint row per assigned partition, and resume where Postgres says we were.
+
+        Kafka's committed offsets are not used: after broker data loss they can
+        point past the end of a republished partition.
+        """
         async with self.pool.acquire() as conn:
             await conn.executemany(
                 "INSERT INTO consumer_checkpoints (consumer, topic, partition, position) VALUES ($1, $2, $3, 0) "
@@ -189,10 +197,25 @@ class EventConsumer:
                 [(self.config.name, tp.topic, tp.partition) for tp in assigned],
             )
             rows = await conn.fetch(
-                "SELECT topic, partition, position FROM consumer_checkpoints WHERE consumer = $1",
+                "SELECT topic, partition, position, kafka_offset, epoch FROM consumer_checkpoints "
+                "WHERE consumer = $1",
                 self.config.name,
             )
+            epoch = int(await conn.fetchval("SELECT COALESCE(max(epoch), 0) FROM relay_state") or 0)
+        self._epoch = epoch
         self._checkpoints = {(r["topic"], r["partition"]): r["position"] for r in rows}
+        resume = {(r["topic"], r["partition"]): r for r in rows}
+        if self._kafka is None:
+            return
+        from_start = []
+        for tp in assigned:
+            row = resume.get((tp.topic, tp.partition))
+            if row is not None and row["kafka_offset"] is not None and row["epoch"] == epoch:
+                self._kafka.seek(tp, row["kafka_offset"] + 1)
+            else:
+                from_start.append(tp)
+        if from_start:
+            await self._kafka.seek_to_beginning(*from_start)
 
     async def _handle_partition(self, tp: TopicPartition, messages: Sequence[Any]) -> None:
         while True:
@@ -201,7 +224,7 @@ class EventConsumer:
             if not events:
                 return
             result = await self._run_handler(events)
-            if await self._commit(tp, checkpoint, events, result):
+            if await self._commit(tp, checkpoint, events, result, messages[-1].offset):
                 return
             # Another member moved this partition's checkpoint meanwhile: start over from it.
 
@@ -266,7 +289,12 @@ class EventConsumer:
         return found
 
     async def _commit(
-        self, tp: TopicPartition, checkpoint: int, events: list[RecordedEvent], result: HandlerResult
+        self,
+        tp: TopicPartition,
+        checkpoint: int,
+        events: list[RecordedEvent],
+        result: HandlerResult,
+        kafka_offset: int,
     ) -> bool:
         """Effects and checkpoint in one transaction; False if the checkpoint moved under us."""
         new_checkpoint = events[-1].position
@@ -286,13 +314,16 @@ class EventConsumer:
             if result.appends:
                 await self.store.append_batch(result.appends, conn=conn)
             await conn.execute(
-                "INSERT INTO consumer_checkpoints (consumer, topic, partition, position) VALUES ($1, $2, $3, $4) "
+                "INSERT INTO consumer_checkpoints (consumer, topic, partition, position, kafka_offset, epoch) "
+                "VALUES ($1, $2, $3, $4, $5, $6) "
                 "ON CONFLICT (consumer, topic, partition) DO UPDATE SET position = EXCLUDED.position, "
-                "updated_at = now()",
+                "kafka_offset = EXCLUDED.kafka_offset, epoch = EXCLUDED.epoch, updated_at = now()",
                 self.config.name,
                 tp.topic,
                 tp.partition,
                 new_checkpoint,
+                kafka_offset,
+                self._epoch or 0,
             )
         self._checkpoints[(tp.topic, tp.partition)] = new_checkpoint
         self.handled += len(events)
@@ -326,13 +357,6 @@ class EventConsumer:
                 )
 
         return park
-
-    async def _commit_kafka(self) -> None:
-        assert self._kafka is not None
-        try:
-            await self._kafka.commit()
-        except Exception as exc:
-            log.info("kafka offset commit skipped", consumer=self.config.name, error=str(exc))
 
     async def _update_lag(self) -> None:
         """Lag = published positions not yet handled, worst partition (idle partitions count 0)."""

@@ -97,10 +97,13 @@ class Relay:
         await self._load_state()
 
     async def stop(self) -> None:
+        """Ask ``run`` to finish the batch in flight, save its checkpoint and close the producer."""
         self._stopping.set()
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+
+    async def _close_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
 
     async def run(self) -> None:
         """Publish until ``stop``; holds the single-active-relay lock meanwhile."""
@@ -128,6 +131,7 @@ class Relay:
                         if await self._wait(self.config.idle_sleep):
                             break
             finally:
+                await self._close_producer()
                 await lock_conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK)
 
     async def _wait(self, seconds: float) -> bool:

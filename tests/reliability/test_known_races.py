@@ -127,11 +127,6 @@ async def test_nothing_is_lost_when_the_broker_restarts_between_poll_and_push(sy
     assert price == "1234.56", f"the change was lost with the broker's data: HubSpot price {price!r}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug (libs/events/consumer.py): a consumer whose batch was in flight when the broker lost its data "
-    "commits its old Kafka offsets into the new broker; a restarted member resumes past the end of the "
-    "republished partition and, as the dev broker answers 'no messages' rather than OFFSET_OUT_OF_RANGE, "
-    "waits until traffic passes that offset (in a quiet system: for ever)"))
 async def test_a_pusher_restarted_after_broker_data_loss_catches_up(system: System) -> None:
     snapshot = await take_snapshot(system)
     first, second = (str(p["id"]) for p in snapshot.book["product"][1:3])
