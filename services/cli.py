@@ -20,7 +20,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "libs.events.cli",  # db migrate, relay
     "sim.cli",  # sim kleer, sim hubspot
     "services.outbound.cli",  # outbound [poller|pusher], hubspot setup
-    "services.inbound.cli",  # inbound [handlers], hubspot register-actions
+    "services.inbound.cli",  # inbound [handlers]
+    "services.inbound.actions.cli",  # hubspot register-actions
     "services.operations.cli",  # audit, replay, dlq
     "services.demo",  # demo (make run)
 )
