@@ -31,6 +31,7 @@ from services.operations.replay import (
     ReplayError,
     ReplaySelector,
     dry_run,
+    get_run,
     object_kind,
     parse_moment,
     recent_runs,
@@ -112,6 +113,7 @@ def register(subparsers: Any) -> None:
     replay.add_argument("--show", type=int, default=50, help="dry run: records to print in detail (default 50)")
     replay.add_argument("--batch-size", type=int, default=BATCH, help="records per push (default %(default)s)")
     replay.add_argument("--runs", action="store_true", help="list recent replay runs and exit")
+    replay.add_argument("--resume", metavar="RUN", help="go on with an unfinished run (its own selection)")
     replay.add_argument("--actor", default=default_actor())
     replay.add_argument("--json", action="store_true")
     replay.set_defaults(func=run_replay_command)
@@ -311,6 +313,11 @@ def selector_from(args: argparse.Namespace, connection: str) -> ReplaySelector:
     )
 
 
+def announce(run_id: str, resumed: bool) -> None:
+    verb = "resumed" if resumed else "started"
+    print(f"replay {run_id} {verb}; if it is interrupted: kleer-sync replay --resume {run_id}", file=sys.stderr)
+
+
 def run_replay_command(args: argparse.Namespace) -> int:
     async def body(settings: Settings, pool: asyncpg.Pool) -> int:
         if args.runs:
@@ -321,7 +328,14 @@ def run_replay_command(args: argparse.Namespace) -> int:
                 print(render.runs_table(runs))
             return 0
         try:
-            selector = selector_from(args, args.connection or settings.connection_id)
+            if args.resume:
+                run = await get_run(pool, args.resume)
+                if run is None or run.status != "running":
+                    state = "no such run" if run is None else f"it is {run.status}"
+                    return fail(f"cannot resume replay {args.resume}: {state} (`kleer-sync replay --runs`)", 1)
+                selector = ReplaySelector.from_json(run.selector)
+            else:
+                selector = selector_from(args, args.connection or settings.connection_id)
         except (ReplayError, ValueError) as exc:
             return fail(str(exc))
         async with replay_tools(settings) as tools:
@@ -346,6 +360,7 @@ def run_replay_command(args: argparse.Namespace) -> int:
                     actor=args.actor,
                     progress=bar.update,
                     batch_size=args.batch_size,
+                    on_start=announce,
                 )
             except ReplayError as exc:
                 bar.finish()
@@ -359,6 +374,9 @@ def run_replay_command(args: argparse.Namespace) -> int:
 
     if args.dry_run and args.runs:
         return fail("--runs lists runs; leave out --dry-run")
+    selecting = args.kinds or args.records or args.event_types or args.since or args.until
+    if args.resume and (selecting or args.dry_run or args.from_position or args.to_position):
+        return fail("--resume goes on with the run's own selection; leave out the selection options")
     if not 1 <= args.batch_size <= 1000:
         return fail("--batch-size must be between 1 and 1000")
     return run_with_pool(body)

@@ -152,6 +152,24 @@ class ReplaySelector:
             "to_position": self.to_position,
         }
 
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> ReplaySelector:
+        """The selector ``to_json`` wrote (a run's, to resume it)."""
+
+        def moment(value: object) -> dt.datetime | None:
+            return dt.datetime.fromisoformat(str(value)) if value else None
+
+        return cls(
+            connection=str(body["connection"]),
+            kinds=tuple(body.get("kinds") or ()),
+            records=tuple(body.get("records") or ()),
+            event_types=tuple(body.get("event_types") or ()),
+            since=moment(body.get("since")),
+            until=moment(body.get("until")),
+            from_position=body.get("from_position"),
+            to_position=body.get("to_position"),
+        )
+
     def key(self) -> str:
         """A digest of the selection: the same command run again finds its unfinished run."""
         return hashlib.sha256(orjson.dumps(self.to_json(), option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
@@ -670,11 +688,13 @@ async def run_replay(
     actor: str,
     progress: Progress = _no_progress,
     batch_size: int = BATCH,
+    on_start: Callable[[str, bool], None] | None = None,
 ) -> RunReport:
     """Replay ``selector`` through ``pusher`` (see the module docstring); resumes an unfinished run of it.
 
-    Raises ``ReplayBusy`` when another process runs it now; any other error
-    leaves the run resumable (running) with the error recorded.
+    ``on_start(run_id, resumed)`` is called once the run is open. Raises
+    ``ReplayBusy`` when another process runs it now; any other error leaves the
+    run resumable (running) with the error recorded.
     """
     pool = store.pool
     async with pool.acquire() as lock_conn:
@@ -682,6 +702,8 @@ async def run_replay(
         run_id, resumed = await _open_run(lock_conn, store, selector, actor, head)
         if not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", _LOCK_CLASS, run_id):
             raise ReplayBusy(f"replay {run_id} is running in another process; wait for it or stop it first")
+        if on_start is not None:
+            on_start(run_id, resumed)
         try:
             return await _drive(store, selector, pusher, run_id, resumed, progress, batch_size)
         except BaseException as exc:
