@@ -49,8 +49,8 @@ def pusher_consumer(
     bootstrap_servers: str,
     topic_prefix: str | None = None,
     partitions: int = DEFAULT_PARTITIONS,
-    max_events: int = 5_000,
-    linger: float = 0.25,
+    max_events: int = 20_000,
+    linger: float = 1.0,
     group: str = PUSHER_GROUP,
 ) -> BatchingConsumer:
     """The ``outbound-pusher`` consumer of ``outbound.changes`` feeding ``pusher.handle``."""

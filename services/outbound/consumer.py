@@ -1,24 +1,35 @@
-"""A consumer that hands the pusher large batches: everything gathered across partitions at once.
+"""A consumer that hands the pusher large batches and keeps HubSpot busy while it commits.
 
 The base ``EventConsumer`` calls its handler once per partition with whatever
-one fetch returned (often a few hundred events spread over four partitions).
-For HubSpot that is expensive: every call ends in partly filled requests (a
-batch upsert takes 100 records per object type, an association batch 2,000),
-and HubSpot's rate limit counts requests, not records. This subclass gathers
-messages from all assigned partitions for up to ``linger`` seconds or
-``max_events`` events, calls the handler once with all of them (in log
-order), and commits the effects and every partition's checkpoint in one
-transaction. Dedupe, gap filling, retries and parking are the base class's.
+one fetch returned (often a few hundred events spread over four partitions),
+then commits, then fetches again. For HubSpot that is expensive twice over:
+every call ends in partly filled requests (a batch upsert takes 100 records per
+object type, an association batch 2,000, and HubSpot's rate limit counts
+requests, not records), and no request is in flight while a batch commits.
 
-Between batches, when idle, it calls ``on_idle`` (the pusher writes associations
-whose parent landed meanwhile).
+This subclass
+
+- gathers messages from all assigned partitions for up to ``linger`` seconds
+  (or ``max_events``) and calls the handler once with all of them, in log
+  order;
+- commits the effects and every partition's checkpoint (with its Kafka offset
+  and the broker epoch, as the base class does) in one transaction;
+- with ``pipeline`` on, commits batch N in the background while the handler
+  already works on batch N+1 (the handler must then not rely on batch N's rows
+  being committed: ``Pusher`` keeps what it just wrote in memory). Commits stay
+  in order, and a stop finishes the batch in flight and its commit first.
+
+Dedupe, gap filling, broker-epoch changes, retries and parking are the base
+class's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.structs import TopicPartition
@@ -26,6 +37,7 @@ from aiokafka.structs import TopicPartition
 from libs.events.consumer import ConsumerConfig, EventConsumer, HandlerResult
 from libs.events.dlq import DeadLetterQueue
 from libs.events.envelope import RecordedEvent
+from libs.events.kafka import Stopped
 from libs.events.store import PostgresEventStore
 from libs.observability import metrics
 from libs.observability.logging import get_logger
@@ -33,8 +45,16 @@ from libs.observability.logging import get_logger
 log = get_logger(__name__)
 
 
-class _CheckpointMoved(Exception):
-    """Another group member committed past our checkpoint: start the batch over."""
+@dataclass(frozen=True)
+class _Batch:
+    """New events per partition, the checkpoints they follow and the last Kafka offset read."""
+
+    events: dict[TopicPartition, list[RecordedEvent]]
+    after: dict[TopicPartition, int]
+    offsets: dict[TopicPartition, int]
+
+    def ordered(self) -> list[RecordedEvent]:
+        return sorted((e for batch in self.events.values() for e in batch), key=lambda e: e.position)
 
 
 class BatchingConsumer(EventConsumer):
@@ -45,35 +65,66 @@ class BatchingConsumer(EventConsumer):
         config: ConsumerConfig,
         dlq: DeadLetterQueue,
         *,
-        max_events: int = 5_000,
-        linger: float = 0.25,
+        max_events: int = 20_000,
+        linger: float = 1.0,
+        pipeline: bool = True,
         on_idle: Callable[[], Awaitable[Any]] | None = None,
         idle_interval: float = 10.0,
     ) -> None:
         super().__init__(store, handler, config, dlq)
         self.max_events = max_events
         self.linger = linger
+        self.pipeline = pipeline
         self.on_idle = on_idle
         self.idle_interval = idle_interval
         self._last_idle = time.monotonic()
 
     async def run(self) -> None:
         if self._kafka is None:
-            await self.start()
-        assert self._kafka is not None
+            try:
+                await self.start()
+            except Stopped:
+                return
+        in_flight: asyncio.Task[bool] | None = None
         try:
             while not self._stopping.is_set():
                 gathered = await self._gather()
-                if gathered:
-                    await self._handle_all(gathered)
-                    await self._commit_kafka()
-                    await self._update_lag()
-                else:
-                    await self._maybe_idle()
+                await self._follow_broker_epoch()
+                if not gathered:
+                    if in_flight is not None:
+                        await self._settle(in_flight)
+                        in_flight = None
+                    else:
+                        await self._maybe_idle()
+                    continue
+                batch = await self._take(gathered)
+                if batch is None:
+                    continue
+                result = await self._run_handler(batch.ordered())  # overlaps the previous batch's commit
+                if in_flight is not None and not await self._settle(in_flight):
+                    # Another member committed past us meanwhile: redo this batch from its checkpoints.
+                    in_flight = None
+                    await self._handle_now(gathered)
+                    continue
+                in_flight = asyncio.create_task(self._commit_all(batch, result))
+                for tp, events in batch.events.items():  # tentative, so the next batch starts after it
+                    self._checkpoints[(tp.topic, tp.partition)] = events[-1].position
+                if not self.pipeline:
+                    await self._settle(in_flight)
+                    in_flight = None
         finally:
+            if in_flight is not None:
+                with contextlib.suppress(Exception):
+                    await self._settle(in_flight)
             kafka, self._kafka = self._kafka, None
             if kafka is not None:
                 await kafka.stop()
+
+    async def _settle(self, commit: asyncio.Task[bool]) -> bool:
+        committed = await commit
+        if committed:
+            await self._update_lag()
+        return committed
 
     async def _gather(self) -> dict[TopicPartition, list[Any]]:
         assert self._kafka is not None
@@ -81,11 +132,10 @@ class BatchingConsumer(EventConsumer):
         count = 0
         deadline: float | None = None
         while count < self.max_events and not self._stopping.is_set():
-            timeout = (
-                self.config.poll_timeout_ms
-                if deadline is None
-                else max(0, int((deadline - time.monotonic()) * 1000))
-            )
+            if deadline is None:
+                timeout = self.config.poll_timeout_ms
+            else:
+                timeout = max(0, int((deadline - time.monotonic()) * 1000))
             try:
                 batches = await self._kafka.getmany(timeout_ms=timeout, max_records=self.max_events - count)
             except Exception as exc:
@@ -95,42 +145,41 @@ class BatchingConsumer(EventConsumer):
             for tp, messages in batches.items():
                 gathered.setdefault(tp, []).extend(messages)
                 count += len(messages)
-            if not batches and deadline is None:
-                break  # nothing at all arrived within one poll timeout
             if deadline is None:
+                if not batches:
+                    break  # nothing arrived within one poll timeout
                 deadline = time.monotonic() + self.linger
             if time.monotonic() >= deadline:
                 break
         return gathered
 
-    async def _handle_all(self, gathered: dict[TopicPartition, list[Any]]) -> None:
-        while True:
-            checkpoints = {tp: self._checkpoints.get((tp.topic, tp.partition), 0) for tp in gathered}
-            per_partition: dict[TopicPartition, list[RecordedEvent]] = {}
-            for tp, messages in gathered.items():
-                events = await self._new_events(tp, messages, checkpoints[tp])
-                if events:
-                    per_partition[tp] = events
-            if not per_partition:
-                return
-            events = sorted((e for batch in per_partition.values() for e in batch), key=lambda e: e.position)
-            result = await self._run_handler(events)
-            try:
-                await self._commit_all(per_partition, checkpoints, result)
-                return
-            except _CheckpointMoved:
-                continue
+    async def _take(self, gathered: dict[TopicPartition, list[Any]]) -> _Batch | None:
+        after = {tp: self._checkpoints.get((tp.topic, tp.partition), 0) for tp in gathered}
+        events: dict[TopicPartition, list[RecordedEvent]] = {}
+        for tp, messages in gathered.items():
+            found = await self._new_events(tp, messages, after[tp])
+            if found:
+                events[tp] = found
+        if not events:
+            return None
+        return _Batch(events, after, {tp: gathered[tp][-1].offset for tp in events})
 
-    async def _commit_all(
-        self,
-        per_partition: dict[TopicPartition, list[RecordedEvent]],
-        checkpoints: dict[TopicPartition, int],
-        result: HandlerResult,
-    ) -> None:
+    async def _handle_now(self, gathered: dict[TopicPartition, list[Any]]) -> None:
+        """Handle and commit without pipelining, starting over while the checkpoints move under us."""
+        while True:
+            batch = await self._take(gathered)
+            if batch is None:
+                return
+            result = await self._run_handler(batch.ordered())
+            if await self._settle(asyncio.create_task(self._commit_all(batch, result))):
+                return
+
+    async def _commit_all(self, batch: _Batch, result: HandlerResult) -> bool:
+        """Effects and every partition's checkpoint in one transaction; False if one moved under us."""
         moved: dict[tuple[str, int], int] = {}
-        try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                for tp in per_partition:
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                for tp in batch.events:
                     stored = await conn.fetchval(
                         "SELECT position FROM consumer_checkpoints WHERE consumer = $1 AND topic = $2 "
                         "AND partition = $3 FOR UPDATE",
@@ -138,32 +187,41 @@ class BatchingConsumer(EventConsumer):
                         tp.topic,
                         tp.partition,
                     )
-                    if stored is not None and stored > checkpoints[tp]:
+                    if stored is not None and stored > batch.after[tp]:
                         moved[(tp.topic, tp.partition)] = stored
-                if moved:
-                    raise _CheckpointMoved()
-                for write in result.writes:
-                    await write(conn)
-                if result.appends:
-                    await self.store.append_batch(result.appends, conn=conn)
-                await conn.executemany(
-                    "INSERT INTO consumer_checkpoints (consumer, topic, partition, position) VALUES ($1, $2, $3, $4) "
-                    "ON CONFLICT (consumer, topic, partition) DO UPDATE SET position = EXCLUDED.position, "
-                    "updated_at = now()",
-                    [
-                        (self.config.name, tp.topic, tp.partition, events[-1].position)
-                        for tp, events in per_partition.items()
-                    ],
-                )
-        except _CheckpointMoved:
+                if not moved:
+                    for write in result.writes:
+                        await write(conn)
+                    if result.appends:
+                        await self.store.append_batch(result.appends, conn=conn)
+                    await conn.executemany(
+                        "INSERT INTO consumer_checkpoints (consumer, topic, partition, position, kafka_offset, epoch) "
+                        "VALUES ($1, $2, $3, $4, $5, $6) "
+                        "ON CONFLICT (consumer, topic, partition) DO UPDATE SET position = EXCLUDED.position, "
+                        "kafka_offset = EXCLUDED.kafka_offset, epoch = EXCLUDED.epoch, updated_at = now()",
+                        [
+                            (
+                                self.config.name,
+                                tp.topic,
+                                tp.partition,
+                                events[-1].position,
+                                batch.offsets[tp],
+                                self._epoch or 0,
+                            )
+                            for tp, events in batch.events.items()
+                        ],
+                    )
+        if moved:
+            # Nothing of this batch was committed: back to where it started (a later batch then reads the
+            # events in between from Postgres), except where another member has moved on.
+            for tp in batch.events:
+                self._checkpoints[(tp.topic, tp.partition)] = batch.after[tp]
             self._checkpoints.update(moved)
-            raise
-        handled = 0
-        for tp, events in per_partition.items():
-            self._checkpoints[(tp.topic, tp.partition)] = events[-1].position
-            handled += len(events)
+            return False
+        handled = sum(len(events) for events in batch.events.values())
         self.handled += handled
         metrics.CONSUMER_HANDLED.labels(consumer=self.config.name, outcome="handled").inc(handled)
+        return True
 
     async def _maybe_idle(self) -> None:
         if self.on_idle is None or time.monotonic() - self._last_idle < self.idle_interval:

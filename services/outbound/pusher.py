@@ -38,7 +38,7 @@ snapshot of a dead-lettered record.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -52,7 +52,9 @@ from libs.events.store import AppendRequest, PostgresEventStore
 from libs.hubspot.client import HubSpotClient
 from libs.hubspot.models import AssociationInput, RecordInput
 from libs.hubspot.objects import ObjectType
-from libs.mapping.objects import COMPANIES, KLEER_ID, PROJECTS
+from libs.mapping.loader import resolve
+from libs.mapping.model import Mappings
+from libs.mapping.objects import INBOUND_OBJECT_TYPES, KLEER_ID, PROJECT
 from libs.observability import metrics
 from libs.observability.logging import get_logger
 from libs.records import RecordRef
@@ -90,8 +92,25 @@ log = get_logger(__name__)
 
 PUSHER_SOURCE = "outbound-pusher"
 REMOVED_FLAG = "kleer_deleted"  # the property a removal sets under RemovalPolicy.FLAG
-# HubSpot objects that sync back to Kleer: only their writes can echo as webhooks.
-ECHOING_OBJECTS = frozenset({COMPANIES.name, PROJECTS.name})
+
+
+def echoing_properties(mappings: Mappings | None = None) -> dict[str, frozenset[str]]:
+    """Per HubSpot object that syncs back to Kleer, the properties whose webhooks inbound sync reads.
+
+    Companies: the trigger properties and the two-way fields. Projects: every mapped property (the
+    inbound side may configure any project property as a trigger). Other objects never sync back,
+    so their writes cannot echo and are not logged.
+    """
+    resolved = resolve(mappings)
+    found: dict[str, frozenset[str]] = {}
+    for kind in INBOUND_OBJECT_TYPES:
+        mapping = resolved.object(kind)
+        if kind == PROJECT:
+            found[mapping.hubspot_object.name] = frozenset(mapping.mapped_properties)
+        else:
+            two_way = {f.hubspot_property for f in mapping.fields if f.writes_kleer}
+            found[mapping.hubspot_object.name] = frozenset(two_way | set(mapping.triggers))
+    return found
 
 
 @dataclass(frozen=True)
@@ -139,6 +158,33 @@ class _Outcome:
     parks: list[_Park] = field(default_factory=list)
 
 
+@dataclass
+class _Overlay:
+    """What one consumer batch wrote, kept in memory until that batch's commit is surely done.
+
+    The consumer commits batch N while the pusher already works on batch N+1, so
+    N+1 must see N's HubSpot ids, fingerprints and waiting associations here
+    rather than in Postgres.
+    """
+
+    pushed: dict[RecordKey, Pushed]
+    linked: dict[RecordKey, set[str]]  # associations written for records this batch did not upsert
+    waiting: set[Waiting]
+    resolved: set[Waiting]
+
+    @classmethod
+    def of(cls, outcome: _Outcome) -> _Overlay:
+        linked: dict[RecordKey, set[str]] = {}
+        for key, parent in outcome.associated:
+            linked.setdefault(key, set()).add(parent)
+        pushed = {}
+        for row in outcome.id_rows:
+            key = (row.connection, row.kind, row.kleer_id)
+            parents = frozenset(row.associated) | linked.pop(key, set())
+            pushed[key] = Pushed(row.hubspot_id, row.fingerprint, parents, row.removed)
+        return cls(pushed, linked, set(outcome.add_waiting), set(outcome.resolved_waiting))
+
+
 def _event_metadata(actor: str, source: str) -> dict[str, Any]:
     return {"actor": actor, "source": source}
 
@@ -158,6 +204,7 @@ class Pusher:
         removal: RemovalPolicy = RemovalPolicy.FLAG,
         actor: str = PUSHER_SOURCE,
         source: str = "hubspot",  # metadata ``source`` of the events it records (``replay`` for replays)
+        mappings: Mappings | None = None,
     ) -> None:
         self.store = store
         self.pool: asyncpg.Pool = store.pool
@@ -166,6 +213,8 @@ class Pusher:
         self.dlq = DeadLetterQueue(store)
         self.actor = actor
         self.source = source
+        self._echoing = echoing_properties(mappings)
+        self._overlays: deque[_Overlay] = deque(maxlen=2)  # the last batches, newest last
 
     # --- entry points ---------------------------------------------------------------------------
 
@@ -174,6 +223,7 @@ class Pusher:
         changes, malformed = coalesce(events)
         outcome = await self._push(changes, sweep=True)
         outcome.parks.extend(self._park_malformed(bad) for bad in malformed)
+        self._overlays.append(_Overlay.of(outcome))
         return HandlerResult(appends=outcome.appends, writes=[self._writer(outcome)])
 
     async def push_now(
@@ -247,7 +297,7 @@ class Pusher:
                 self._fail(
                     outcome, change, f"no HubSpot portal is configured for connection {change.connection!r}"
                 )
-        pushed = await idmap.load_pushed(self.pool, [c.key for c in known])
+        pushed = await self._pushed_state([c.key for c in known])
         plan: dict[Action, list[Change]] = {action: [] for action in Action}
         for change in known:
             plan[decide(change, pushed.get(change.key), self.removal)].append(change)
@@ -348,7 +398,7 @@ class Pusher:
             _event_metadata(self.actor, self.source),
         )
         self._append(outcome, change, event)
-        self._own_write(outcome, change, hubspot_id, properties)
+        self._own_write(outcome, change, hubspot_id, properties, created=created)
         outcome.results.append(
             PushResult(
                 change.kind,
@@ -366,11 +416,25 @@ class Pusher:
         outcome.appends.append(AppendRequest(stream, [event]))
 
     def _own_write(
-        self, outcome: _Outcome, change: Change, hubspot_id: str, properties: Mapping[str, str]
+        self,
+        outcome: _Outcome,
+        change: Change,
+        hubspot_id: str,
+        properties: Mapping[str, str],
+        *,
+        created: bool = False,
     ) -> None:
-        if change.hubspot_object in ECHOING_OBJECTS:
+        """Log what HubSpot could echo back as a webhook: properties inbound sync reads, on objects it syncs.
+
+        A record we just created echoes only the values we set (HubSpot reports no change for an empty one).
+        """
+        echoing = self._echoing.get(change.hubspot_object)
+        if echoing is None:
+            return
+        logged = {p: v for p, v in properties.items() if p in echoing and (v or not created)}
+        if logged:
             outcome.own_writes.setdefault((change.connection, change.hubspot_object), []).append(
-                (hubspot_id, properties)
+                (hubspot_id, logged)
             )
 
     # --- removals -----------------------------------------------------------------------------------
@@ -465,7 +529,7 @@ class Pusher:
         parent_keys = [
             (c.connection, p.kind, p.kleer_id) for c in children for p in c.parents if p.kleer_id is not None
         ]
-        known = {**await idmap.hubspot_ids_of(self.pool, [k for k in parent_keys if k not in here]), **here}
+        known = {**await self._hubspot_ids([k for k in parent_keys if k not in here]), **here}
         links, waiting, unsupported = plan_links(
             children, lambda connection, parent: known.get((connection, parent.kind, parent.kleer_id or ""))
         )
@@ -481,10 +545,15 @@ class Pusher:
 
     async def _ready_links(self, here: Mapping[RecordKey, str], *, sweep: bool) -> list[tuple[Link, Waiting]]:
         ready: dict[Waiting, tuple[str, str]] = {}
-        waiting = await idmap.waiting_for(self.pool, list(here))
-        child_ids = await idmap.hubspot_ids_of(
-            self.pool, [(w.connection, w.child_kind, w.child_kleer_id) for w in waiting]
-        )
+        resolved = {row for overlay in self._overlays for row in overlay.resolved}
+        waiting = [
+            row
+            for row in dict.fromkeys(
+                [*await idmap.waiting_for(self.pool, list(here)), *self._waiting_in_memory(here)]
+            )
+            if row not in resolved
+        ]
+        child_ids = await self._hubspot_ids([(w.connection, w.child_kind, w.child_kleer_id) for w in waiting])
         for row in waiting:
             child = child_ids.get((row.connection, row.child_kind, row.child_kleer_id))
             parent = here.get((row.connection, row.parent.kind, row.parent.kleer_id or ""))
@@ -492,7 +561,8 @@ class Pusher:
                 ready[row] = (child, parent)
         if sweep:
             for found in await idmap.ready_waiting(self.pool):
-                ready.setdefault(found.waiting, (found.child_hubspot_id, found.parent_hubspot_id))
+                if found.waiting not in resolved:
+                    ready.setdefault(found.waiting, (found.child_hubspot_id, found.parent_hubspot_id))
         links: list[tuple[Link, Waiting]] = []
         for row, (child_id, parent_id) in ready.items():
             orphan = Child(
@@ -501,6 +571,32 @@ class Pusher:
             planned, _, _ = plan_links([orphan], _fixed(parent_id))
             links.extend((link, row) for link in planned)
         return links
+
+    async def _pushed_state(self, keys: Sequence[RecordKey]) -> dict[RecordKey, Pushed]:
+        """What HubSpot last got from us: Postgres, overlaid with the batches not yet surely committed."""
+        pushed = await idmap.load_pushed(self.pool, keys)
+        wanted = set(keys)
+        for overlay in self._overlays:
+            for key in wanted.intersection(overlay.linked):
+                if key in pushed:
+                    p = pushed[key]
+                    pushed[key] = Pushed(
+                        p.hubspot_id, p.fingerprint, p.associated | overlay.linked[key], p.removed
+                    )
+            for key in wanted.intersection(overlay.pushed):
+                pushed[key] = overlay.pushed[key]
+        return pushed
+
+    async def _hubspot_ids(self, keys: Sequence[RecordKey]) -> dict[RecordKey, str]:
+        return {key: p.hubspot_id for key, p in (await self._pushed_state(keys)).items() if not p.removed}
+
+    def _waiting_in_memory(self, parents: Mapping[RecordKey, str]) -> list[Waiting]:
+        return [
+            row
+            for overlay in self._overlays
+            for row in overlay.waiting
+            if (row.connection, row.parent.kind, row.parent.kleer_id or "") in parents
+        ]
 
     async def _write_ready(self, ready: Sequence[tuple[Link, Waiting]], outcome: _Outcome) -> None:
         failed = await self._write_links([link for link, _ in ready], outcome)

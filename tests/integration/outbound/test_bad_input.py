@@ -71,7 +71,9 @@ async def test_a_207_partial_failure_lands_the_good_inputs_and_parks_the_bad_one
     for object_type, name in (("invoices", "hs_currency"), ("line_items", "hs_line_item_currency_code")):
         kind = hubspot_sim.sim.object_type(object_type)
         options = hubspot_sim.store.properties[kind][name].options
-        hubspot_sim.store.update_property(kind, name, {"options": [*options, {"label": "XYZ", "value": "XYZ"}]})
+        hubspot_sim.store.update_property(
+            kind, name, {"options": [*options, {"label": "XYZ", "value": "XYZ"}]}
+        )
     for entry in entries.values():
         await dlq.redrive(entry.id, redrivers, actor="test")
     assert await dlq.list() == []

@@ -75,9 +75,9 @@ async def test_the_outbound_process_syncs_a_book_answers_health_and_stops_cleanl
     process = _cli("outbound", env=env)
     try:
         for _ in range(600):  # the poller's first pass records every record once
-            if await store.pool.fetchval("SELECT count(*) FROM events WHERE type LIKE 'Kleer%Changed'") >= len(
-                expected
-            ):
+            if await store.pool.fetchval(
+                "SELECT count(*) FROM events WHERE type LIKE 'Kleer%Changed'"
+            ) >= len(expected):
                 break
             await asyncio.sleep(0.1)
         await wait_until_pushed(store.pool, prefix, timeout=60, group=PUSHER_GROUP)

@@ -1,0 +1,70 @@
+"""The pusher works on batch N+1 while batch N commits: it must see N's writes without Postgres."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from libs.events.consumer import HandlerResult
+from libs.events.envelope import RecordedEvent
+from libs.events.store import PostgresEventStore
+from services.outbound.pusher import Pusher
+from services.outbound.setup import setup_hubspot
+from services.outbound.snapshots import Snapshot, changed_type, snapshots_for_push
+from sim.kleer import KleerSimServer
+from tests.fixtures.hubspot_sim import HubSpotSim
+from tests.integration.outbound.conftest import CONNECTION, assert_hubspot_matches, write_requests
+
+_positions = iter(range(1, 10**9))
+
+
+def _events(snapshots: Sequence[Snapshot]) -> list[RecordedEvent]:
+    return [
+        RecordedEvent(
+            next(_positions),
+            uuid.uuid4(),
+            s.stream(CONNECTION),
+            1,
+            changed_type(s.kind),
+            s.to_event_data(),
+            {},
+            datetime.now(UTC),
+        )
+        for s in snapshots
+    ]
+
+
+async def _commit(store: PostgresEventStore, result: HandlerResult) -> None:
+    async with store.pool.acquire() as conn, conn.transaction():
+        for write in result.writes:
+            await write(conn)
+        await store.append_batch(result.appends, conn=conn)
+
+
+async def test_a_batch_handled_before_the_previous_one_committed_links_and_skips_as_if_it_had(
+    store: PostgresEventStore, kleer_sim: KleerSimServer, hubspot_sim: HubSpotSim
+) -> None:
+    kleer_sim.seed(n_clients=3, seed=61)
+    invoice = next(i for i in kleer_sim.book.invoices if i["certified"] and not i.get("debit-invoice-nr"))
+    client = kleer_sim.book.clients.get(invoice["client-ref"]["id"])
+    (company,) = snapshots_for_push("client", client)
+    invoice_snapshot, *lines = snapshots_for_push("invoice", invoice)
+    async with hubspot_sim.client() as hubspot:
+        await setup_hubspot(hubspot)
+        pusher = Pusher(store, {CONNECTION: hubspot})
+        first = await pusher.handle(_events([company, invoice_snapshot]))  # not committed yet
+        writes = write_requests(hubspot_sim)
+
+        second = await pusher.handle(_events([company, *lines]))  # the company again, and the invoice's rows
+
+        # The company is skipped (batch 1 wrote it), the rows link straight to the invoice of batch 1:
+        # one upsert of line items and one association batch, nothing left waiting.
+        assert write_requests(hubspot_sim) - writes == 2
+        assert [a.stream for a in second.appends if "/kleer-client/" in a.stream] == []
+        await _commit(store, first)
+        await _commit(store, second)
+
+    assert await store.pool.fetchval("SELECT count(*) FROM pending_associations") == 0
+    expected = {(s.kind, s.kleer_id): s for s in [company, invoice_snapshot, *lines]}
+    assert_hubspot_matches(hubspot_sim, expected)
