@@ -40,7 +40,7 @@ async def _finished(process: subprocess.Popen[bytes], timeout: float) -> tuple[b
             return process.communicate()
         await asyncio.sleep(0.05)
     process.kill()
-    raise AssertionError(f"{process.args} did not finish within {timeout}s")
+    raise AssertionError(f"{process.args!r} did not finish within {timeout}s")
 
 
 async def test_the_outbound_process_syncs_a_book_answers_health_and_stops_cleanly_on_sigterm(

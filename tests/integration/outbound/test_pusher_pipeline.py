@@ -48,6 +48,7 @@ async def test_a_batch_handled_before_the_previous_one_committed_links_and_skips
     kleer_sim.seed(n_clients=3, seed=61)
     invoice = next(i for i in kleer_sim.book.invoices if i["certified"] and not i.get("debit-invoice-nr"))
     client = kleer_sim.book.clients.get(invoice["client-ref"]["id"])
+    assert client is not None
     (company,) = snapshots_for_push("client", client)
     invoice_snapshot, *lines = snapshots_for_push("invoice", invoice)
     async with hubspot_sim.client() as hubspot:
