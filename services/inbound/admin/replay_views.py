@@ -172,6 +172,9 @@ class ReplayPages:
         except (ReplayError, ValueError) as exc:
             body = self.selection_form(request, values, str(exc))
             return self.pages.render(request, "Replay", body, "/admin/replay")
+        # The run replays exactly the previewed window ("2h" would move on by the time it is clicked).
+        values["since"] = selector.since.isoformat() if selector.since else ""
+        values["until"] = selector.until.isoformat() if selector.until else ""
         body = h(
             "{summary}{diffs}"
             '<form method="post" action="/admin/replay/run">{csrf}{hidden}'
