@@ -59,6 +59,7 @@ class ExpectedState:
     # (from object, to object) -> from kleer_id -> set of to kleer_ids
     associations: dict[tuple[str, str], dict[str, set[str]]] = field(default_factory=lambda: defaultdict(dict))
     unmappable: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, id, reason)
+    left_out: dict[Key, str] = field(default_factory=dict)  # Kleer records that do not sync, and why
 
     def count(self) -> dict[str, int]:
         counts: dict[str, int] = defaultdict(int)
@@ -67,14 +68,23 @@ class ExpectedState:
         return dict(counts)
 
 
-def expected_state(book: Mapping[str, Iterable[Mapping[str, Any]]]) -> ExpectedState:
-    """What HubSpot must hold for a Kleer book (``{resource: [records]}`` as the Kleer simulator dumps it)."""
+def expected_state(
+    book: Mapping[str, Iterable[Mapping[str, Any]]], pushed_invoices: Iterable[str] = ()
+) -> ExpectedState:
+    """What HubSpot must hold for a Kleer book (``{resource: [records]}`` as the Kleer simulator dumps it).
+
+    ``pushed_invoices``: invoices a workflow action created (as drafts) and pushed to HubSpot at once, as
+    the user's document promises; they belong in HubSpot although the poller syncs certified ones only.
+    """
     state = ExpectedState()
+    pushed = set(pushed_invoices)
     for resource, (kind, obj) in RESOURCES.items():
         for record in book.get(resource, ()):
-            if kind == "invoice" and not should_sync_invoice(record):
-                continue
             kleer_id = str(record["id"])
+            if kind == "invoice" and not should_sync_invoice(record) and kleer_id not in pushed:
+                state.left_out[(obj, kleer_id)] = (
+                    "a credit invoice" if record.get("debit-invoice-nr") else "a draft (not certified)")
+                continue
             try:
                 properties = to_hubspot(kind, record)
             except MappingError as exc:
@@ -202,8 +212,13 @@ def diff_records(expected: ExpectedState, index: HubSpotIndex) -> StateDiff:
         props = found[0].get("properties") or {}
         if props.get(REMOVED_FLAG) == "true":
             continue
-        diff.unexpected.append(f"{key[0]} kleer_id={key[1]} (HubSpot {found[0]['id']}): not in the Kleer book "
-                               "and not flagged kleer_deleted")
+        why = expected.left_out.get(key)
+        if why is None and key[0] == "line_items":
+            why = expected.left_out.get(("invoices", key[1].split("-", 1)[0]))
+            why = f"a row of {why}" if why else None
+        reason = f"the Kleer record is {why}, which does not sync" if why else "not in the Kleer book"
+        diff.unexpected.append(f"{key[0]} kleer_id={key[1]} (HubSpot {found[0]['id']}): {reason}, and it is not "
+                               "flagged kleer_deleted")
     return diff
 
 

@@ -80,11 +80,18 @@ class Snapshot:
     index: HubSpotIndex
 
 
-async def take_snapshot(system: System) -> Snapshot:
+async def take_snapshot(system: System, ledger: Ledger | None = None) -> Snapshot:
     kleer = await system.sim_get(f"{system.kleer_base}/_sim/state?records=true&company-id={COMPANY_ID}")
     book = kleer[str(COMPANY_ID)]
     hubspot = (await system.sim_get(system.hubspot_base + "/_sim/state?full=true"))["data"]
-    return Snapshot(book, hubspot, expected_state(book), HubSpotIndex.build(hubspot))
+    pushed = action_created_invoices(ledger, book) if ledger is not None else ()
+    return Snapshot(book, hubspot, expected_state(book, pushed), HubSpotIndex.build(hubspot))
+
+
+def action_created_invoices(ledger: Ledger, book: Mapping[str, list[dict[str, Any]]]) -> set[str]:
+    """Invoices Create Kleer Invoice made (and pushed to HubSpot at once): they carry the call's tag."""
+    tags = {call.tag for call in ledger.actions if call.action == "create-invoice"}
+    return {str(r["id"]) for r in book.get("client-invoice", []) if r.get("your-reference") in tags}
 
 
 async def read_associations(system: System, index: HubSpotIndex) -> dict[tuple[str, str], dict[str, set[str]]]:
@@ -224,6 +231,72 @@ def check_created_companies(snapshot: Snapshot, ledger: Ledger, dlq: list[dict[s
             linked += 1
     figures = {"created": len(ledger.created_companies), "linked": linked}
     return InvariantResult("hubspot_created_companies_linked", not problems, problems, figures)
+
+
+# --- 3b. Workflow actions ------------------------------------------------------------------------------
+
+_ACTION_RECORDS = {  # action -> (Kleer resource, field holding our tag, deal property linking it)
+    "create-invoice": ("client-invoice", "your-reference", "kleer_invoice_id"),
+    "create-agreement": ("client-agreement", "description", "kleer_agreement_id"),
+    "update-agreement": ("client-agreement", "description", "kleer_agreement_id"),
+    "create-project": ("client-project", "your-reference", "kleer_project_id"),
+}
+
+
+def check_workflow_actions(snapshot: Snapshot, ledger: Ledger, completions: Mapping[str, list[Any]]) -> InvariantResult:
+    """Each action call got an answer; a SUCCESS created exactly one Kleer record (the same one for every
+    repeat of its callbackId) linked from the deal; a BLOCK was completed through the callback API."""
+    deals = {str(r["id"]): r.get("properties") or {} for r in snapshot.hubspot.get("deals", [])}
+    companies = {str(r["id"]): r.get("properties") or {} for r in snapshot.hubspot.get("companies", [])}
+    problems: list[str] = []
+    outcomes: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    for call in ledger.actions:
+        final = call.final()
+        where = f"{call.action} {call.callback_id} ({call.object_type.lower()} {call.object_id})"
+        if final is None:
+            problems.append(f"{where}: never answered 200 ({[a.get('status') for a in call.answers]}; "
+                            f"{call.answers[-1].get('error') if call.answers else 'no attempt'})")
+            continue
+        state, output = final.get("state"), final.get("output") or {}
+        if state == "BLOCK":
+            done = completions.get(call.callback_id) or []
+            if not done:
+                problems.append(f"{where}: answered BLOCK and was never completed through the callback API")
+                continue
+            output = done[-1]
+            state = output.get("hs_execution_state")
+        outcomes[f"{call.action}: {state}"] += 1
+        ids = {str((a.get("output") or {}).get("kleer_id")) for a in call.answers
+               if a.get("state") == "SUCCESS"} - {"None", ""}
+        if len(ids) > 1:
+            problems.append(f"{where}: repeats of one callbackId answered different Kleer ids {sorted(ids)}")
+        if state == "FAIL_CONTINUE":
+            message = str(output.get("message") or "")
+            if not message.strip():
+                problems.append(f"{where}: FAIL_CONTINUE without a reason")
+            reasons[message[:70]] += 1
+            continue
+        if state != "SUCCESS":
+            problems.append(f"{where}: final state {state!r}, output {output}")
+            continue
+        kleer_id = str(output.get("kleer_id") or "")
+        if call.action == "create-client":
+            linked = (companies.get(call.object_id) or {}).get("kleer_id")
+            if linked != kleer_id:
+                problems.append(f"{where}: answered client {kleer_id}, the company carries kleer_id {linked!r}")
+            continue
+        resource, tag_field, link = _ACTION_RECORDS[call.action]
+        tagged = [str(r["id"]) for r in snapshot.book.get(resource, []) if r.get(tag_field) == call.tag]
+        if tagged != [kleer_id]:
+            problems.append(f"{where}: answered Kleer {resource} {kleer_id}, Kleer holds {tagged} tagged {call.tag}")
+        deal_link = (deals.get(call.object_id) or {}).get(link)
+        if deal_link != kleer_id:
+            problems.append(f"{where}: the deal's {link} is {deal_link!r}, not {kleer_id}")
+    figures = {"calls": len(ledger.actions), "repeated_callback_sends": sum(max(0, len(c.answers) - 1)
+                                                                           for c in ledger.actions),
+               "outcomes": dict(sorted(outcomes.items())), "fail_continue_reasons": dict(reasons.most_common(8))}
+    return InvariantResult("workflow_actions_applied_once", not problems, problems, figures)
 
 
 # --- 4. Webhooks recorded -----------------------------------------------------------------------------

@@ -121,7 +121,7 @@ async def wait_first_sync(system: System, timeout: float, say: Any) -> float:
         await asyncio.sleep(1.0)
 
 
-async def settle(system: System, timeout: float, quiet_seconds: float) -> dict[str, Any]:
+async def settle(system: System, timeout: float, quiet_seconds: float, ledger: Ledger | None = None) -> dict[str, Any]:
     """Poll until HubSpot matches Kleer, webhooks are delivered and the log is quiet (bounded)."""
     assert system.pool is not None
     started = time.monotonic()
@@ -135,7 +135,7 @@ async def settle(system: System, timeout: float, quiet_seconds: float) -> dict[s
             now_head = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
         if now_head != head:
             head, quiet_since = now_head, time.monotonic()
-        snapshot = await inv.take_snapshot(system)
+        snapshot = await inv.take_snapshot(system, ledger)
         diff = inv.check_records(snapshot)
         pending = hooks.get("pending", 0) + hooks.get("in_flight", 0)
         quiet = time.monotonic() - quiet_since
@@ -152,12 +152,14 @@ async def settle(system: System, timeout: float, quiet_seconds: float) -> dict[s
 async def check_all(system: System, ledger: Ledger, injector: FaultInjector) -> list[inv.InvariantResult]:
     assert system.pool is not None
     results: list[inv.InvariantResult] = [inv.check_processes(system)]
-    snapshot = await inv.take_snapshot(system)
+    snapshot = await inv.take_snapshot(system, ledger)
     async with system.pool.acquire() as conn:
         dlq = await inv.dead_letters(conn)
         results.append(await inv.check_hubspot_matches_kleer(system, snapshot, dlq))
         results.append(inv.check_kleer_holds_edits(snapshot, ledger, dlq))
         results.append(inv.check_created_companies(snapshot, ledger, dlq))
+        actions = await system.sim_get(system.hubspot_base + "/_sim/workflow-actions")
+        results.append(inv.check_workflow_actions(snapshot, ledger, actions.get("completions", {})))
         results.append(await inv.check_webhooks_recorded(conn, system, ledger, injector.log.bad_webhooks))
         results.append(await inv.check_everything_handled(conn, dlq, system.env()["KAFKA_TOPIC_PREFIX"]))
         results.append(await inv.check_no_ping_pong(conn, snapshot, ledger))
@@ -207,9 +209,10 @@ async def run_scenario(config: ScenarioConfig) -> ScenarioReport:
         report.phases["faults"] = round(fault_end - fault_start, 1)
         await injector.stop()
         await workload.stop()
+        await workload.finish_actions()
         say("faults over; settling")
         quiet = 2 * config.poll_interval + 2
-        report.settle = await settle(system, config.settle_timeout, quiet)
+        report.settle = await settle(system, config.settle_timeout, quiet, ledger)
         report.phases["settle"] = report.settle["seconds"]
         say(f"settle: {report.settle}")
         report.invariants = await check_all(system, ledger, injector)

@@ -1,9 +1,10 @@
 """The short reliability run of ``make test``: every fault kind once, nothing lost, nothing duplicated.
 
 The whole system as separate processes (broker, both simulators, poller,
-relay, pusher, inbound, handlers) over a fresh database, a book of 100
-clients, about a minute of workload (Kleer changes, HubSpot edits and
-creations, sustained signed webhook load) while each fault kind is injected
+relay, pusher, inbound, handlers; the services as a database role without
+superuser) over a fresh database, a book of 100 clients, about a minute of
+workload (Kleer changes, HubSpot edits and creations, workflow actions with
+repeated callbackIds, sustained signed webhook load) while each fault kind is injected
 once at a seeded random time: SIGKILL of every service, a broker restart
 that loses all data, HubSpot 429 storms, 5xx bursts, slow answers and dropped
 connections, a Kleer outage, slow Kleer and lost Kleer answers, duplicated and
@@ -12,8 +13,8 @@ the system settles (bounded) and every invariant of ``invariants.py`` must
 hold; a failure lists what diverged. The report is kept in
 ``bench/results/soak-short.json`` for inspection.
 
-Wall time: about 2-2.5 minutes (start ~10 s, first sync ~5 s, faults 75 s,
-settle ≤ 75 s, checks ~2 s).
+Wall time: about 2-2.5 minutes (start ~10 s, first sync ~5 s, faults 65 s,
+settle ≤ 60 s, checks ~2 s).
 """
 
 from __future__ import annotations
@@ -37,10 +38,10 @@ async def test_every_fault_kind_once_loses_and_duplicates_nothing(tmp_path: Path
         workdir=tmp_path,
         seed=int(os.environ.get("SOAK_SEED", "7")),
         clients=100,
-        fault_seconds=70.0,
+        fault_seconds=65.0,
         every_kind_once=True,
         first_sync_timeout=60.0,
-        settle_timeout=70.0,
+        settle_timeout=60.0,
         poll_interval=3,
         workload=WorkloadConfig(load_rate=40.0, load_events_per_request=10),
     )

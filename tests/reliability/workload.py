@@ -77,6 +77,25 @@ class CreatedCompany:
 
 
 @dataclass
+class ActionCall:
+    """One workflow action a HubSpot workflow ran: every answer it got, by callbackId."""
+
+    action: str
+    callback_id: str
+    object_type: str  # DEAL | COMPANY
+    object_id: str
+    tag: str  # unique text we put in the Kleer record (its reference or description)
+    company_id: str
+    inputs: dict[str, str] = field(default_factory=dict)
+    answers: list[dict[str, Any]] = field(default_factory=list)  # {"status", "state", "output", "at"}
+
+    def final(self) -> dict[str, Any] | None:
+        """The last answer with a status of 200, if any."""
+        done = [a for a in self.answers if a.get("status") == 200]
+        return done[-1] if done else None
+
+
+@dataclass
 class LoadStats:
     """The synthetic webhook load: requests and their outcomes, by time."""
 
@@ -106,7 +125,7 @@ class Ledger:
     edits: list[Edit] = field(default_factory=list)
     mutations: list[Mutation] = field(default_factory=list)
     created_companies: list[CreatedCompany] = field(default_factory=list)
-    actions: list[dict[str, Any]] = field(default_factory=list)
+    actions: list[ActionCall] = field(default_factory=list)
     load: LoadStats = field(default_factory=LoadStats)
     failures: Counter[str] = field(default_factory=Counter)  # workload calls that failed (not invariants)
 
@@ -150,6 +169,8 @@ class WorkloadConfig:
     load_rate: float = 50.0  # webhook requests per second
     load_events_per_request: int = 10
     load_concurrency: int = 16
+    action_every: float = 6.0
+    action_repeat_share: float = 0.4  # calls HubSpot sends again with the same callbackId
 
 
 class Workload:
@@ -178,6 +199,7 @@ class Workload:
             ("mutator", self._every(self.config.mutate_every, self.mutate_kleer)),
             ("editor", self._every(self.config.edit_every, self.edit_hubspot)),
             ("creator", self._every(self.config.create_company_every, self.create_company)),
+            ("actions", self._every(self.config.action_every, self.run_workflow_action)),
             ("directory", self._every(8.0, lambda: self.directory.refresh(self.system))),
         ]
         if self.config.load_rate > 0:
@@ -258,6 +280,106 @@ class Workload:
                 return
         record = orjson.loads(raw)
         self.ledger.created_companies.append(CreatedCompany(time.time(), str(record["id"]), name))
+
+    # --- workflow actions -------------------------------------------------------------------------------
+
+    async def _api(self, method: str, path: str, body: Any = None) -> Any:
+        """A HubSpot API call with our token (the simulator's rate limit applies), retried on 429/5xx."""
+        assert self.system.session is not None
+        headers = {"Authorization": f"Bearer {self.system.secrets.hubspot_token}"}
+        for attempt in range(12):
+            async with self.system.session.request(method, self.system.hubspot_base + path, json=body,
+                                                   headers=headers, timeout=aiohttp.ClientTimeout(total=20)) as resp:
+                raw = await resp.read()
+                if resp.status in (429, 502, 503, 504, 599):
+                    await asyncio.sleep(min(3.0, 0.3 * (attempt + 1)))
+                    continue
+                if resp.status >= 400:
+                    raise RuntimeError(f"{method} {path}: HTTP {resp.status} {raw[:200]!r}")
+                return orjson.loads(raw) if raw else None
+        raise RuntimeError(f"{method} {path}: still failing after retries")
+
+    async def _ui_create(self, obj: str, properties: dict[str, str]) -> str:
+        record = await self.system.sim_post(f"{self.system.hubspot_base}/_sim/ui-create/{obj}",
+                                            {"properties": properties})
+        return str(record["id"])
+
+    async def _deal(self, n: int, company_id: str, recurring: bool) -> str:
+        deal_id = await self._ui_create("deals", {"dealname": f"Affär {n}"})
+        await self._api("PUT", f"/crm/v4/objects/deals/{deal_id}/associations/default/companies/{company_id}")
+        for row in range(1, self.rng.randint(1, 3) + 1):
+            props = {"name": f"Rad {row} av affär {n}", "quantity": str(self.rng.randint(1, 5)),
+                     "price": f"{self.rng.randint(100, 5000)}.{self.rng.choice(('00', '50', '25'))}"}
+            if recurring:
+                props["recurringbillingfrequency"] = "monthly"
+            item_id = await self._ui_create("line_items", props)
+            await self._api("PUT", f"/crm/v4/objects/deals/{deal_id}/associations/default/line_items/{item_id}")
+        return deal_id
+
+    async def run_workflow_action(self) -> None:
+        """A deal workflow (create invoice / agreement / project, update agreement) or Create Kleer Client."""
+        if not self.directory.companies:
+            return
+        n = self._next()
+        tag = f"wf-{self.system.secrets.kleer_token[-6:]}-{n}"
+        agreements = [a for a in self.ledger.actions if a.action == "create-agreement" and a.final()
+                      and (a.final() or {}).get("state") == "SUCCESS"]
+        roll = self.rng.random()
+        if roll < 0.15 and self.ledger.created_companies:
+            company = self.rng.choice(self.ledger.created_companies)
+            call = ActionCall("create-client", f"cb-{tag}", "COMPANY", company.hubspot_id, tag, company.hubspot_id,
+                              {"payment_days": "20"})
+        elif roll < 0.3 and agreements:
+            earlier = self.rng.choice(agreements)
+            item_id = await self._ui_create("line_items", {"name": f"Tillägg {n}", "quantity": "1",
+                                                          "price": "99.00", "recurringbillingfrequency": "monthly"})
+            await self._api("PUT", f"/crm/v4/objects/deals/{earlier.object_id}/associations/default/line_items/"
+                                   f"{item_id}")
+            call = ActionCall("update-agreement", f"cb-{tag}", "DEAL", earlier.object_id, earlier.tag,
+                              earlier.company_id, {"change_type": "upsell"})
+        else:
+            action = self.rng.choice(("create-invoice", "create-agreement", "create-project"))
+            company_id, _ = self.rng.choice(self.directory.companies)
+            deal_id = await self._deal(n, company_id, recurring=action == "create-agreement")
+            inputs = {"create-invoice": {"your_reference": tag, "payment_days": "30"},
+                      "create-agreement": {"description": tag, "invoice_interval_months": "1"},
+                      "create-project": {"project_name": f"Projekt {tag}", "your_reference": tag,
+                                         "budget_hours": "40"}}[action]
+            call = ActionCall(action, f"cb-{tag}", "DEAL", deal_id, tag, company_id, inputs)
+        self.ledger.actions.append(call)
+        sends = 2 if self.rng.random() < self.config.action_repeat_share else 1
+        together = sends == 2 and self.rng.random() < 0.5
+        if together:  # the same callbackId twice at once
+            await asyncio.gather(self.invoke(call), self.invoke(call))
+        else:
+            for _ in range(sends):
+                await self.invoke(call)
+
+    async def invoke(self, call: ActionCall, attempts: int = 4) -> None:
+        """HubSpot calls the action (it retries 429/5xx/timeouts itself, ``attempts`` times)."""
+        from services.inbound.actions import catalog
+
+        definition = catalog.definition(call.action)
+        assert definition is not None
+        wanted = (definition.source.get("objectRequestOptions") or {}).get("properties", [])
+        body = {"url": self.system.public_url + definition.path, "objectType": call.object_type,
+                "objectId": call.object_id, "propertiesToFetch": wanted, "inputFields": call.inputs,
+                "callbackId": call.callback_id, "max_attempts": attempts, "timeout_s": 10}
+        try:
+            answer = await self.system.sim_post(self.system.hubspot_base + "/_sim/workflow-actions/invoke", body)
+        except (RuntimeError, aiohttp.ClientError, TimeoutError) as exc:
+            call.answers.append({"status": None, "error": str(exc)[:200], "at": time.time()})
+            return
+        output = (answer.get("response") or {}).get("outputFields") if isinstance(answer.get("response"), dict) else None
+        call.answers.append({"status": answer.get("status"), "state": (output or {}).get("hs_execution_state"),
+                             "output": output, "at": time.time(),
+                             "error": None if output else str(answer.get("response"))[:200]})
+
+    async def finish_actions(self) -> None:
+        """HubSpot keeps calling an action until it gets an answer: call the unanswered ones again."""
+        for call in self.ledger.actions:
+            if call.final() is None:
+                await self.invoke(call, attempts=6)
 
     # --- sustained webhook load -------------------------------------------------------------------------
 
