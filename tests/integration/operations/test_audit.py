@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from libs.records import RecordRef
@@ -45,9 +43,7 @@ async def test_audit_shows_sync_edit_and_conflict_in_order_with_the_causation_ch
     sync.hubspot_sim.ui_edit("companies", company.id, {"name": "Fjällbacka Måleri AB"})
     await sync.handle_webhooks()
 
-    started = time.perf_counter()
     audit = await load_audit(sync.pool, RecordRef("kleer", "client", str(kleer_id)), CONNECTION)
-    elapsed = time.perf_counter() - started
     assert [str(link.record) for link in audit.linked] == [f"hubspot:company:{company.id}"]
     poll, push, conflict, wrote = steps_in_order(
         audit.entries,
@@ -78,7 +74,6 @@ async def test_audit_shows_sync_edit_and_conflict_in_order_with_the_causation_ch
     assert [link.event_id for link in conflict.chain] == [hook.event_id]
     assert [link.event_id for link in wrote.chain] == [hook.event_id]
     assert wrote.correlation_id == hook.correlation_id
-    assert elapsed < 1.0  # a handful of index look-ups (the 1M-event figure is in bench/bench_operations.py)
 
     # The whole chain of the HubSpot edit, by its correlation id.
     chain = await load_correlation(sync.pool, str(hook.correlation_id))
