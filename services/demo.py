@@ -243,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
         )
         _wait_http(env["KLEER_API_BASE"])
         _wait_http(env["HUBSPOT_API_BASE"])
+        _subscribe_webhooks(env["HUBSPOT_API_BASE"])
         print("==> creating our HubSpot properties (kleer-sync hubspot setup)")
         subprocess.run([sys.executable, "-m", "services.cli", "hubspot", "setup"], env=env, check=True)
         print("==> starting the inbound service (webhooks, workflow actions, admin, handlers)")
@@ -274,9 +275,64 @@ def run(args: argparse.Namespace) -> int:
         broker.stop()
 
 
+def webhook_subscriptions() -> list[dict[str, Any]]:
+    """What our HubSpot app subscribes to: company lifecycle, the triggering properties, project changes."""
+    from libs.mapping import trigger_properties
+
+    subscriptions: list[dict[str, Any]] = [
+        {"subscriptionType": f"company.{kind}"} for kind in ("creation", "deletion", "merge")
+    ]
+    subscriptions += [
+        {"subscriptionType": "company.propertyChange", "propertyName": name}
+        for name in trigger_properties("client")
+    ]
+    subscriptions += [
+        {"subscriptionType": "object.propertyChange", "objectTypeId": "0-970", "propertyName": name}
+        for name in trigger_properties("project")
+    ]
+    return [{"id": i, **sub} for i, sub in enumerate(subscriptions, 1)]
+
+
+def _subscribe_webhooks(hubspot_base: str) -> None:
+    """Configure the simulated app's webhook subscriptions, as a real app's settings page would."""
+    import json
+    import urllib.request
+
+    body = json.dumps({"subscriptions": webhook_subscriptions()}).encode()
+    request = urllib.request.Request(
+        f"{hubspot_base}/_sim/webhooks",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+
+
+def _example_company(hubspot_base: str) -> tuple[str, str, str]:
+    """(HubSpot id, name, kleer_id) of one synced company, for the printed example."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{hubspot_base}/crm/v3/objects/companies?limit=1&properties=name,kleer_id",
+        headers={"Authorization": f"Bearer {DEMO_TOKEN_HUBSPOT}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            results = json.loads(response.read())["results"]
+    except (OSError, ValueError, KeyError):
+        return "<hubspot-id>", "", "<kleer-id>"
+    if not results:
+        return "<hubspot-id>", "", "<kleer-id>"
+    first = results[0]
+    return str(first["id"]), first["properties"].get("name", ""), first["properties"].get("kleer_id", "")
+
+
 def _print_where_to_look(
     public: str, hubspot_port: int, kleer_port: int, metrics_ports: dict[str, int]
 ) -> None:
+    company_id, company_name, kleer_id = _example_company(f"http://127.0.0.1:{hubspot_port}")
     print(
         f"""
 Where to look:
@@ -286,11 +342,13 @@ Where to look:
   health          {public}/readyz
   HubSpot sim     http://127.0.0.1:{hubspot_port}/_sim/state   Kleer sim  http://127.0.0.1:{kleer_port}/_sim/state
   logs            {RUN_DIR}/*.log
-  audit a record  .venv/bin/kleer-sync audit kleer:client:1   (with DATABASE_URL set as above)
+  audit a record  DATABASE_URL=... .venv/bin/kleer-sync audit kleer:client:{kleer_id}
 
-Try an inbound edit (a HubSpot "UI edit" of a company's name reaches Kleer within a second):
-  curl -s -X POST http://127.0.0.1:{hubspot_port}/_sim/ui-edit/companies/<hubspot-id> \\
+Try an inbound edit: rename "{company_name}" in the HubSpot simulator as a user would; Kleer has it within a second:
+  curl -s -X POST http://127.0.0.1:{hubspot_port}/_sim/ui-edit/companies/{company_id} \\
        -H 'Content-Type: application/json' -d '{{"properties": {{"name": "Renamed AB"}}}}'
+  curl -s -H 'X-Token: {DEMO_TOKEN_KLEER}' -H 'Accept: application/json' \\
+       http://127.0.0.1:{kleer_port}/v1/company/{DEMO_COMPANY_ID}/client/{kleer_id}
 Change a share of the Kleer book (shows up at the next poll):
   curl -s -X POST http://127.0.0.1:{kleer_port}/_sim/mutate -H 'Content-Type: application/json' -d '{{"share": 0.05}}'"""
     )

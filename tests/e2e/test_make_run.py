@@ -6,6 +6,7 @@ process tree: broker, both simulators, inbound and outbound services.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -95,6 +96,28 @@ def test_demo_syncs_exports_every_documented_metric_and_stops_on_ctrl_c(database
             used |= metric_names(rule["expr"])
         ours = {name for name in used if name.startswith("kleer_sync_")}
         assert ours - exported == set(), "dashboard/alerts use metrics no running process exports"
+
+        # The printed inbound example works: a HubSpot UI edit reaches Kleer.
+        edit_url = re.search(r"curl -s -X POST (\S+/_sim/ui-edit/companies/\d+)", text)
+        kleer_url = re.search(r"(http://127\.0\.0\.1:\d+/v1/company/\d+/client/\d+)", text)
+        token = re.search(r"-H 'X-Token: (\S+)'", text)
+        assert edit_url and kleer_url and token, text
+        request = urllib.request.Request(
+            edit_url.group(1),
+            data=b'{"properties": {"name": "Renamed From The README AB"}}',
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        urllib.request.urlopen(request, timeout=10).read()
+        deadline = time.monotonic() + 10
+        name = None
+        while time.monotonic() < deadline and name != "Renamed From The README AB":
+            read = urllib.request.Request(
+                kleer_url.group(1), headers={"X-Token": token.group(1), "Accept": "application/json"}
+            )
+            name = json.loads(urllib.request.urlopen(read, timeout=10).read())["name"]
+            time.sleep(0.2)
+        assert name == "Renamed From The README AB"
     finally:
         demo.send_signal(signal.SIGINT)  # what Ctrl-C does
         try:
