@@ -8,7 +8,7 @@ page that shows the outcome, so reloading never repeats it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import orjson
@@ -18,6 +18,7 @@ from libs.events.dlq import DeadLetter
 from libs.mapping.model import FieldMapping, Mappings
 from libs.mapping.objects import KLEER_OBJECT_TYPES
 from libs.mapping.triggers import one_way_properties, trigger_properties
+from libs.observability.logging import get_logger
 from libs.records import RecordRef
 from services.inbound.admin.auth import CSRF_FIELD, USER, AdminAuth
 from services.inbound.admin.html import STYLESHEET, Markup, h, join, options, page, url
@@ -27,6 +28,8 @@ from services.operations.deadletters import STATUSES, DeadLetterFilter, NoRedriv
 from services.operations.overview import KindStatus, load_overview
 from services.operations.render import when
 from services.operations.timeline import Entry
+
+log = get_logger(__name__)
 
 PAGE_SIZE = 50
 AUDIT_PAGE = 200
@@ -407,7 +410,7 @@ class AdminPages:
             "<tr><th>Detail</th><td><pre>{detail}</pre></td></tr>"
             "<tr><th>Payload</th><td><pre>{payload}</pre></td></tr>"
             "</tbody></table>{actions}",
-            flash=flash(request.query),
+            flash=flash(request.query, entry),
             status=entry.status,
             source=entry.source,
             record_url=url("/admin/records", {"record": entry.record, "connection": entry.connection}),
@@ -428,21 +431,28 @@ class AdminPages:
         entry = await self.deps.dlq.get(_entry_id(request))
         if entry is None:
             raise web.HTTPNotFound(text="no such dead letter")
+        done = "redriven"
         try:
-            await self.redrivers.redrive(self.deps.dlq, entry, f"admin:{request[USER]}")
-        except NoRedriver as exc:
-            raise see_other(url(f"/admin/dlq/{entry.id}", {"done": "failed", "why": str(exc)})) from None
-        except Exception as exc:
-            raise see_other(url(f"/admin/dlq/{entry.id}", {"done": "failed", "why": str(exc)[:300]})) from None
-        raise see_other(url(f"/admin/dlq/{entry.id}", {"done": "redriven"}))
+            redrivers = await self.redrivers.prepare(entry.source)
+        except NoRedriver:
+            done = "no-redriver"
+        except Exception as exc:  # the service's redriver cannot start (settings, connections)
+            log.error("redriver did not start", source=entry.source, error=str(exc))
+            done = "not-started"
+        else:
+            try:
+                await self.deps.dlq.redrive(entry.id, redrivers, f"admin:{request[USER]}")
+            except Exception:
+                done = "failed"  # recorded: the entry's reason says why
+        raise see_other(url(f"/admin/dlq/{entry.id}", {"done": done}))
 
     async def discard(self, request: web.Request) -> web.Response:
         entry_id = _entry_id(request)
         why = str((await request.post()).get("why", ""))[:500]
         try:
             await self.deps.dlq.discard(entry_id, f"admin:{request[USER]}", why)
-        except LookupError as exc:
-            raise see_other(url(f"/admin/dlq/{entry_id}", {"done": "failed", "why": str(exc)})) from None
+        except LookupError:
+            raise see_other(url(f"/admin/dlq/{entry_id}", {"done": "not-open"})) from None
         raise see_other(url(f"/admin/dlq/{entry_id}", {"done": "discarded"}))
 
 
@@ -453,18 +463,22 @@ def _entry_id(request: web.Request) -> int:
         raise web.HTTPNotFound(text="no such dead letter") from None
 
 
-_DONE = {"redriven": "Redriven: the entry went through its normal path again.", "discarded": "Discarded."}
-
-
-def flash(query: object) -> Markup:
-    """The outcome of the last action, from the redirect's query (a fixed message, or the error text)."""
-    get = getattr(query, "get", None)
-    done = get("done") if get else None
-    if done in _DONE:
-        return h('<p class="flash">{}</p>', _DONE[done])
-    if done == "failed" and get is not None:
-        return h('<p class="flash error">Failed: {}</p>', get("why") or "unknown error")
-    return Markup("")
+def flash(query: Mapping[str, str], entry: DeadLetter | None = None) -> Markup:
+    """The outcome of the last action, named by the redirect's query; the words are ours, never the URL's."""
+    done = query.get("done")
+    source = entry.source if entry else "?"
+    messages = {
+        "redriven": ("", "Redriven: the entry went through its normal path again."),
+        "discarded": ("", "Discarded."),
+        "failed": (" error", f"Redrive failed, the entry stays open: {entry.reason if entry else ''}"),
+        "no-redriver": (" error", f"No service exports a redrive path for source {source}."),
+        "not-started": (" error", f"The redriver of {source} could not start; the service log says why."),
+        "not-open": (" error", "Only open entries can be discarded."),
+    }
+    if done not in messages:
+        return Markup("")
+    kind, message = messages[done]
+    return h('<p class="flash{}">{}</p>', kind, message)
 
 
 def change_list(entry: Entry) -> Markup:

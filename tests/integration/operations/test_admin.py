@@ -129,7 +129,8 @@ async def test_pages_escape_everything_they_show(admin: AdminSite, http: aiohttp
     evil = '<script>alert("x")</script><img src=x onerror=alert(1)>'
     entry_id = await park(admin, reason=evil, record="kleer:client:<b>1</b>")
     for path in ("/admin/dlq", f"/admin/dlq/{entry_id}", "/admin/dlq?source=" + "%3Cscript%3E",
-                 "/admin/records?record=%3Cscript%3E", f"/admin/dlq/{entry_id}?done=failed&why=%3Cscript%3Ex"):
+                 "/admin/records?record=%3Cscript%3E", f"/admin/dlq/{entry_id}?done=failed&why=%3Cscript%3Ex",
+                 f"/admin/dlq/{entry_id}?done=%3Cscript%3E"):
         html = await page(http, admin, path)
         assert "<script" not in html and "<img" not in html and "<b>1" not in html, path
     assert "&lt;script&gt;" in await page(http, admin, f"/admin/dlq/{entry_id}")
@@ -211,3 +212,29 @@ async def test_replay_from_the_admin_previews_the_diff_then_runs(
             await asyncio.sleep(0.05)
         assert 'id="status">completed' in status and "3 of 3 records: 3 pushed" in status
         assert sorted(r["kleer_id"] for r in sync.hubspot_sim.records("companies")) == sorted(str(i) for i in ids)
+
+
+async def test_a_redrive_that_fails_again_says_why_and_leaves_the_entry_open(
+    store: PostgresEventStore, database_url: str, http: aiohttp.ClientSession
+) -> None:
+    async def still_broken(entry: object) -> None:
+        raise RuntimeError("HubSpot still refuses kleer_gln")
+
+    extras = {"redriver_factories": {"outbound-pusher": fixed_redriver(still_broken)}}
+    async with admin_site(store, database_url, extras=extras) as site:
+        broken = await park(site)
+        async with site.deps.pool.acquire() as conn, conn.transaction():
+            orphan = await site.deps.dlq.park(conn, source="mystery", connection=CONNECTION, record="kleer:client:2",
+                                              reason="?")
+        for entry_id, expected in ((broken, "Redrive failed, the entry stays open: redrive failed: HubSpot still "
+                                             "refuses kleer_gln"),
+                                   (orphan, "No service exports a redrive path for source mystery.")):
+            html = await page(http, site, f"/admin/dlq/{entry_id}")
+            token = _CSRF.search(html)
+            assert token is not None
+            async with http.post(f"{site.base_url}/admin/dlq/{entry_id}/redrive", data={"csrf_token": token[1]},
+                                 headers=basic(site.token)) as response:
+                assert response.status == 200
+                assert expected in await response.text()
+            entry = await site.deps.dlq.get(entry_id)
+            assert entry is not None and entry.status == "open"
