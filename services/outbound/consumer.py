@@ -100,7 +100,14 @@ class BatchingConsumer(EventConsumer):
                 batch = await self._take(gathered)
                 if batch is None:
                     continue
+                started = time.perf_counter()
                 result = await self._run_handler(batch.ordered())  # overlaps the previous batch's commit
+                log.info(
+                    "batch handled",
+                    consumer=self.config.name,
+                    events=sum(len(e) for e in batch.events.values()),
+                    seconds=round(time.perf_counter() - started, 3),
+                )
                 if in_flight is not None and not await self._settle(in_flight):
                     # Another member committed past us meanwhile: redo this batch from its checkpoints.
                     in_flight = None
@@ -177,6 +184,7 @@ class BatchingConsumer(EventConsumer):
     async def _commit_all(self, batch: _Batch, result: HandlerResult) -> bool:
         """Effects and every partition's checkpoint in one transaction; False if one moved under us."""
         moved: dict[tuple[str, int], int] = {}
+        started = time.perf_counter()
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 for tp in batch.events:
@@ -219,6 +227,12 @@ class BatchingConsumer(EventConsumer):
             self._checkpoints.update(moved)
             return False
         handled = sum(len(events) for events in batch.events.values())
+        log.info(
+            "batch committed",
+            consumer=self.config.name,
+            events=handled,
+            seconds=round(time.perf_counter() - started, 3),
+        )
         self.handled += handled
         metrics.CONSUMER_HANDLED.labels(consumer=self.config.name, outcome="handled").inc(handled)
         return True

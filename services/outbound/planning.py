@@ -15,6 +15,7 @@ from libs.events.envelope import RecordedEvent
 from libs.mapping.objects import LINE_ITEM, association_type
 from libs.records import RecordRef
 from services.outbound.snapshots import (
+    KINDS,
     PUSH_REQUESTED,
     REMOVED,
     ParentRef,
@@ -44,6 +45,9 @@ class RemovalPolicy(StrEnum):
 
     FLAG = "flag"
     ARCHIVE = "archive"
+
+
+_HUBSPOT_OBJECTS = {kind: hubspot_object_of(kind) for kind in KINDS}
 
 
 class Action(StrEnum):
@@ -76,7 +80,7 @@ class Change:
 
     @property
     def hubspot_object(self) -> str:
-        return hubspot_object_of(self.kind)
+        return _HUBSPOT_OBJECTS[self.kind]
 
 
 @dataclass(frozen=True)

@@ -348,7 +348,7 @@ class Pusher:
         self, client: HubSpotClient, hubspot_object: str, changes: Sequence[Change]
     ) -> list[tuple[Change, tuple[str, bool] | _Refused]]:
         """Batch upsert by ``kleer_id``; a request refused as a whole is split until the culprits are found."""
-        inputs = [RecordInput(_properties(c), id=c.kleer_id) for c in changes]
+        inputs = [RecordInput(_snapshot(c).properties, id=c.kleer_id) for c in changes]
         result = await client.batch_upsert(ObjectType(hubspot_object), inputs, id_property=KLEER_ID)
         outcomes: list[tuple[Change, tuple[str, bool] | _Refused]] = [
             (changes[s.index], (s.id, bool(s.new))) for s in result.succeeded
@@ -372,7 +372,7 @@ class Pusher:
     ) -> None:
         snapshot = change.snapshot
         assert snapshot is not None
-        properties = dict(snapshot.properties)
+        properties = snapshot.properties  # a dict from the event; HubSpot got exactly these
         outcome.id_rows.append(
             IdRow(
                 change.connection,
@@ -695,9 +695,9 @@ class Pusher:
         return write
 
 
-def _properties(change: Change) -> dict[str, str]:
+def _snapshot(change: Change) -> Snapshot:
     assert change.snapshot is not None
-    return dict(change.snapshot.properties)
+    return change.snapshot
 
 
 def _associated(before: Pushed | None, hubspot_id: str) -> frozenset[str]:
