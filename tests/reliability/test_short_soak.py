@@ -49,8 +49,8 @@ async def test_every_fault_kind_once_loses_and_duplicates_nothing(tmp_path: Path
     document = report.to_json()
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n")
-    assert report.ok, (
-        f"{report.failure_message()}\n(seed {config.seed}; full report in {REPORT}; process logs in {tmp_path}/logs)"
-    )
+    if not report.ok:
+        pytest.fail(f"{report.failure_message()}\n(seed {config.seed}; full report in {REPORT}; process logs in "
+                    f"{tmp_path}/logs)", pytrace=False)
     assert document["lost"] == 0 and document["duplicated"] == 0
     assert document["faults"]["total"] >= 15, document["faults"]
