@@ -66,21 +66,12 @@ class Detection:
     removed: list[str] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     seen: int = 0
+    remembered: int = 0  # records known before this poll
 
 
-def detect(
-    sources: Iterable[Source],
-    remembered: Mapping[str, Seen],
-    listed: Iterable[str],
-    window_start: dt.date | None = None,
-) -> Detection:
-    """Compare what Kleer lists now with what the poller remembers.
-
-    ``listed``: every id Kleer still has of this kind, including records that are
-    not synced (drafts, credit invoices); they are not removals.
-    """
-    result = Detection()
-    present = set(listed)
+def detect_changes(sources: Iterable[Source], remembered: Mapping[str, Seen]) -> Detection:
+    """The changed snapshots, the fingerprints to store and the unmappable sources (no removals)."""
+    result = Detection(remembered=len(remembered))
     for source in sources:
         result.seen += len(source.ids)
         if not source.ids:
@@ -99,7 +90,6 @@ def detect(
             )
             continue
         for snapshot in snapshots:
-            present.add(snapshot.kleer_id)
             seen = remembered.get(snapshot.kleer_id)
             result.rows.append(
                 FingerprintRow(
@@ -108,10 +98,46 @@ def detect(
             )
             if seen is None or seen.fingerprint != snapshot.fingerprint:
                 result.changed.append(snapshot)
-    for kleer_id, seen in remembered.items():
-        if kleer_id in present:
-            continue
-        if window_start is not None and seen.record_date is not None and seen.record_date < window_start:
-            continue
-        result.removed.append(kleer_id)
     return result
+
+
+def removals(
+    remembered: Mapping[str, Seen], listed: Iterable[str], window_start: dt.date | None = None
+) -> list[str]:
+    """Remembered records Kleer no longer lists, except those dated before the history window.
+
+    ``listed``: every id Kleer still has of this kind, including records that are
+    not synced (drafts, credit invoices); they are not removals.
+    """
+    present = set(listed)
+    return [
+        kleer_id
+        for kleer_id, seen in remembered.items()
+        if kleer_id not in present
+        and not (
+            window_start is not None and seen.record_date is not None and seen.record_date < window_start
+        )
+    ]
+
+
+def detect(
+    sources: Iterable[Source],
+    remembered: Mapping[str, Seen],
+    listed: Iterable[str],
+    window_start: dt.date | None = None,
+) -> Detection:
+    """Compare what Kleer lists now with what the poller remembers: changes and removals together."""
+    result = detect_changes(sources, remembered)
+    result.removed = removals(remembered, listed, window_start)
+    return result
+
+
+def implausible_removals(removed: int, remembered: int, share: float, minimum: int) -> str | None:
+    """Why removing this many looks like a broken Kleer list rather than deletions, or None.
+
+    More than ``share`` of the remembered records (of at least ``minimum``) vanishing in one
+    poll is refused: an empty or truncated list must not mark a whole book as deleted.
+    """
+    if remembered >= minimum and removed > share * remembered:
+        return f"Kleer no longer lists {removed} of the {remembered} records synced before"
+    return None

@@ -129,6 +129,20 @@ async def remove_waiting(conn: asyncpg.Connection, resolved: Sequence[Waiting]) 
     )
 
 
+async def forget_waiting(conn: asyncpg.Connection, children: Sequence[RecordKey]) -> None:
+    """Drop the waiting associations of records that are gone from Kleer."""
+    if not children:
+        return
+    await conn.execute(
+        "DELETE FROM pending_associations p USING unnest($1::text[], $2::text[], $3::text[]) "
+        "AS r(connection, kind, kleer_id) "
+        "WHERE p.connection = r.connection AND p.from_kind = r.kind AND p.from_kleer_id = r.kleer_id",
+        [k[0] for k in children],
+        [k[1] for k in children],
+        [k[2] for k in children],
+    )
+
+
 @dataclass(frozen=True)
 class Ready:
     """A waiting association whose both ends are now in HubSpot."""

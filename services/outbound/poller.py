@@ -55,7 +55,16 @@ from libs.observability import metrics
 from libs.observability.logging import get_logger
 from libs.records import RecordRef
 from services.outbound import fingerprints
-from services.outbound.detection import Detection, Source, detect, mapping_version, source_hash
+from services.outbound.detection import (
+    Detection,
+    Source,
+    detect,
+    detect_changes,
+    implausible_removals,
+    mapping_version,
+    removals,
+    source_hash,
+)
 from services.outbound.settings import DEFAULT_INTERVALS
 from services.outbound.snapshots import (
     KINDS,
@@ -95,6 +104,10 @@ class PollerBusy(Exception):
     """Another poller holds this connection's lock."""
 
 
+class RemovalGuard(Exception):
+    """A poll would remove an implausible share of the records it knows: nothing is recorded."""
+
+
 @dataclass(frozen=True)
 class PollerConfig:
     connection: str = "default"
@@ -103,6 +116,11 @@ class PollerConfig:
     invoice_history_days: int | None = None
     mappings: Mappings | None = None
     commit_batch: int = 5_000
+    # A poll that would remove more than this share of what it remembers (of at least
+    # ``removal_guard_minimum`` records) removes nothing and fails instead: an empty or
+    # truncated Kleer list must not flag a whole book as deleted.
+    removal_guard_share: float = 0.5
+    removal_guard_minimum: int = 20
     today: Callable[[], dt.date] = dt.date.today
 
     def window_start(self) -> dt.date | None:
@@ -246,6 +264,8 @@ class Poller:
         report = PollReport()
         correlation = str(uuid.uuid4())
         for kind in wanted:
+            if self._stopping.is_set():
+                break  # SIGTERM: what is committed stays; the rest waits for the next poller
             started = time.perf_counter()
             labels = {"connection": self.config.connection, "object_type": kind}
             failed_list = next((v for n in _NEEDS[kind] if isinstance(v := listings[n], BaseException)), None)
@@ -253,8 +273,7 @@ class Poller:
                 if failed_list is not None:
                     raise failed_list
                 records = {n: listings[n] for n in _NEEDS[kind]}
-                detection = await self._detect(kind, records)  # type: ignore[arg-type]
-                await self._commit(kind, detection, correlation)
+                detection = await self._poll_kind(kind, records, correlation)  # type: ignore[arg-type]
             except Exception as exc:
                 metrics.POLL_ERRORS.labels(**labels).inc()
                 log.error("poll failed", kind=kind, connection=self.config.connection, error=str(exc))
@@ -303,15 +322,41 @@ class Poller:
             history_from=self.config.window_start(),
         )
 
-    async def _detect(self, kind: str, lists: Mapping[str, list[dict[str, Any]]]) -> Detection:
+    async def _poll_kind(
+        self, kind: str, lists: Mapping[str, list[dict[str, Any]]], correlation: str
+    ) -> Detection:
+        """Detect and record one kind, ``commit_batch`` Kleer records at a time.
+
+        Committing as it goes lets the pusher start on the first records while the
+        rest are still being mapped. Removals are recorded last, once every record
+        has been seen, and only if they are plausible.
+        """
         remembered = await fingerprints.load(self.pool, self.config.connection, kind)
-
-        def work() -> Detection:
-            sources, listed = self._sources(kind, lists)
-            return detect(sources, remembered, listed, self.config.window_start())
-
-        # Hashing and mapping 100,000 records is seconds of CPU: keep the event loop (health, relay) answering.
-        return await asyncio.to_thread(work)
+        # Hashing and mapping 100,000 records is seconds of CPU: off the event loop (health, relay).
+        sources, listed = await asyncio.to_thread(self._sources, kind, lists)
+        removed = removals(remembered, listed, self.config.window_start())
+        problem = implausible_removals(
+            len(removed), len(remembered), self.config.removal_guard_share, self.config.removal_guard_minimum
+        )
+        if problem:
+            raise RemovalGuard(
+                f"{kind}: {problem}; nothing was recorded. If the book really shrank that much, delete those "
+                "records' rows from outbound_fingerprints (or raise PollerConfig.removal_guard_share) and poll again"
+            )
+        total = Detection(remembered=len(remembered))
+        step = max(1, self.config.commit_batch)
+        for start in range(0, len(sources), step):
+            part = await asyncio.to_thread(detect_changes, sources[start : start + step], remembered)
+            await self._commit(kind, part, correlation)
+            total.seen += part.seen
+            total.changed.extend(part.changed)
+            total.failures.extend(part.failures)
+            if self._stopping.is_set() and start + step < len(sources):
+                log.info("poll stopped early", kind=kind, connection=self.config.connection)
+                return total  # the rest, and any removals, wait for the next poll
+        total.removed = removed
+        await self._commit(kind, Detection(removed=removed), correlation)
+        return total
 
     def _sources(
         self, kind: str, lists: Mapping[str, list[dict[str, Any]]]

@@ -95,21 +95,18 @@ REMOVED_FLAG = "kleer_deleted"  # the property a removal sets under RemovalPolic
 
 
 def echoing_properties(mappings: Mappings | None = None) -> dict[str, frozenset[str]]:
-    """Per HubSpot object that syncs back to Kleer, the properties whose webhooks inbound sync reads.
+    """Per HubSpot object that syncs back to Kleer, the properties whose echo could start an inbound sync.
 
-    Companies: the trigger properties and the two-way fields. Projects: every mapped property (the
-    inbound side may configure any project property as a trigger). Other objects never sync back,
-    so their writes cannot echo and are not logged.
+    Companies: the trigger properties (a change to any other property starts nothing, so its echo
+    needs no suppression). Projects: every mapped property (the inbound side may configure any
+    project property as a trigger). Other objects never sync back: their writes are not logged.
     """
     resolved = resolve(mappings)
     found: dict[str, frozenset[str]] = {}
     for kind in INBOUND_OBJECT_TYPES:
         mapping = resolved.object(kind)
-        if kind == PROJECT:
-            found[mapping.hubspot_object.name] = frozenset(mapping.mapped_properties)
-        else:
-            two_way = {f.hubspot_property for f in mapping.fields if f.writes_kleer}
-            found[mapping.hubspot_object.name] = frozenset(two_way | set(mapping.triggers))
+        names = mapping.mapped_properties if kind == PROJECT else mapping.triggers
+        found[mapping.hubspot_object.name] = frozenset(names)
     return found
 
 
@@ -153,6 +150,7 @@ class _Outcome:
     associated: list[tuple[RecordKey, str]] = field(default_factory=list)
     add_waiting: list[Waiting] = field(default_factory=list)
     resolved_waiting: list[Waiting] = field(default_factory=list)
+    removed: list[RecordKey] = field(default_factory=list)  # their waiting associations are dropped
     appends: list[AppendRequest] = field(default_factory=list)
     own_writes: dict[tuple[str, str], list[tuple[str, Mapping[str, str]]]] = field(default_factory=dict)
     parks: list[_Park] = field(default_factory=list)
@@ -475,6 +473,7 @@ class Pusher:
         self, outcome: _Outcome, change: Change, hubspot_id: str, before: Pushed, how: str
     ) -> None:
         flagged = how == "flagged"
+        outcome.removed.append(change.key)
         outcome.id_rows.append(
             IdRow(
                 change.connection,
@@ -678,6 +677,7 @@ class Pusher:
             await idmap.add_associated(conn, outcome.associated)
             await idmap.remove_waiting(conn, outcome.resolved_waiting)
             await idmap.add_waiting(conn, outcome.add_waiting)
+            await idmap.forget_waiting(conn, outcome.removed)
             for (connection, hubspot_object), writes in outcome.own_writes.items():
                 await record_own_writes(conn, connection, hubspot_object, writes)
             for park in outcome.parks:

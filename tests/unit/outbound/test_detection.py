@@ -6,7 +6,7 @@ import datetime as dt
 
 from libs.mapping.errors import MappingError
 from libs.mapping.loader import default_mappings
-from services.outbound.detection import Source, detect, mapping_version, source_hash
+from services.outbound.detection import Source, detect, implausible_removals, mapping_version, source_hash
 from services.outbound.fingerprints import UNMAPPABLE, Seen
 from services.outbound.snapshots import Snapshot
 
@@ -87,3 +87,14 @@ def test_the_mapping_version_changes_with_the_mappings() -> None:
     )
     assert mapping_version(default_mappings()) == mapping_version(default_mappings())
     assert mapping_version(custom) != mapping_version(default_mappings())
+
+
+def test_an_empty_kleer_list_is_not_taken_for_the_deletion_of_the_whole_book() -> None:
+    remembered = {str(i): Seen("f", "h", None) for i in range(100)}
+    everything_gone = detect([], remembered, [])
+    assert implausible_removals(len(everything_gone.removed), everything_gone.remembered, 0.5, 20) == (
+        "Kleer no longer lists 100 of the 100 records synced before"
+    )
+    some_gone = detect([], remembered, [str(i) for i in range(60)])
+    assert implausible_removals(len(some_gone.removed), 100, 0.5, 20) is None
+    assert implausible_removals(1, 1, 0.5, 20) is None  # a small book may lose its last record
