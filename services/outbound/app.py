@@ -27,6 +27,7 @@ from libs.hubspot.client import HubSpotClient
 from libs.hubspot.rate_budget import DEFAULT_MAX_REQUESTS, PostgresRateBudget, UnlimitedBudget
 from libs.kleer import KleerClient
 from libs.mapping.loader import load_mappings
+from libs.mapping.model import Mappings
 from libs.observability.health import HealthServer, kafka_check, migrations_check, postgres_check
 from libs.observability.logging import get_logger
 from libs.runtime import Component, serve
@@ -109,6 +110,10 @@ class Runtime:
     kleer: KleerClient | None
     hubspot: HubSpotClient | None
 
+    @property
+    def mappings(self) -> Mappings:
+        return load_mappings(self.settings.get("MAPPINGS_FILE"))
+
     def poller(self, kinds: Sequence[str] = KINDS) -> Poller:
         assert self.kleer is not None, "the poller needs the Kleer client"
         config = PollerConfig(
@@ -116,13 +121,18 @@ class Runtime:
             intervals=self.outbound.intervals,
             include_credit_invoices=self.outbound.include_credit_invoices,
             invoice_history_days=self.outbound.invoice_history_days,
-            mappings=load_mappings(self.settings.get("MAPPINGS_FILE")),
+            mappings=self.mappings,
         )
         return Poller(self.pool, self.store, self.kleer, config, kinds)
 
     def pusher(self) -> Pusher:
         assert self.hubspot is not None, "the pusher needs the HubSpot client"
-        return Pusher(self.store, {self.outbound.connection: self.hubspot}, removal=self.outbound.removal)
+        return Pusher(
+            self.store,
+            {self.outbound.connection: self.hubspot},
+            removal=self.outbound.removal,
+            mappings=self.mappings,
+        )
 
     def consumer(self, pusher: Pusher) -> BatchingConsumer:
         return pusher_consumer(

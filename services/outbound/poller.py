@@ -81,6 +81,7 @@ log = get_logger(__name__)
 POLLER_SOURCE = "outbound-poller"
 POLLER_LOCK_CLASS = 4242003  # pg_try_advisory_lock(4242003, hashtext(connection))
 FRESHNESS_TICK = 5.0
+RETRY_FAILED_POLL = 60.0  # seconds until a failed poll of a kind is tried again
 
 _RESOURCE_OF: Mapping[str, Resource] = {
     CLIENT: CLIENT_RESOURCE,
@@ -238,10 +239,14 @@ class Poller:
             now = time.monotonic()
             due = [kind for kind, at in due_at.items() if at <= now]
             if due:
-                await self.poll(due)
+                report = await self.poll(due)
                 finished = time.monotonic()
                 for kind in due:
-                    due_at[kind] = finished + self.config.intervals.get(kind, DEFAULT_INTERVALS[kind])
+                    interval = self.config.intervals.get(kind, DEFAULT_INTERVALS[kind])
+                    line = report.kinds.get(kind)
+                    if line is not None and line.error is not None:
+                        interval = min(interval, RETRY_FAILED_POLL)  # Kleer down: try again soon
+                    due_at[kind] = finished + interval
             self._update_freshness()
             next_due = min(due_at.values()) - time.monotonic()
             await self._wait(min(FRESHNESS_TICK, max(0.0, next_due)))

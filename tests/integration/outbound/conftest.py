@@ -137,7 +137,8 @@ def _association_problems(
     for (kind, kleer_id), snapshot in expected.items():
         child = by_object[snapshot.hubspot_object].get(kleer_id)
         for parent in snapshot.parents:
-            assert parent.kleer_id is not None
+            if parent.kleer_id is None:
+                continue  # a HubSpot-only parent (a deal): the test checks it itself
             parent_snapshot = expected.get((parent.kind, parent.kleer_id))
             if child is None or parent_snapshot is None:
                 continue
