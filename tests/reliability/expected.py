@@ -201,6 +201,9 @@ def diff_records(expected: ExpectedState, index: HubSpotIndex) -> StateDiff:
             diff.duplicates.append(f"{obj} kleer_id={kleer_id}: HubSpot ids {[r['id'] for r in found]}")
         props = found[0].get("properties") or {}
         diff.compared_records += 1
+        if props.get(REMOVED_FLAG) == "true" and REMOVED_FLAG not in want.properties:
+            diff.fields.append(f"{obj} kleer_id={kleer_id} (HubSpot {found[0]['id']}) {REMOVED_FLAG}: flagged as "
+                               "deleted in Kleer, but Kleer has the record")
         for name, value in sorted(want.properties.items()):
             diff.compared_fields += 1
             if not same_value(value, props.get(name)):

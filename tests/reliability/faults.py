@@ -185,7 +185,7 @@ class FaultInjector:
         self.log = FaultLog()
         self._tasks: list[asyncio.Task[None]] = []
         self._process_locks: dict[str, asyncio.Lock] = {}
-        self._event_ids = iter(range(9 * 10**12 + seed * 10**8, 10**14))
+        self._event_ids = iter(range(9 * 10**15 + (seed % 10_000) * 10**8, 10**16))
         self.started = 0.0
 
     async def run(self, plan: list[Fault]) -> None:

@@ -149,7 +149,9 @@ async def settle(system: System, timeout: float, quiet_seconds: float, ledger: L
         await asyncio.sleep(1.0)
 
 
-async def check_all(system: System, ledger: Ledger, injector: FaultInjector) -> list[inv.InvariantResult]:
+async def check_all(
+    system: System, ledger: Ledger, injector: FaultInjector, workload_config: WorkloadConfig
+) -> list[inv.InvariantResult]:
     assert system.pool is not None
     results: list[inv.InvariantResult] = [inv.check_processes(system)]
     snapshot = await inv.take_snapshot(system, ledger)
@@ -162,9 +164,20 @@ async def check_all(system: System, ledger: Ledger, injector: FaultInjector) -> 
         results.append(inv.check_workflow_actions(snapshot, ledger, actions.get("completions", {})))
         results.append(await inv.check_webhooks_recorded(conn, system, ledger, injector.log.bad_webhooks))
         results.append(await inv.check_everything_handled(conn, dlq, system.env()["KAFKA_TOPIC_PREFIX"]))
-        results.append(await inv.check_no_ping_pong(conn, snapshot, ledger))
+        results.append(await inv.check_no_ping_pong(conn, snapshot, ledger, actions.get("completions", {})))
     results.append(inv.check_no_secrets(system))
+    results.append(scenario_ran_as_planned(ledger, injector, workload_config))
     return results
+
+
+def scenario_ran_as_planned(ledger: Ledger, injector: FaultInjector, config: WorkloadConfig) -> inv.InvariantResult:
+    """The test itself: every workload loop kept running, the load was sent, every fault was injected."""
+    problems = [f"workload: {what} ({n}x)" for what, n in ledger.failures.items() if "crashed" in what]
+    if config.load_rate > 0 and ledger.load.sent == 0:
+        problems.append("the webhook load generator sent nothing")
+    problems += [f"fault not injected: {error}" for error in injector.log.errors]
+    figures = {"workload_call_failures": dict(ledger.failures), "fault_injection_errors": len(injector.log.errors)}
+    return inv.InvariantResult("scenario_ran_as_planned", not problems, problems, figures)
 
 
 async def run_scenario(config: ScenarioConfig) -> ScenarioReport:
@@ -215,7 +228,7 @@ async def run_scenario(config: ScenarioConfig) -> ScenarioReport:
         report.settle = await settle(system, config.settle_timeout, quiet, ledger)
         report.phases["settle"] = report.settle["seconds"]
         say(f"settle: {report.settle}")
-        report.invariants = await check_all(system, ledger, injector)
+        report.invariants = await check_all(system, ledger, injector, config.workload)
         if not all(r.ok for r in report.invariants):
             async with system.pool.acquire() as conn:  # type: ignore[union-attr]
                 report.diagnosis = await diagnose(conn, report.invariants)
@@ -263,6 +276,8 @@ async def run_scenario(config: ScenarioConfig) -> ScenarioReport:
 _OBJECT_PROBLEM = re.compile(r"\b(companies|projects|products|invoices|subscriptions|line_items) kleer_id=(\S+) "
                              r"\(HubSpot (\d+)\)")
 _KLEER_PROBLEM = re.compile(r"\bKleer (client|project) (\d+) \(HubSpot (\d+)\)")
+_STREAM_PROBLEM = re.compile(r"\b[^/\s]+/kleer-([a-z_]+)/(\S+?):")
+_MISSING_PROBLEM = re.compile(r"\b(companies|projects|products|invoices|subscriptions|line_items) kleer_id=(\S+)")
 _KIND = {"companies": ("client", "company"), "projects": ("project", "project"), "products": ("product", "product"),
          "invoices": ("invoice", "invoice"), "subscriptions": ("agreement", "subscription"),
          "line_items": ("line_item", "line_item")}
@@ -277,12 +292,17 @@ async def diagnose(conn: Any, results: list[inv.InvariantResult], limit: int = 6
             if found:
                 kind, singular = _KIND[found[1]]
                 key, hubspot_id = f"kleer:{kind}:{found[2]}", found[3]
-            else:
-                found = _KLEER_PROBLEM.search(problem)
-                if not found:
-                    continue
+            elif (found := _KLEER_PROBLEM.search(problem)) is not None:
                 kind, singular = found[1], "company" if found[1] == "client" else "project"
                 key, hubspot_id = f"kleer:{kind}:{found[2]}", found[3]
+            elif (found := _STREAM_PROBLEM.search(problem)) is not None:
+                kind, singular, hubspot_id = found[1], "-", "-"
+                key = f"kleer:{kind}:{found[2]}"
+            elif (found := _MISSING_PROBLEM.search(problem)) is not None:
+                kind, singular = _KIND[found[1]]
+                key, hubspot_id = f"kleer:{kind}:{found[2]}", "-"
+            else:
+                continue
             if key in streams or len(streams) >= limit:
                 continue
             rows = await conn.fetch(

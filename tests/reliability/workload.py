@@ -181,7 +181,7 @@ class Workload:
         self.ledger = ledger or Ledger()
         self.directory = HubSpotDirectory()
         self._counter = 0
-        self._event_ids = iter(range(10**12 + seed * 10**8, 10**13))
+        self._event_ids = iter(range(10**12 + (seed % 10_000) * 10**8, 10**15))
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._load_session: aiohttp.ClientSession | None = None
@@ -205,6 +205,13 @@ class Workload:
         if self.config.load_rate > 0:
             loops.append(("load", self._load()))
         self._tasks = [asyncio.create_task(coro, name=f"workload-{name}") for name, coro in loops]
+        for task in self._tasks:
+            task.add_done_callback(self._note_crash)
+
+    def _note_crash(self, task: asyncio.Task[None]) -> None:
+        """A workload loop that died is a broken test, not a quiet gap in the load: record it."""
+        if not task.cancelled() and task.exception() is not None:
+            self.ledger.failures[f"{task.get_name()} crashed: {task.exception()!r}"] += 1
 
     async def stop(self) -> None:
         self._stop.set()
