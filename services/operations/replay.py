@@ -60,7 +60,7 @@ from services.outbound.snapshots import (
 REPLAY_STARTED = "ReplayStarted"
 REPLAY_COMPLETED = "ReplayCompleted"
 REPLAY_SOURCE = "replay"
-SCAN_PAGE = 20_000
+SCAN_WINDOW = 250_000  # log positions per selection query
 BATCH = 100  # records per push (HubSpot's batch size)
 _NAMESPACE = uuid.UUID("0b7f3c55-8d1e-4f4e-9a0e-7d3c2a1b9e42")
 
@@ -221,15 +221,9 @@ async def select(pool: asyncpg.Pool, selector: ReplaySelector, up_to: int | None
     if selector.until:
         args.append(selector.until)
         clauses.append(f"recorded_at < ${len(args) + 2}")
-    where = " AND ".join(clauses)
-    if selector.records:
-        # A few streams: find their rows by the stream index first (an ordered walk of the log would not).
-        sql = (
-            f"WITH picked AS MATERIALIZED (SELECT position, stream FROM events WHERE {where}) "
-            f"SELECT * FROM picked ORDER BY position LIMIT {SCAN_PAGE}"
-        )
-    else:
-        sql = f"SELECT position, stream FROM events WHERE {where} ORDER BY position LIMIT {SCAN_PAGE}"
+    # Postgres keeps the latest position per record of each window of the log, so only one row per
+    # record and window travels (a record changed five times in a window costs one row, not five).
+    sql = f"SELECT stream, max(position), count(*) FROM events WHERE {' AND '.join(clauses)} GROUP BY stream"
     latest: dict[str, int] = {}
     async with pool.acquire() as conn:
         head = up_to if up_to is not None else int(await conn.fetchval("SELECT COALESCE(max(position), 0) FROM events"))
@@ -241,16 +235,13 @@ async def select(pool: asyncpg.Pool, selector: ReplaySelector, up_to: int | None
             after = max(after, await _first_position_at(conn, selector.since, after + 1, last) - 1)
         if selector.until is not None:
             last = min(last, await _first_position_at(conn, selector.until, after + 1, last) - 1)
+        window = last - after if selector.records else SCAN_WINDOW  # a few streams: their index, in one go
         while after < last:
-            rows = await conn.fetch(sql, after, last, *args)
-            if not rows:
-                break
-            for position, stream in rows:
-                latest[stream] = position
-            selection.events_scanned += len(rows)
-            after = rows[-1][0]
-            if len(rows) < SCAN_PAGE:
-                break
+            upper = min(last, after + window)
+            for stream, position, count in await conn.fetch(sql, after, upper, *args):
+                latest[stream] = max(position, latest.get(stream, 0))
+                selection.events_scanned += count
+            after = upper
     selection.positions = sorted(latest.values())
     return selection
 
@@ -281,7 +272,9 @@ class Selected:
     connection: str
     kind: str
     kleer_id: str
-    event: RecordedEvent
+    position: int
+    stream: str
+    type: str
     snapshot: Snapshot | None
     problem: str | None = None  # the event could not be read
 
@@ -293,28 +286,46 @@ class Selected:
     def hubspot_object(self) -> str:
         return hubspot_object_of(self.kind)
 
+    @property
+    def removal(self) -> bool:
+        return self.snapshot is None and self.problem is None
 
-def selected_of(event: RecordedEvent) -> Selected:
-    parsed = parse_event_type(event.type)
-    connection, ref = RecordRef.from_stream(event.stream)
-    assert parsed is not None, f"{event.type} is not an outbound change"
+
+def selected_of(position: int, stream: str, event_type: str, data: str | None) -> Selected:
+    """A selected row (``data``: the event's JSON text, None for removals, which need none)."""
+    parsed = parse_event_type(event_type)
+    assert parsed is not None, f"{event_type} is not an outbound change"
     kind, action = parsed
+    connection, _, rest = stream.partition("/")
+    kleer_id = rest.rpartition("/")[2]
     if action == REMOVED:
-        return Selected(connection, kind, ref.id, event, None)
+        return Selected(connection, kind, kleer_id, position, stream, event_type, None)
     try:
-        snapshot = Snapshot.from_event_data(event.data)
+        snapshot = Snapshot.from_event_data(orjson.loads(data or "null"))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        return Selected(connection, kind, ref.id, event, None, f"unreadable {event.type} event: {exc!r}")
-    return Selected(connection, kind, ref.id, event, snapshot)
+        problem = f"unreadable {event_type} event: {exc!r}"
+        return Selected(connection, kind, kleer_id, position, stream, event_type, None, problem)
+    return Selected(connection, kind, kleer_id, position, stream, event_type, snapshot)
 
 
 async def load(pool: asyncpg.Pool, positions: Sequence[int]) -> list[Selected]:
-    """The selected events at ``positions``, in position order."""
+    """The selected events at ``positions``, in position order: only what replay needs of them (the
+    snapshot), so a large replay decodes no metadata, ids or times."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT position, stream, type, CASE WHEN type LIKE '%Removed' THEN NULL ELSE data::text END "
+            "FROM events WHERE position = ANY($1::bigint[]) ORDER BY position",
+            list(positions),
+        )
+    return [selected_of(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+async def events_at(pool: asyncpg.Pool, positions: Sequence[int]) -> list[RecordedEvent]:
     async with pool.acquire() as conn:
         rows = await conn.fetch(
             f"SELECT {EVENT_COLUMNS} FROM events WHERE position = ANY($1::bigint[]) ORDER BY position", list(positions)
         )
-    return [selected_of(recorded(r)) for r in rows]
+    return [recorded(r) for r in rows]
 
 
 def batches(positions: Sequence[int], size: int = BATCH) -> Iterable[Sequence[int]]:
@@ -748,10 +759,10 @@ async def _drive(
     progress(done_before, len(selection))
     done = done_before
     async for part, items in loaded_batches(pool, pending, batch_size):
-        todo = [i for i in items if i.event.stream not in pushed_streams]
+        todo = [i for i in items if i.stream not in pushed_streams]
         report.skipped_already_pushed += len(items) - len(todo)
         report.pushed += len(items) - len(todo)  # they were pushed by this run before it stopped
-        await _push_batch(pusher, selector.connection, todo, cause, report)
+        await _push_batch(pusher, store, selector.connection, todo, cause, report)
         done += len(part)
         await pool.execute(
             "UPDATE replay_runs SET cursor_position = $2, pushed = $3, unchanged = $4, failed = $5, "
@@ -782,30 +793,26 @@ async def _drive(
 
 
 async def _push_batch(
-    pusher: ReplayPusher, connection: str, items: Sequence[Selected], cause: RecordedEvent, report: RunReport
+    pusher: ReplayPusher, store: PostgresEventStore, connection: str, items: Sequence[Selected],
+    cause: RecordedEvent, report: RunReport,
 ) -> None:
-    unreadable = [i for i in items if i.problem]
-    for item in unreadable:
-        report.failed += 1
-        report.failures.append(f"{item.record}: {item.problem}")
-    snapshots = [i.snapshot for i in items if i.snapshot is not None and not i.problem]
+    for item in items:
+        if item.problem:
+            report.failed += 1
+            report.failures.append(f"{item.record}: {item.problem}")
+    snapshots = [i.snapshot for i in items if i.snapshot is not None]
     if snapshots:
         _tally(report, await pusher.push_now(connection, snapshots, cause=cause, force=True))
-    removals = [i.event for i in items if i.snapshot is None and not i.problem]
+    removals = [i.position for i in items if i.removal]
     if removals:
-        await _apply(pusher, removals)
+        # Through the pusher's batch handler, committed as its consumer would (one transaction).
+        result = await pusher.handle(await events_at(store.pool, removals))
+        async with store.pool.acquire() as conn, conn.transaction():
+            for write in result.writes:
+                await write(conn)
+            if result.appends:
+                await store.append_batch(result.appends, conn=conn)
         report.pushed += len(removals)
-
-
-async def _apply(pusher: ReplayPusher, events: Sequence[RecordedEvent]) -> None:
-    """Removals through the pusher's batch handler, committed as its consumer would (one transaction)."""
-    result = await pusher.handle(events)
-    store: PostgresEventStore = pusher.store  # type: ignore[attr-defined]
-    async with store.pool.acquire() as conn, conn.transaction():
-        for write in result.writes:
-            await write(conn)
-        if result.appends:
-            await store.append_batch(result.appends, conn=conn)
 
 
 # --- wiring -----------------------------------------------------------------------------------------------

@@ -194,3 +194,22 @@ async def test_selectors_pick_the_latest_change_per_record_within_window_positio
     assert await names(from_position=changes[2].position) == ["Tjörn 2 AB", "Tjörn 0 Nya AB"]
     assert await names(kinds=("invoice",)) == []
     assert await names(event_types=("KleerClientRemoved",)) == []
+
+
+async def test_a_removal_is_replayed_through_the_pushers_own_removal_path(sync: SyncHarness) -> None:
+    kept = await sync.kleer.clients.create({"name": "Hamburgsund Kvarn AB", "currency-type": "SEK"})
+    gone = await sync.kleer.clients.create({"name": "Fjällbacka Färg AB", "currency-type": "SEK"})
+    await sync.sync(["client"])
+    await sync.kleer.clients.delete(gone)
+    await sync.sync(["client"])
+    assert sync.company_of(gone).properties["kleer_deleted"] == "true"  # flagged, as the policy says
+
+    tools = sync.replay_tools()
+    preview = await dry_run(sync.pool, ReplaySelector(CONNECTION, kinds=("client",)), tools.reader)
+    assert {d.record: d.action for d in preview.diffs} == {f"kleer:client:{kept}": "same",
+                                                           f"kleer:client:{gone}": "remove"}
+    report = await run_replay(sync.store, ReplaySelector(CONNECTION, kinds=("client",)), tools.make_pusher("user:t"),
+                              actor="user:t")
+    assert (report.status, report.records, report.pushed, report.failed) == ("completed", 2, 2, 0)
+    assert sync.company_of(gone).properties["kleer_deleted"] == "true"
+    assert await sync.handlers.dlq.list() == []
