@@ -1,4 +1,5 @@
-"""The inbound handlers' tables: links, create intents, conflicts, and the outbound fingerprints.
+"""The inbound handlers' tables: links, create intents, conflicts, the outbound fingerprints, and
+what the event log says of a record's last sync.
 
 The outbound poller owns ``outbound_fingerprints`` (``services.outbound.fingerprints``);
 after a write to Kleer the handlers store the record's new fingerprint there
@@ -8,13 +9,15 @@ straight to that table (its ``load`` reads a whole object type).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import datetime as dt
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import asyncpg
 import orjson
 
 from libs.observability.logging import get_logger
+from services.inbound.kleer_write import SyncBase
 
 log = get_logger(__name__)
 
@@ -44,6 +47,99 @@ async def save_fingerprint(conn: asyncpg.Connection, connection: str, kleer_type
 
     # source_hash '' makes the poller map the record once more; the fingerprint then matches.
     await save(conn, connection, kleer_type, [FingerprintRow(kleer_id, value, "", None)])
+
+
+async def save_fingerprint_if(
+    conn: asyncpg.Connection, connection: str, kleer_type: str, kleer_id: str, value: str, *, expected: str | None
+) -> bool:
+    """``save_fingerprint``, only if the stored one is still ``expected`` (read before Kleer was; None: none).
+
+    A poll that recorded a change meanwhile keeps its fingerprint, so the next poll compares Kleer's
+    record with what the poller last saw and records it again if it differs. Returns whether it stored.
+    """
+    stored = await conn.fetchval(
+        "SELECT fingerprint FROM outbound_fingerprints WHERE connection = $1 AND kind = $2 AND kleer_id = $3 "
+        "FOR UPDATE",
+        connection,
+        kleer_type,
+        kleer_id,
+    )
+    if stored != expected:
+        log.info("a poll stored a fingerprint meanwhile; left to the poller", kleer_type=kleer_type, kleer_id=kleer_id)
+        return False
+    await save_fingerprint(conn, connection, kleer_type, kleer_id, value)
+    return True
+
+
+async def database_now(conn: Conn) -> dt.datetime:
+    """The database's clock (events' ``recorded_at`` is on it)."""
+    value = await conn.fetchval("SELECT clock_timestamp()")
+    assert isinstance(value, dt.datetime)
+    return value
+
+
+async def last_syncs(
+    conn: Conn,
+    streams: Sequence[str],
+    *,
+    upserted: str,
+    inbound_types: Sequence[str],
+    removed_types: Sequence[str],
+    change_types: Sequence[str],
+    before: dt.datetime,
+) -> dict[str, SyncBase]:
+    """Per Kleer record stream, what the log says of its last sync (one query; each stream read backwards).
+
+    - base: the properties of the latest pusher upsert (``upserted`` with a ``kleer_id``: not a removal
+      flag) or inbound write (``inbound_types`` carrying ``hubspot_properties``) recorded before
+      ``before`` (when HubSpot was read: a later upsert may not be in what was read);
+    - the fingerprint of the latest upsert, and of the latest change (``change_types``) recorded after
+      the latest upsert or removal (``removed_types``): it still waits for the pusher.
+    """
+    if not streams:
+        return {}
+    rows = await conn.fetch(
+        "SELECT s.stream, b.type AS base_type, b.data AS base_data, "
+        "u.position AS pushed_position, u.data->>'fingerprint' AS pushed_fingerprint, "
+        "c.position AS change_position, c.data->>'fingerprint' AS change_fingerprint "
+        "FROM unnest($1::text[]) AS s(stream) "
+        "LEFT JOIN LATERAL (SELECT e.type, e.data FROM events e WHERE e.stream = s.stream AND e.recorded_at < $2 "
+        "  AND ((e.type = $3 AND e.data->'properties' ? 'kleer_id') "
+        "       OR (e.type = ANY($4::text[]) AND e.data ? 'hubspot_properties')) "
+        "  ORDER BY e.version DESC LIMIT 1) b ON true "
+        "LEFT JOIN LATERAL (SELECT e.position, e.data FROM events e WHERE e.stream = s.stream "
+        "  AND e.type = ANY($5::text[]) ORDER BY e.version DESC LIMIT 1) u ON true "
+        "LEFT JOIN LATERAL (SELECT e.position, e.data FROM events e WHERE e.stream = s.stream "
+        "  AND e.type = ANY($6::text[]) ORDER BY e.version DESC LIMIT 1) c ON true",
+        list(streams),
+        before,
+        upserted,
+        list(inbound_types),
+        [upserted, *removed_types],
+        list(change_types),
+    )
+    found: dict[str, SyncBase] = {}
+    for row in rows:
+        data = _json(row["base_data"])
+        upsert = row["base_type"] == upserted
+        properties = data.get("properties" if upsert else "hubspot_properties")
+        changed: list[Any] = [] if upsert else list(data.get("changed_properties") or [])
+        pending = row["change_fingerprint"] if (row["change_position"] or 0) > (row["pushed_position"] or 0) else None
+        found[row["stream"]] = SyncBase(
+            properties=dict(properties) if isinstance(properties, Mapping) else None,
+            changed=tuple(str(p) for p in changed if isinstance(p, str)),
+            pushed_fingerprint=row["pushed_fingerprint"],
+            pending_fingerprint=pending,
+        )
+    return found
+
+
+def _json(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, str | bytes):
+        value = orjson.loads(value)
+    return value if isinstance(value, dict) else {}
 
 
 async def upsert_link(

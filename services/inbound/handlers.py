@@ -10,8 +10,14 @@ hands a batch of ``WebhookReceived`` events to ``InboundHandlers.handle``:
    property, so a late or reordered webhook can never write stale data;
 4. per record, concurrently: update the linked Kleer client/project with all
    mapped fields (only if something differs: duplicates cost no write),
-   create a client for a new company (policy), handle deletions and merges,
-   detect conflicts;
+   create a client for a new company (policy), handle deletions and merges;
+   the values written are a three-way merge (``services.inbound.kleer_write``)
+   of HubSpot's record, Kleer's record and what HubSpot held after the last
+   sync (from the log), so a Kleer change the pusher has not delivered yet is
+   kept, and a field both sides changed differently is a conflict (policy);
+   when Kleer then holds values HubSpot lacks, or a stale snapshot still waits
+   for the pusher, a fresh ``Kleer{Kind}Changed`` snapshot of the merged record
+   is recorded for the pusher, so both systems end equal;
 5. return a ``HandlerResult``: outcome events (each caused by the record's
    latest webhook event), fingerprints, links, own writes, DLQ entries - all
    committed by the consumer base with its checkpoint in one transaction.
@@ -26,6 +32,7 @@ HubSpot object id; the other records of the batch go on.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +58,7 @@ from services import own_writes
 from services.inbound import bookkeeping
 from services.inbound.deps import InboundDeps
 from services.inbound.hubspot_port import HubSpotPort, HubSpotPortError, Properties
-from services.inbound.kleer_write import changed_fields, event_json, kleer_json, plan_write
+from services.inbound.kleer_write import SyncBase, WritePlan, event_json, kleer_json, plan_write
 from services.inbound.options import DeletePolicy, InboundOptions
 from services.inbound.planning import (
     COMPANIES,
@@ -66,6 +73,7 @@ from services.inbound.planning import (
     merged_away,
 )
 from services.inbound.webhook_events import WEBHOOK_RECEIVED, MalformedWebhook, WebhookEvent
+from services.outbound.snapshots import archived_type, changed_type, push_requested_type, upserted_type
 
 log = get_logger(__name__)
 
@@ -170,11 +178,14 @@ class InboundHandlers:
         decisions = [decide(w, self.triggers[w.hubspot_object]) for w in work]
         if force:
             decisions = [Decision(d.work, Action.SYNC) if d.action is Action.SKIP else d for d in decisions]
+        # Before HubSpot is read: a sync base recorded later may hold a push HubSpot's answer lacks.
+        read_at = await bookkeeping.database_now(self.pool) if _syncs(decisions) else None
         current = await self._read_current(decisions)
-        fingerprints = await self._stored_fingerprints(decisions, current)
-        outcomes = await asyncio.gather(
-            *(self._guarded(d, current, fingerprints, raise_failures) for d in decisions)
-        )
+        linked = self._linked(decisions, current)
+        fingerprints = await self._stored_fingerprints(linked)
+        bases = await self._sync_bases(linked, read_at)
+        known = _Known(current, fingerprints, bases)
+        outcomes = await asyncio.gather(*(self._guarded(d, known, raise_failures) for d in decisions))
         result = HandlerResult()
         for outcome in outcomes:
             result.appends.extend(outcome.appends)
@@ -212,33 +223,54 @@ class InboundHandlers:
             found.update({(hubspot_object, i): props for i, props in records.items()})
         return found
 
-    async def _stored_fingerprints(
-        self, decisions: Sequence[Decision], current: Mapping[tuple[str, str], Properties]
-    ) -> dict[tuple[str, str, str], str]:
-        """The poller's fingerprints of every linked record to sync, in one query per connection and type."""
+    @staticmethod
+    def _linked(
+        decisions: Sequence[Decision], current: Mapping[tuple[str, str], Properties]
+    ) -> dict[tuple[str, str], set[str]]:
+        """(connection, Kleer type) -> the Kleer ids of the linked records to sync."""
         wanted: dict[tuple[str, str], set[str]] = {}
         for d in decisions:
             props = current.get((d.work.hubspot_object, d.work.hubspot_id)) if d.action is Action.SYNC else None
-            kleer_id = (props or {}).get(KLEER_ID) or ""
-            if kleer_id.strip():
-                wanted.setdefault((d.work.connection, d.work.kleer_type), set()).add(kleer_id.strip())
+            kleer_id = ((props or {}).get(KLEER_ID) or "").strip()
+            if kleer_id:
+                wanted.setdefault((d.work.connection, d.work.kleer_type), set()).add(kleer_id)
+        return wanted
+
+    async def _stored_fingerprints(self, linked: Mapping[tuple[str, str], set[str]]) -> dict[tuple[str, str, str], str]:
+        """The poller's fingerprints of every linked record to sync, in one query per connection and type."""
         found: dict[tuple[str, str, str], str] = {}
-        for (connection, kleer_type), ids in wanted.items():
+        for (connection, kleer_type), ids in linked.items():
             stored = await bookkeeping.stored_fingerprints(self.pool, connection, kleer_type, ids)
             found.update({(connection, kleer_type, k): v for k, v in stored.items()})
         return found
 
-    async def _guarded(
-        self,
-        decision: Decision,
-        current: Mapping[tuple[str, str], Properties],
-        fingerprints: Mapping[tuple[str, str, str], str],
-        raise_failures: bool,
-    ) -> Outcome:
+    async def _sync_bases(
+        self, linked: Mapping[tuple[str, str], set[str]], read_at: dt.datetime | None
+    ) -> dict[tuple[str, str, str], SyncBase]:
+        """What the log says of each linked record's last sync, in one query per connection and type."""
+        found: dict[tuple[str, str, str], SyncBase] = {}
+        if read_at is None:
+            return found
+        for (connection, kleer_type), ids in linked.items():
+            streams = {RecordRef("kleer", kleer_type, i).stream(connection): i for i in ids}
+            hubspot_object = COMPANIES if kleer_type == CLIENT else PROJECTS
+            bases = await bookkeeping.last_syncs(
+                self.pool,
+                list(streams),
+                upserted=upserted_type(hubspot_object),
+                inbound_types=[UPDATED[kleer_type], CLIENT_CREATED],
+                removed_types=[archived_type(hubspot_object)],
+                change_types=[changed_type(kleer_type), push_requested_type(kleer_type)],
+                before=read_at,
+            )
+            found.update({(connection, kleer_type, streams[s]): base for s, base in bases.items()})
+        return found
+
+    async def _guarded(self, decision: Decision, known: _Known, raise_failures: bool) -> Outcome:
         work = decision.work
         try:
             async with self._slots:
-                return await self._apply(decision, current, fingerprints)
+                return await self._apply(decision, known)
         except PermanentFailure as failure:
             if raise_failures:
                 raise
@@ -272,13 +304,9 @@ class InboundHandlers:
         return park
 
     # -- one record ----------------------------------------------------------------------
-    async def _apply(
-        self,
-        decision: Decision,
-        current: Mapping[tuple[str, str], Properties],
-        fingerprints: Mapping[tuple[str, str, str], str],
-    ) -> Outcome:
+    async def _apply(self, decision: Decision, known: _Known) -> Outcome:
         work = decision.work
+        current = known.current
         if decision.action is Action.SKIP:
             outcome = "echo" if decision.reason == "echo" else "ignored"
             metrics.INBOUND_COMMANDS.labels(object_type=work.kleer_type, outcome=outcome).inc()
@@ -297,7 +325,8 @@ class InboundHandlers:
                 # A creation event of a record that is already linked (e.g. we created it): nothing changed.
                 metrics.INBOUND_COMMANDS.labels(object_type=work.kleer_type, outcome="ignored").inc()
                 return self._skipped(work, "already_linked")
-            return await self._update(work, props, kleer_id, fingerprints.get((work.connection, work.kleer_type, kleer_id)))
+            key = (work.connection, work.kleer_type, kleer_id)
+            return await self._update(work, props, kleer_id, known.fingerprints.get(key), known.bases.get(key))
         if work.created and work.hubspot_object == COMPANIES and self.options.create_clients:
             return await self._create_client(work, props)
         metrics.INBOUND_COMMANDS.labels(object_type=work.kleer_type, outcome="ignored").inc()
@@ -311,15 +340,14 @@ class InboundHandlers:
         try:
             return to_kleer(work.kleer_type, props, changed=work.changed_properties, mappings=self.mappings)
         except MappingError as exc:
-            raise PermanentFailure(
-                f"HubSpot value cannot be mapped to Kleer: {exc}", {"property": exc.property, "error": str(exc)}
-            ) from exc
+            raise _unmappable(exc) from exc
 
-    async def _update(self, work: RecordWork, props: Properties, kleer_id: str, stored: str | None) -> Outcome:
+    async def _update(
+        self, work: RecordWork, props: Properties, kleer_id: str, stored: str | None, base: SyncBase | None
+    ) -> Outcome:
         kleer_type = work.kleer_type
         if not kleer_id.isdigit():
             raise PermanentFailure(f"kleer_id {kleer_id[:40]!r} is not a Kleer id", {"kleer_id": kleer_id[:40]})
-        body = self._to_kleer(work, props)
         resource = self._resource(kleer_type)
         try:
             record = await resource.get(int(kleer_id))
@@ -327,7 +355,20 @@ class InboundHandlers:
             raise PermanentFailure(
                 f"the linked Kleer {kleer_type} {kleer_id} does not exist: {exc.message}", {"kleer_id": kleer_id}
             ) from exc
-        plan = plan_write(kleer_type, record, body, stored, self.options.conflict_policy, self.mappings)
+        try:
+            plan = plan_write(
+                kleer_type,
+                record,
+                props,
+                changed=work.changed_properties,
+                base=base,
+                stored_fingerprint=stored,
+                policy=self.options.conflict_policy,
+                mappings=self.mappings,
+            )
+        except MappingError as exc:
+            raise _unmappable(exc) from exc
+        body = plan.body
         if plan.write:
             try:
                 await resource.update(int(kleer_id), kleer_json(body))
@@ -349,6 +390,7 @@ class InboundHandlers:
             "changed_properties": list(work.changed_properties),
             "webhook_event_ids": [str(e.event_id) for e in work.events],
         }
+        meta = {"actor": CONSUMER_NAME, "source": "hubspot"}
         events: list[NewEvent] = []
         writes: list[SqlWrite] = []
         if plan.conflict:
@@ -358,29 +400,34 @@ class InboundHandlers:
                     **common,
                     "policy": self.options.conflict_policy.value,
                     "winner": plan.winner,
-                    "fields": changed_fields(plan.kleer_values, plan.hubspot_values),
+                    "fields": {
+                        p: {"kleer": plan.kleer_values.get(p), "hubspot": plan.hubspot_values.get(p)}
+                        for p in plan.conflicts
+                    },
                     "kleer_values": plan.kleer_values,
                     "hubspot_values": plan.hubspot_values,
                 },
-                {"actor": CONSUMER_NAME, "source": "hubspot"},
+                meta,
             ).caused_by(work.cause)
             events.append(conflict)
             writes.append(self._conflict_row(work, kleer_id, plan.winner or "", plan, conflict))
         if plan.write:
-            events.append(
-                NewEvent(
-                    UPDATED[kleer_type],
-                    {**common, "fields": event_json(body), "conflict": plan.conflict},
-                    {"actor": CONSUMER_NAME, "source": "hubspot"},
-                ).caused_by(work.cause)
-            )
+            # ``hubspot_properties``: what HubSpot held at this sync, the base of the next merge.
+            data = {**common, "fields": event_json(body), "conflict": plan.conflict, "hubspot_properties": props}
+            events.append(NewEvent(UPDATED[kleer_type], data, meta).caused_by(work.cause))
             metrics.INBOUND_COMMANDS.labels(object_type=kleer_type, outcome="applied").inc()
-        elif not plan.needed:
-            metrics.INBOUND_COMMANDS.labels(object_type=kleer_type, outcome="unchanged").inc()
-        else:
+        elif plan.conflict:
             metrics.INBOUND_COMMANDS.labels(object_type=kleer_type, outcome="conflict_kept_kleer").inc()
+        else:
+            metrics.INBOUND_COMMANDS.labels(object_type=kleer_type, outcome="unchanged").inc()
+        if plan.snapshot is not None:
+            # HubSpot must get the merged record (and not a stale snapshot still queued): as a poll would.
+            snapshot_meta = {"actor": CONSUMER_NAME, "source": "kleer"}
+            events.append(
+                NewEvent(changed_type(kleer_type), plan.snapshot.to_event_data(), snapshot_meta).caused_by(work.cause)
+            )
         outcome = Outcome(appends=[AppendRequest(stream, events)] if events else [], writes=writes)
-        if not plan.needed:
+        if not plan.write and not plan.conflict:
             outcome.appends.extend(self._skipped(work, "kleer_up_to_date", kleer_id=kleer_id).appends)
         connection, hubspot_object, hubspot_id = work.connection, work.hubspot_object, work.hubspot_id
         new_fingerprint = plan.new_fingerprint
@@ -388,12 +435,16 @@ class InboundHandlers:
         async def remember(conn: asyncpg.Connection) -> None:
             await bookkeeping.upsert_link(conn, connection, hubspot_object, hubspot_id, kleer_type, kleer_id)
             if new_fingerprint is not None:
-                await bookkeeping.save_fingerprint(conn, connection, kleer_type, kleer_id, new_fingerprint)
+                await bookkeeping.save_fingerprint_if(
+                    conn, connection, kleer_type, kleer_id, new_fingerprint, expected=stored
+                )
 
         outcome.writes.append(remember)
         return outcome
 
-    def _conflict_row(self, work: RecordWork, kleer_id: str, winner: str, plan: Any, event: NewEvent) -> SqlWrite:
+    def _conflict_row(
+        self, work: RecordWork, kleer_id: str, winner: str, plan: WritePlan, event: NewEvent
+    ) -> SqlWrite:
         policy = self.options.conflict_policy.value
 
         async def write(conn: asyncpg.Connection) -> None:
@@ -458,6 +509,8 @@ class InboundHandlers:
                 "hubspot_id": hubspot_id,
                 "fields": event_json(body),
                 "webhook_event_ids": [str(e.event_id) for e in work.events],
+                "changed_properties": list(work.changed_properties),
+                "hubspot_properties": props,  # what HubSpot held: the base of the next merge
             },
             {"actor": CONSUMER_NAME, "source": "hubspot"},
         ).caused_by(work.cause)
@@ -564,6 +617,25 @@ class InboundHandlers:
         }
         event = NewEvent(kind, data, {"actor": CONSUMER_NAME, "source": "hubspot"}).caused_by(work.cause)
         return Outcome(appends=[AppendRequest(_hubspot_stream(work), [event])])
+
+
+@dataclass(frozen=True)
+class _Known:
+    """What a batch read before handling its records: HubSpot's records, fingerprints, sync bases."""
+
+    current: Mapping[tuple[str, str], Properties]
+    fingerprints: Mapping[tuple[str, str, str], str]  # (connection, Kleer type, Kleer id)
+    bases: Mapping[tuple[str, str, str], SyncBase]
+
+
+def _unmappable(exc: MappingError) -> PermanentFailure:
+    return PermanentFailure(
+        f"HubSpot value cannot be mapped to Kleer: {exc}", {"property": exc.property, "error": str(exc)}
+    )
+
+
+def _syncs(decisions: Sequence[Decision]) -> bool:
+    return any(d.action is Action.SYNC for d in decisions)
 
 
 def _record_kind(hubspot_object: str) -> str:

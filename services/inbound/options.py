@@ -4,11 +4,12 @@ Policies (each an environment variable declared in ``libs/config.py``):
 
 - ``INBOUND_CREATE_CLIENTS`` (default ``true``): a company created in HubSpot
   gets a new Kleer client, whose id is written back to the company's ``kleer_id``.
-- ``INBOUND_CONFLICT_POLICY`` (default ``hubspot``): when the Kleer record
-  changed since the poller last saw it *and* HubSpot changed it too,
-  ``hubspot`` writes HubSpot's values (the newer edit) and ``kleer`` keeps
-  Kleer's (the next poll brings them to HubSpot). Either way a ``SyncConflict``
-  event records both sides.
+- ``INBOUND_CONFLICT_POLICY`` (default ``hubspot``): when Kleer and HubSpot
+  both changed a field to different values since the last sync, ``hubspot``
+  writes HubSpot's value (the newer edit) and ``kleer`` keeps Kleer's (the
+  merged record is then recorded for the pusher, which brings it to HubSpot).
+  Either way a ``SyncConflict`` event records both sides. Fields only one side
+  changed are no conflict: that side's value is kept.
 - ``INBOUND_DELETE_POLICY`` (default ``leave``): a company deleted in HubSpot
   leaves its Kleer client alone (``leave``) or marks it inactive (``deactivate``).
 - ``INBOUND_PROJECT_TRIGGERS``: comma-separated project properties that start

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 
 from libs.mapping.convert import fingerprint, to_hubspot
 from libs.mapping.triggers import trigger_properties
 
-from .conftest import InboundStack
+from .conftest import CONNECTION, InboundStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -253,6 +256,131 @@ async def test_merged_companies_the_survivor_keeps_the_link(shared_stack: Inboun
     assert survivor.properties.get("kleer_id") == str(kept["kleer_id"])
 
 
+# --- a HubSpot edit while a Kleer change waits for the pusher: both survive, both sides converge -------------
+
+
+class _Outbound:
+    """The outbound side for one record, step by step: a poll of it, and the pusher's batches one event at a time
+    (the worst order: a stale snapshot is pushed before the one that supersedes it)."""
+
+    def __init__(self, stack: InboundStack, pusher: Any) -> None:
+        self.stack, self.pusher = stack, pusher
+
+    async def poll(self, kleer_id: int) -> bool:
+        """Record the Kleer record's snapshot if its fingerprint changed, as the poller does; True if it did."""
+        from libs.events.envelope import NewEvent
+        from services.outbound.fingerprints import FingerprintRow, save
+        from services.outbound.snapshots import changed_type, record_snapshot
+
+        snapshot = record_snapshot("client", self.stack.kleer_record(kleer_id))
+        if await self.stack.stored_fingerprint(str(kleer_id)) == snapshot.fingerprint:
+            return False
+        async with self.stack.deps.pool.acquire() as conn, conn.transaction():
+            await save(conn, CONNECTION, "client", [FingerprintRow(str(kleer_id), snapshot.fingerprint, "p", None)])
+            await self.stack.deps.store.append(snapshot.stream(CONNECTION), [
+                NewEvent(changed_type("client"), snapshot.to_event_data(), {"actor": "poller", "source": "kleer"})
+            ], conn=conn)
+        return True
+
+    async def push(self, kleer_id: int) -> int:
+        """Hand the pusher every change recorded since it last handled one, one batch per event; returns how many."""
+        events = await self.stack.stream_events("kleer", "client", kleer_id)
+        handled = [i for i, e in enumerate(events) if e.type == "HubSpotCompanyUpserted"]
+        waiting = [e for e in events[(max(handled) if handled else -1) + 1:] if e.type == "KleerClientChanged"]
+        for event in waiting:
+            result = await self.pusher.handle([event])
+            async with self.stack.deps.pool.acquire() as conn, conn.transaction():
+                for write in result.writes:
+                    await write(conn)
+                await self.stack.deps.store.append_batch(result.appends, conn=conn)
+        return len(waiting)
+
+    def hubspot(self, company_id: str) -> dict[str, Any]:
+        kind = self.stack.hubspot.sim.object_type("companies")
+        return dict(self.stack.hubspot.store.records[kind][int(company_id)].properties)
+
+
+@contextlib.asynccontextmanager
+async def _outbound(stack: InboundStack) -> AsyncIterator[_Outbound]:
+    from libs.mapping.loader import default_mappings
+    from services.outbound.pusher import Pusher
+
+    async with stack.hubspot.client() as client:
+        yield _Outbound(stack, Pusher(stack.deps.store, {CONNECTION: client}, mappings=default_mappings()))
+
+
+async def _pushed_client(stack: InboundStack, outbound: _Outbound, **fields: Any) -> tuple[int, str]:
+    """A Kleer client the outbound sync has polled and pushed (its creation's webhooks are our echoes)."""
+    kleer_id = await stack.kleer.clients.create({"name": "Konvergens AB", "phone": "+46 8 100", "email": "a@k.se",
+                                                  "payment-days": 30, "currency-type": "SEK", **fields})
+    assert await outbound.poll(kleer_id) and await outbound.push(kleer_id) == 1
+    [upserted] = await stack.stream_events("kleer", "client", kleer_id, "HubSpotCompanyUpserted")
+    await stack.settle(0.1)
+    return kleer_id, str(upserted.data["hubspot_id"])
+
+
+async def _written(stack: InboundStack, kleer_id: int) -> Callable[[], Awaitable[bool]]:
+    count = len(await stack.stream_events("kleer", "client", kleer_id, "KleerClientUpdated"))
+
+    async def done() -> bool:
+        return len(await stack.stream_events("kleer", "client", kleer_id, "KleerClientUpdated")) > count
+
+    return done
+
+
+async def test_hubspot_edit_while_a_kleer_change_waits_for_the_pusher_keeps_both_without_ping_pong(
+    shared_stack: InboundStack,
+) -> None:
+    stack = shared_stack
+    async with _outbound(stack) as outbound:
+        kleer_id, company = await _pushed_client(stack, outbound)
+        # Kleer's phone changes and is polled; the pusher has not pushed it yet ...
+        await stack.kleer.clients.update(kleer_id, {"phone": "+46 8 200"})
+        assert await outbound.poll(kleer_id)
+        # ... when someone renames the company in HubSpot.
+        writes = stack.kleer_writes()
+        written = await _written(stack, kleer_id)
+        stack.hubspot.ui_edit("companies", company, {"name": "Omdöpt AB"})
+        await stack.wait_for(written, 15.0)
+        record = stack.kleer_record(kleer_id)
+        assert (record["name"], record["phone"]) == ("Omdöpt AB", "+46 8 200")
+        # The pusher catches up: the stale snapshot first, then the merged one the handlers recorded.
+        assert await outbound.push(kleer_id) == 2
+        await stack.settle(0.3)
+        hubspot = outbound.hubspot(company)
+        assert (hubspot["name"], hubspot["phone"]) == ("Omdöpt AB", "+46 8 200")
+        # Quiet from here on: the echoes wrote nothing, the next poll sees nothing new, nothing waits to be pushed.
+        events = len(await stack.stream_events("kleer", "client", kleer_id))
+        assert not await outbound.poll(kleer_id)
+        assert await outbound.push(kleer_id) == 0
+        await stack.settle(0.3)
+        assert stack.kleer_writes() - writes == 1
+        assert len(await stack.stream_events("kleer", "client", kleer_id)) == events
+        assert len(await stack.stream_events("kleer", "client", kleer_id, "HubSpotCompanyUpserted")) == 3
+        assert await stack.stream_events("kleer", "client", kleer_id, "SyncConflict") == []
+
+
+async def test_conflicting_edit_while_kleers_change_waits_for_the_pusher_ends_with_the_winner_on_both_sides(
+    shared_stack: InboundStack,
+) -> None:
+    stack = shared_stack
+    async with _outbound(stack) as outbound:
+        kleer_id, company = await _pushed_client(stack, outbound)
+        await stack.kleer.clients.update(kleer_id, {"name": "Namn i Kleer AB"})
+        assert await outbound.poll(kleer_id)
+        written = await _written(stack, kleer_id)
+        stack.hubspot.ui_edit("companies", company, {"name": "Namn i HubSpot AB"})
+        await stack.wait_for(written, 15.0)
+        [conflict] = await stack.stream_events("kleer", "client", kleer_id, "SyncConflict")
+        assert conflict.data["winner"] == "hubspot" and list(conflict.data["fields"]) == ["name"]
+        # Kleer's losing snapshot still waits for the pusher: the merged one is recorded after it.
+        assert await outbound.push(kleer_id) == 2
+        await stack.settle(0.3)
+        assert stack.kleer_record(kleer_id)["name"] == outbound.hubspot(company)["name"] == "Namn i HubSpot AB"
+        assert not await outbound.poll(kleer_id)
+        assert await outbound.push(kleer_id) == 0
+
+
 async def test_burst_of_10000_events_in_100_requests_is_answered_fast_and_all_applied(shared_stack: InboundStack) -> None:
     import time
 
@@ -312,3 +440,4 @@ async def test_burst_of_10000_events_in_100_requests_is_answered_fast_and_all_ap
         return all(book.get(k)["name"] == f"Burst {i} Renamed AB" for i, k in enumerate(kleer_ids))
 
     await shared_stack.wait_for(all_applied, 60.0)
+
