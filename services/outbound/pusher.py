@@ -672,9 +672,11 @@ class Pusher:
     # --- commit -----------------------------------------------------------------------------------------
 
     def _writer(self, outcome: _Outcome) -> Callable[[asyncpg.Connection], Awaitable[None]]:
+        id_rows, others = _with_links(outcome.id_rows, outcome.associated)
+
         async def write(conn: asyncpg.Connection) -> None:
-            await idmap.save_ids(conn, outcome.id_rows)
-            await idmap.add_associated(conn, outcome.associated)
+            await idmap.save_ids(conn, id_rows)
+            await idmap.add_associated(conn, others)
             await idmap.remove_waiting(conn, outcome.resolved_waiting)
             await idmap.add_waiting(conn, outcome.add_waiting)
             await idmap.forget_waiting(conn, outcome.removed)
@@ -693,6 +695,20 @@ class Pusher:
                 )
 
         return write
+
+
+def _with_links(
+    rows: Sequence[IdRow], links: Sequence[tuple[RecordKey, str]]
+) -> tuple[list[IdRow], list[tuple[RecordKey, str]]]:
+    """Fold new links into the id rows written anyway; the rest (records not written now) stay separate."""
+    by_key: dict[RecordKey, list[str]] = {}
+    for key, parent in links:
+        by_key.setdefault(key, []).append(parent)
+    folded = []
+    for row in rows:
+        parents = by_key.pop((row.connection, row.kind, row.kleer_id), None)
+        folded.append(replace(row, associated=[*row.associated, *parents]) if parents else row)
+    return folded, [(key, parent) for key, parents in by_key.items() for parent in parents]
 
 
 def _snapshot(change: Change) -> Snapshot:
