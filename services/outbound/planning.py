@@ -273,7 +273,7 @@ def association_batches(links: Sequence[Link]) -> list[tuple[tuple[str, str, str
     return batches
 
 
-def minimum_requests(records_per_object: Mapping[str, int], links_per_pair: Mapping[object, int]) -> int:
+def minimum_requests(records_per_object: Mapping[str, int], links_per_pair: Mapping[str, int]) -> int:
     """The fewest HubSpot requests that can write these records and associations (for benchmarks)."""
     upserts = sum(-(-n // UPSERT_BATCH) for n in records_per_object.values())
     links = sum(-(-n // ASSOCIATION_BATCH) for n in links_per_pair.values())

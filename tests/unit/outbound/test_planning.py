@@ -180,6 +180,4 @@ def test_association_batches_group_by_pair_dedupe_and_cap_at_2000() -> None:
 
 
 def test_minimum_requests_counts_full_batches() -> None:
-    assert (
-        minimum_requests({"companies": 250, "invoices": 100}, {("invoices", "companies"): 2001}) == 3 + 1 + 2
-    )
+    assert minimum_requests({"companies": 250, "invoices": 100}, {"invoices->companies": 2001}) == 3 + 1 + 2

@@ -1,0 +1,448 @@
+"""Outbound benchmark: a full Kleer -> HubSpot sync of 100,000 clients and 50,000 invoices with rows.
+
+Processes, as in production: the Kleer and HubSpot simulators each in their own
+process, the Tansu broker, Postgres, the poller and the relay in this process,
+and the pusher as ``kleer-sync outbound pusher`` in its own process.
+
+(a) HubSpot requests made / the minimum possible (one upsert per 100 records of
+    each object type, one association batch per 2,000 links of each pair).
+    Target <= 1.05.
+(b) With the simulator at 110 requests / 10 s run 10x faster (110/s), the push's
+    wall time (first to last HubSpot request) / the rate-limit bound
+    (requests / 110 per s). Target <= 1.10, and no 429.
+(c) Limits off: end-to-end records/s, from the start of the poll until HubSpot
+    has every record (Kleer -> log -> Kafka -> HubSpot). Target >= 5,000/s.
+(d) A no-change poll of the 100,000 clients: seconds (target < 10) and HubSpot
+    writes (target 0).
+
+``--scale 0.1`` runs a tenth of the book.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import aiohttp
+
+from bench.common import drop_database_async, fresh_database, progress, write_results
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_TMP = Path(os.environ.get("TMPDIR", "/tmp"))
+CONNECTION = "bench"
+KLEER_TOKEN = "bench-kleer-token"
+HUBSPOT_TOKEN = "pat-na1-bench-0000"
+PORTAL = 62515
+RATE = 110  # HubSpot's limit per 10 s window
+TIME_SCALE = 10.0
+
+
+# --- simulator processes (this script re-run with --serve-*) -------------------------------------
+
+
+def serve_kleer(port: int, clients: int, invoices_per_client: float, book_file: str) -> None:
+    from aiohttp import web
+
+    from sim.kleer import KleerStore, SimState, create_app
+    from sim.kleer import seed as seed_book
+
+    store = KleerStore(token=KLEER_TOKEN)
+    summary = seed_book(
+        store,
+        n_clients=clients,
+        seed=7,
+        invoices_per_client=invoices_per_client,
+        agreement_share=0,
+        project_share=0,
+    )
+    gc.freeze()
+    Path(book_file).write_text(json.dumps(summary.as_dict()))
+    web.run_app(create_app(SimState(store)), host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+def serve_hubspot(port: int, rate: int, time_scale: float) -> None:
+    """The HubSpot simulator, plus ``/_sim/bench-timing``: wall-clock times of the first and last API answer."""
+    from aiohttp import web
+
+    from sim.hubspot.app import create_app
+    from sim.hubspot.config import SimConfig
+    from sim.hubspot.simulator import HubSpotSimulator
+
+    simulator = HubSpotSimulator(
+        SimConfig(
+            private_app_token=HUBSPOT_TOKEN, portal_id=PORTAL, rate_limit_max=rate, time_scale=time_scale
+        )
+    )
+    app = create_app(simulator)
+    timing: dict[str, float | None] = {"first": None, "last": None}
+
+    async def on_prepare(request: web.Request, _: web.StreamResponse) -> None:
+        if not request.path.startswith("/_"):
+            now = time.time()
+            timing["first"] = timing["first"] or now
+            timing["last"] = now
+
+    async def get_timing(_: web.Request) -> web.Response:
+        return web.json_response(timing)
+
+    async def reset_timing(_: web.Request) -> web.Response:
+        timing.update(first=None, last=None)
+        simulator.request_counts.clear()
+        return web.json_response(timing)
+
+    app.on_response_prepare.append(on_prepare)
+    app.router.add_get("/_sim/bench-timing", get_timing)
+    app.router.add_post("/_sim/bench-timing", reset_timing)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _spawn(
+    *args: str, env: dict[str, str] | None = None, output: Any = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """A child process; its output goes to ``output`` (never an unread pipe: a full pipe blocks the child)."""
+    return subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env or dict(os.environ),
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _cpu_seconds(process: subprocess.Popen[bytes]) -> float:
+    """CPU time (user + system) a child has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+async def _wait_http(url: str, timeout: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            try:
+                async with http.get(url) as answer:
+                    if answer.status < 500:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not answer within {timeout}s")
+            await asyncio.sleep(0.2)
+
+
+async def _http(method: str, url: str) -> Any:
+    async with aiohttp.ClientSession() as http, http.request(method, url) as answer:
+        return await answer.json()
+
+
+@contextlib.asynccontextmanager
+async def hubspot_simulator(rate: int) -> AsyncIterator[str]:
+    from sim.broker import free_port
+
+    port = free_port()
+    process = _spawn(str(Path(__file__)), "--serve-hubspot", str(port), str(rate), str(TIME_SCALE))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_http(f"{base}/_sim/state", 60)
+        yield base
+    finally:
+        _stop(process)
+
+
+class Run:
+    """One database, one HubSpot portal, one topic prefix: a full sync from scratch."""
+
+    def __init__(self, kleer_base: str, hubspot_base: str, broker: Any, rate_limit: int) -> None:
+        self.kleer_base, self.hubspot_base, self.broker = kleer_base, hubspot_base, broker
+        self.rate_limit = rate_limit
+        self.prefix = f"bench{int(time.time() * 1000) % 10**8}"
+        self.database = f"bench_outbound_{self.prefix}"
+
+    def env(self, dsn: str) -> dict[str, str]:
+        from sim.broker import free_port
+
+        return {
+            **os.environ,
+            "DATABASE_URL": dsn,
+            "KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap_servers,
+            "KAFKA_TOPIC_PREFIX": self.prefix,
+            "KLEER_API_BASE": self.kleer_base,
+            "KLEER_TOKEN": KLEER_TOKEN,
+            "KLEER_COMPANY_ID": "1",
+            "HUBSPOT_API_BASE": self.hubspot_base,
+            "HUBSPOT_ACCESS_TOKEN": HUBSPOT_TOKEN,
+            "HUBSPOT_PORTAL_ID": str(PORTAL),
+            "HUBSPOT_RATE_LIMIT": str(self.rate_limit),
+            "CONNECTION_ID": CONNECTION,
+            "METRICS_PORT": str(free_port()),
+            "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
+        }
+
+
+async def _pushed(pool: Any, prefix: str, timeout: float) -> None:
+    from libs.events.kafka import DEFAULT_PARTITIONS, partition_for
+    from services.outbound.app import PUSHER_GROUP
+    from services.topics import OUTBOUND_CHANGES, topic_name
+
+    topic = topic_name(OUTBOUND_CHANGES, prefix)
+    needed: dict[int, int] = {}
+    for stream, position in await pool.fetch(
+        "SELECT stream, max(position) FROM events WHERE type ~ '^Kleer[A-Za-z]+(Changed|Removed)$' GROUP BY stream"
+    ):
+        partition = partition_for(stream, DEFAULT_PARTITIONS)
+        needed[partition] = max(needed.get(partition, 0), position)
+    deadline = time.monotonic() + timeout
+    while True:
+        done = {
+            r[0]: r[1]
+            for r in await pool.fetch(
+                "SELECT partition, position FROM consumer_checkpoints WHERE consumer = $1 AND topic = $2",
+                PUSHER_GROUP,
+                topic,
+            )
+        }
+        if all(done.get(p, 0) >= pos for p, pos in needed.items()):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError("the pusher did not finish in time")
+        await asyncio.sleep(0.1)
+
+
+async def _joined(pool: Any, timeout: float = 60.0) -> None:
+    from services.outbound.app import PUSHER_GROUP
+
+    deadline = time.monotonic() + timeout
+    while not await pool.fetchval(
+        "SELECT count(*) FROM consumer_checkpoints WHERE consumer = $1", PUSHER_GROUP
+    ):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the pusher did not join its consumer group")
+        await asyncio.sleep(0.1)
+
+
+async def _minimum_requests(pool: Any) -> tuple[int, dict[str, int], dict[str, int]]:
+    """The fewest requests that write what HubSpot now holds (records per object, links per pair)."""
+    from services.outbound.planning import minimum_requests
+
+    records = {
+        r[0]: r[1] for r in await pool.fetch("SELECT hubspot_object, count(*) FROM hubspot_ids GROUP BY 1")
+    }
+    links = {
+        f"{r[0]}->{r[1]}": r[2]
+        for r in await pool.fetch(
+            "SELECT hubspot_object, split_part(parent, ':', 1), count(*) "
+            "FROM hubspot_ids, unnest(associated) AS parent GROUP BY 1, 2"
+        )
+    }
+    return minimum_requests(records, links), records, links
+
+
+async def full_sync(run: Run, *, pusher_during_poll: bool) -> dict[str, Any]:
+    """Set up the portal, then poll everything and push it; returns the measurements."""
+    from libs.config import load_settings
+    from libs.events.migrate import migrate
+    from libs.events.store import create_pool
+    from services.outbound.app import outbound_runtime
+
+    dsn = await fresh_database(run.database)
+    await migrate(dsn, log=None)
+    env = run.env(dsn)
+    setup = _spawn("-m", "services.cli", "hubspot", "setup", env=env)
+    if setup.wait(300) != 0:
+        raise RuntimeError("kleer-sync hubspot setup failed")
+    await _http("POST", f"{run.hubspot_base}/_sim/bench-timing")  # counts from here on
+    pool = await create_pool(dsn, min_size=1, max_size=4)
+    settings = load_settings(env=env)
+    pusher: subprocess.Popen[bytes] | None = None
+    try:
+        async with outbound_runtime(settings, kleer=True, hubspot=False) as runtime:
+            relay = runtime.relay()
+            relay_task = asyncio.create_task(relay.run())
+            if pusher_during_poll:
+                pusher = _spawn("-m", "services.cli", "outbound", "pusher", env=env, output=None)
+                await _joined(pool)
+            poller = runtime.poller()
+            progress("polling Kleer ...")
+            started = time.monotonic()
+            report = await poller.poll_once()
+            polled = time.monotonic()
+            progress(
+                f"polled {sum(k.seen for k in report.kinds.values()):,} records in {polled - started:.1f}s"
+            )
+            if pusher is None:
+                pusher = _spawn("-m", "services.cli", "outbound", "pusher", env=env, output=None)
+            await _pushed(pool, run.prefix, timeout=3600)
+            finished = time.monotonic()
+            records = await pool.fetchval("SELECT count(*) FROM hubspot_ids")
+            progress(f"pushed {records:,} records, {finished - started:.1f}s after the poll began")
+            pusher_cpu = _cpu_seconds(pusher)
+            requests = await _http("GET", f"{run.hubspot_base}/_sim/requests")
+            timing = await _http("GET", f"{run.hubspot_base}/_sim/bench-timing")
+            minimum, per_object, per_pair = await _minimum_requests(pool)
+            result: dict[str, Any] = {
+                "records": records,
+                "records_per_object": per_object,
+                "links_per_pair": per_pair,
+                "poll_seconds": round(polled - started, 2),
+                "end_to_end_seconds": round(finished - started, 2),
+                "requests": requests["total"],
+                "requests_by_status": requests["by_status"],
+                "minimum_requests": minimum,
+                "push_wall_seconds": round((timing.get("last") or 0) - (timing.get("first") or 0), 2),
+                "dead_letters": await pool.fetchval("SELECT count(*) FROM dead_letters"),
+                "pusher_cpu_seconds": round(pusher_cpu, 1),
+                "load_average_1m": round(os.getloadavg()[0], 2),
+            }
+            if not pusher_during_poll:
+                await relay.stop()
+                await relay_task
+                return result
+            # (d) a no-change poll of every client: time, and HubSpot writes (none expected)
+            head = await runtime.store.head()
+            before = (await _http("GET", f"{run.hubspot_base}/_sim/requests"))["total"]
+            quiet_started = time.monotonic()
+            quiet = await runtime.poller(["client"]).poll_once(["client"])
+            result["no_change_poll_seconds"] = round(time.monotonic() - quiet_started, 2)
+            result["no_change_poll_clients"] = quiet.kinds["client"].seen
+            await asyncio.sleep(2.0)
+            result["no_change_poll_events"] = await runtime.store.head() - head
+            result["no_change_poll_hubspot_requests"] = (
+                await _http("GET", f"{run.hubspot_base}/_sim/requests")
+            )["total"] - before
+            await relay.stop()
+            await relay_task
+            return result
+    finally:
+        if pusher is not None:
+            _stop(pusher)
+        await pool.close()
+        await drop_database_async(run.database)
+
+
+async def main(scale: float) -> int:
+    from sim.broker import TansuBroker, free_port
+
+    clients = max(100, int(100_000 * scale))
+    invoices_per_client = 0.5  # 50,000 invoices for 100,000 clients
+    kleer_port = free_port()
+    progress(
+        f"seeding the Kleer simulator: {clients:,} clients, {int(clients * invoices_per_client):,} invoices"
+    )
+    book_file = RESULTS_TMP / f"kleer-book-{kleer_port}.json"
+    kleer = _spawn(
+        str(Path(__file__)),
+        "--serve-kleer",
+        str(kleer_port),
+        str(clients),
+        str(invoices_per_client),
+        str(book_file),
+    )
+    await _wait_http(f"http://127.0.0.1:{kleer_port}/_sim/health", 600)
+    book = json.loads(book_file.read_text())
+    book_file.unlink()
+    kleer_base = f"http://127.0.0.1:{kleer_port}/v1"
+    results: dict[str, Any] = {"scale": scale, "book": book, "load_average_at_start": os.getloadavg()}
+    try:
+        with TansuBroker() as broker:
+            progress("(a, c, d) limits off: full sync with the pusher running during the poll")
+            async with hubspot_simulator(rate=0) as hubspot_base:
+                unlimited = await full_sync(Run(kleer_base, hubspot_base, broker, 0), pusher_during_poll=True)
+            progress(f"(b) rate limit {RATE} requests / 10 s, {TIME_SCALE:g}x faster: push a polled log")
+            async with hubspot_simulator(rate=RATE) as hubspot_base:
+                limited = await full_sync(
+                    Run(kleer_base, hubspot_base, broker, RATE), pusher_during_poll=False
+                )
+    finally:
+        _stop(kleer)
+    rate_per_s = RATE / (10.0 / TIME_SCALE)
+    bound = limited["requests"] / rate_per_s
+    results.update(
+        {
+            "unlimited": unlimited,
+            "rate_limited": limited,
+            "a_requests_over_minimum": round(unlimited["requests"] / unlimited["minimum_requests"], 3),
+            "b_wall_over_rate_bound": round(limited["push_wall_seconds"] / bound, 3),
+            "b_rate_bound_seconds": round(bound, 2),
+            "b_429s": limited["requests_by_status"].get("429", 0),
+            "c_end_to_end_records_per_s": round(unlimited["records"] / unlimited["end_to_end_seconds"]),
+            "d_no_change_poll_seconds": unlimited["no_change_poll_seconds"],
+            "d_no_change_poll_hubspot_writes": unlimited["no_change_poll_hubspot_requests"],
+            "targets": {
+                "a_requests_over_minimum": "<= 1.05",
+                "b_wall_over_rate_bound": "<= 1.10 (and no 429)",
+                "c_end_to_end_records_per_s": ">= 5000",
+                "d_no_change_poll_seconds": "< 10 (100,000 clients), 0 HubSpot writes",
+            },
+        }
+    )
+    print()
+    print(
+        f"(a) HubSpot requests / minimum        {results['a_requests_over_minimum']:>8}   "
+        f"({unlimited['requests']:,} / {unlimited['minimum_requests']:,}; target <= 1.05)"
+    )
+    print(
+        f"(b) rate-limited wall / bound         {results['b_wall_over_rate_bound']:>8}   "
+        f"({limited['push_wall_seconds']}s / {bound:.1f}s, 429s: {results['b_429s']}; target <= 1.10)"
+    )
+    print(
+        f"(c) end-to-end records/s, limits off  {results['c_end_to_end_records_per_s']:>8,}   "
+        f"({unlimited['records']:,} records in {unlimited['end_to_end_seconds']}s; target >= 5,000)"
+    )
+    print(
+        f"(d) no-change poll of {unlimited['no_change_poll_clients']:,} clients  "
+        f"{unlimited['no_change_poll_seconds']:>6}s   "
+        f"(HubSpot requests {unlimited['no_change_poll_hubspot_requests']}, events "
+        f"{unlimited['no_change_poll_events']}; target < 10 s, 0)"
+    )
+    print(
+        f"    (machine load average at start {results['load_average_at_start'][0]:.1f} on {os.cpu_count()} CPUs; "
+        "the numbers scale with what else the machine runs)"
+    )
+    write_results("outbound", results)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-kleer":
+        serve_kleer(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5])
+        sys.exit(0)
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-hubspot":
+        serve_hubspot(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
+        sys.exit(0)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="share of the 100,000-client book (default 1)"
+    )
+    sys.exit(asyncio.run(main(parser.parse_args().scale)))
