@@ -303,7 +303,8 @@ def check_workflow_actions(snapshot: Snapshot, ledger: Ledger, completions: Mapp
 
 
 async def check_webhooks_recorded(
-    conn: asyncpg.Connection, system: System, ledger: Ledger, bad: list[BadWebhook]
+    conn: asyncpg.Connection, system: System, ledger: Ledger, bad: list[BadWebhook],
+    hubspot_stats: Mapping[str, Any] | None = None,
 ) -> InvariantResult:
     accepted = set(system.proxy.accepted) | ledger.load.accepted_events
     ids = [webhook_event_id(PORTAL_ID, e) for e in accepted]
@@ -328,8 +329,14 @@ async def check_webhooks_recorded(
             problems.append(f"{item.kind}: {present} of {len(item.event_ids)} replayed events in the log")
         refused[item.kind] += 1
     given_up = sorted(ledger.load.given_up_events)
-    figures = {"accepted_events": len(accepted), "from_hubspot_sim": len(system.proxy.accepted),
-               "from_load": len(ledger.load.accepted_events), "lost": len(lost),
+    hubspot_gave_up = int((hubspot_stats or {}).get("batches_given_up", 0))
+    if hubspot_gave_up:
+        problems.append(f"the HubSpot simulator gave up {hubspot_gave_up} webhook batch(es) after all its retries: "
+                        "the inbound service did not answer 2xx for longer than HubSpot retries")
+    if given_up:
+        problems.append(f"{len(given_up)} load events were never answered 2xx in 6 attempts")
+    figures = {"hubspot_sim_batches_given_up": hubspot_gave_up, "accepted_events": len(accepted),
+               "from_hubspot_sim": len(system.proxy.accepted), "from_load": len(ledger.load.accepted_events), "lost": len(lost),
                "load_events_given_up_after_retries": len(given_up), "bad_requests_checked": dict(refused),
                "proxy_statuses": {str(k): v for k, v in sorted(system.proxy.statuses.items())}}
     return InvariantResult("webhooks_recorded", not problems, problems, figures)

@@ -162,7 +162,9 @@ async def check_all(
         results.append(inv.check_created_companies(snapshot, ledger, dlq))
         actions = await system.sim_get(system.hubspot_base + "/_sim/workflow-actions")
         results.append(inv.check_workflow_actions(snapshot, ledger, actions.get("completions", {})))
-        results.append(await inv.check_webhooks_recorded(conn, system, ledger, injector.log.bad_webhooks))
+        hooks = await system.sim_get(system.hubspot_base + "/_sim/webhooks")
+        results.append(await inv.check_webhooks_recorded(conn, system, ledger, injector.log.bad_webhooks,
+                                                         hooks.get("stats")))
         results.append(await inv.check_everything_handled(conn, dlq, system.env()["KAFKA_TOPIC_PREFIX"]))
         results.append(await inv.check_no_ping_pong(conn, snapshot, ledger, actions.get("completions", {})))
     results.append(inv.check_no_secrets(system))
