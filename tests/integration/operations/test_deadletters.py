@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from libs.config import Settings
 from libs.events.dlq import DeadLetterQueue
+from services.operations.deadletters import ServiceRedrivers, redrive_entries
 from services.outbound.setup import setup_hubspot
 
 from .harness import CONNECTION, SyncHarness, run_cli
@@ -37,10 +39,14 @@ async def test_redrive_after_fixing_the_cause_succeeds_and_empties_the_entry(
     assert "kleer_contact" in entries[f"kleer:client:{first}"]["reason"]
     assert entries[f"kleer:client:{first}"]["payload"]["data"]["properties"]["name"] == "Lysekil Hamn AB"
 
-    # Redriven before the fix: still refused, recorded, still open.
-    early = await run_cli("dlq", "redrive", str(entry_id), "--actor", "user:ops", env=env)
-    assert early.code == 1 and b"FAILED" in early.stdout
+    # Redriven before the fix (in this process, through the same redrivers the CLI opens): still refused,
+    # recorded, still open.
     dlq = DeadLetterQueue(sync.store)
+    entry = await dlq.get(entry_id)
+    assert entry is not None
+    async with ServiceRedrivers(Settings(env)) as redrivers:
+        [early] = await redrive_entries(dlq, redrivers, [entry], "user:ops")
+    assert not early.ok and "kleer_contact" in early.message
     entry = await dlq.get(entry_id)
     assert entry is not None and entry.status == "open" and entry.attempts == 2
 
