@@ -34,6 +34,7 @@ run: install
 
 test: install deploy-tools
 	@bash scripts/ensure-postgres.sh
+	@bash scripts/install-browser.sh $(VENV)
 	@echo "==> running the test suite"
 	@$(BIN)/python -m pytest -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
 
