@@ -6,7 +6,7 @@ against a ``System``. Kinds:
 
 - ``kill:<service>``: SIGKILL of poller, relay, pusher, inbound or handlers,
   restarted after a short random pause;
-- ``broker_restart``: the broker stops and starts empty (every topic, message
+- ``broker_restart``: the broker is SIGKILLed and starts empty (every topic, message
   and offset lost);
 - ``hubspot_429_storm``, ``hubspot_5xx_burst``, ``hubspot_slow``,
   ``hubspot_drops``: the HubSpot simulator's ``/_sim/faults`` for a window;

@@ -391,8 +391,13 @@ class System:
         return await self.start_service(name)
 
     async def restart_broker(self) -> None:
-        """Stop and start the broker: every topic, message and offset is gone."""
-        await asyncio.to_thread(self.broker.restart)
+        """SIGKILL the broker and start it again on the same port: every topic, message and offset is gone."""
+
+        def kill_and_start() -> None:
+            self.broker.kill()
+            self.broker.start()
+
+        await asyncio.to_thread(kill_and_start)
         self.broker_restarts += 1
 
     def check_processes(self) -> None:
