@@ -5,12 +5,14 @@ set-based and run inside the consumer's commit transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
 import asyncpg
+import orjson
 
+from libs.records import RecordRef
 from services.outbound.planning import Pushed, RecordKey, Waiting
 from services.outbound.snapshots import ParentRef
 
@@ -29,6 +31,7 @@ class IdRow:
     fingerprint: str | None
     associated: Sequence[str]
     removed: bool = False
+    properties: Mapping[str, str] | None = None  # the snapshot written (kept in memory, not in the table)
 
 
 async def load_pushed(conn: Conn, keys: Iterable[RecordKey]) -> dict[RecordKey, Pushed]:
@@ -141,6 +144,30 @@ async def forget_waiting(conn: asyncpg.Connection, children: Sequence[RecordKey]
         [k[1] for k in children],
         [k[2] for k in children],
     )
+
+
+async def last_pushed_properties(conn: Conn, keys: Sequence[RecordKey]) -> dict[RecordKey, dict[str, str]]:
+    """The properties of each record's latest ``HubSpot…Upserted`` event: what HubSpot holds from us."""
+    if not keys:
+        return {}
+    streams = {
+        RecordRef("kleer", kind, kleer_id).stream(connection): (connection, kind, kleer_id)
+        for connection, kind, kleer_id in keys
+    }
+    # Each stream read backwards to its latest upsert; a removal flag (no kleer_id) is not a push of the record.
+    rows = await conn.fetch(
+        "SELECT s.stream, u.properties FROM unnest($1::text[]) AS s(stream) "
+        "JOIN LATERAL (SELECT e.data->'properties' AS properties FROM events e WHERE e.stream = s.stream "
+        "  AND e.type LIKE 'HubSpot%Upserted' AND e.data->'properties' ? 'kleer_id' "
+        "  ORDER BY e.version DESC LIMIT 1) u ON true",
+        list(streams),
+    )
+    found: dict[RecordKey, dict[str, str]] = {}
+    for stream, properties in rows:
+        decoded = orjson.loads(properties) if isinstance(properties, str | bytes) else properties
+        if isinstance(decoded, dict):
+            found[streams[stream]] = {str(k): "" if v is None else str(v) for k, v in decoded.items()}
+    return found
 
 
 @dataclass(frozen=True)

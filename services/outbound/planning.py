@@ -97,6 +97,7 @@ class Pushed:
     fingerprint: str | None
     associated: frozenset[str]
     removed: bool
+    properties: Mapping[str, str] | None = None  # known only for a push not yet committed (in memory)
 
 
 def coalesce(events: Iterable[RecordedEvent]) -> tuple[list[Change], list[Malformed]]:

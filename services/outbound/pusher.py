@@ -179,7 +179,7 @@ class _Overlay:
         for row in outcome.id_rows:
             key = (row.connection, row.kind, row.kleer_id)
             parents = frozenset(row.associated) | linked.pop(key, set())
-            pushed[key] = Pushed(row.hubspot_id, row.fingerprint, parents, row.removed)
+            pushed[key] = Pushed(row.hubspot_id, row.fingerprint, parents, row.removed, row.properties)
         return cls(pushed, linked, set(outcome.add_waiting), set(outcome.resolved_waiting))
 
 
@@ -324,29 +324,71 @@ class Pusher:
     async def _upsert_all(
         self, changes: Sequence[Change], pushed: Mapping[RecordKey, Pushed], outcome: _Outcome
     ) -> list[tuple[Change, str]]:
-        """Upsert every change, one batch call per (portal, object); (change, HubSpot id) of those that landed."""
-        groups = group_by(changes, lambda c: (c.connection, c.hubspot_object))
-        answers = await asyncio.gather(
-            *(self._upsert(self.portals[key[0]], key[1], group) for key, group in groups.items())
-        )
+        """Upsert every change, one batch call per (portal, object); (change, HubSpot id) of those that landed.
+
+        A record HubSpot has from us gets only the properties that changed since that push: a
+        full snapshot would revert what someone edited in HubSpot meanwhile (another property).
+        A new record, a forced push (replay, redrive) or one whose last push is unknown gets all.
+        """
+        previous = await self._previous_properties(changes, pushed)
+        sending = {c.key: _changed_properties(_snapshot(c).properties, previous.get(c.key)) for c in changes}
+        results = await self._upsert_groups(changes, sending)
+        # A partial update that created the record (someone deleted it in HubSpot): send it whole.
+        recreated = [c for c, r in results if isinstance(r, tuple) and r[1] and c.key in previous]
+        if recreated:
+            for c in recreated:
+                sending[c.key] = _snapshot(c).properties
+            again = {c.key: r for c, r in await self._upsert_groups(recreated, sending)}
+            results = [(c, again.get(c.key, r)) for c, r in results]
         written: list[tuple[Change, str]] = []
-        for answer in answers:
-            for change, result in answer:
-                if isinstance(result, _Refused):
-                    self._fail(outcome, change, result.message, category=result.category)
-                    continue
-                hubspot_id, created = result
-                written.append((change, hubspot_id))
-                self._record_upsert(outcome, change, hubspot_id, created, pushed.get(change.key))
+        for change, result in results:
+            if isinstance(result, _Refused):
+                self._fail(outcome, change, result.message, category=result.category)
+                continue
+            hubspot_id, created = result
+            written.append((change, hubspot_id))
+            self._record_upsert(
+                outcome, change, hubspot_id, created, pushed.get(change.key), sending[change.key]
+            )
         for hubspot_object, count in Counter(c.hubspot_object for c, _ in written).items():
             metrics.HUBSPOT_RECORDS_UPSERTED.labels(object_type=hubspot_object).inc(count)
         return written
 
+    async def _previous_properties(
+        self, changes: Sequence[Change], pushed: Mapping[RecordKey, Pushed]
+    ) -> dict[RecordKey, Mapping[str, str]]:
+        """The properties of the last push of each record HubSpot has from us (updates only)."""
+        found: dict[RecordKey, Mapping[str, str]] = {}
+        unknown: list[RecordKey] = []
+        for change in changes:
+            before = pushed.get(change.key)
+            if change.force or before is None or before.removed:
+                continue
+            if before.properties is not None:
+                found[change.key] = before.properties
+            else:
+                unknown.append(change.key)
+        found.update(await idmap.last_pushed_properties(self.pool, unknown))
+        return found
+
+    async def _upsert_groups(
+        self, changes: Sequence[Change], sending: Mapping[RecordKey, Mapping[str, str]]
+    ) -> list[tuple[Change, tuple[str, bool] | _Refused]]:
+        groups = group_by(changes, lambda c: (c.connection, c.hubspot_object))
+        answers = await asyncio.gather(
+            *(self._upsert(self.portals[key[0]], key[1], group, sending) for key, group in groups.items())
+        )
+        return [item for answer in answers for item in answer]
+
     async def _upsert(
-        self, client: HubSpotClient, hubspot_object: str, changes: Sequence[Change]
+        self,
+        client: HubSpotClient,
+        hubspot_object: str,
+        changes: Sequence[Change],
+        sending: Mapping[RecordKey, Mapping[str, str]],
     ) -> list[tuple[Change, tuple[str, bool] | _Refused]]:
         """Batch upsert by ``kleer_id``; a request refused as a whole is split until the culprits are found."""
-        inputs = [RecordInput(_snapshot(c).properties, id=c.kleer_id) for c in changes]
+        inputs = [RecordInput(sending[c.key], id=c.kleer_id) for c in changes]
         result = await client.batch_upsert(ObjectType(hubspot_object), inputs, id_property=KLEER_ID)
         outcomes: list[tuple[Change, tuple[str, bool] | _Refused]] = [
             (changes[s.index], (s.id, bool(s.new))) for s in result.succeeded
@@ -361,16 +403,23 @@ class Pusher:
             # Each half is one request; halving a refused chunk of 100 finds one bad input in ~14 requests.
             middle = (min(len(refused), UPSERT_BATCH) + 1) // 2
             halves = [refused[i : i + middle] for i in range(0, len(refused), middle)]
-            for answer in await asyncio.gather(*(self._upsert(client, hubspot_object, h) for h in halves)):
+            for answer in await asyncio.gather(
+                *(self._upsert(client, hubspot_object, h, sending) for h in halves)
+            ):
                 outcomes.extend(answer)
         return outcomes
 
     def _record_upsert(
-        self, outcome: _Outcome, change: Change, hubspot_id: str, created: bool, before: Pushed | None
+        self,
+        outcome: _Outcome,
+        change: Change,
+        hubspot_id: str,
+        created: bool,
+        before: Pushed | None,
+        sent: Mapping[str, str],
     ) -> None:
         snapshot = change.snapshot
         assert snapshot is not None
-        properties = snapshot.properties  # a dict from the event; HubSpot got exactly these
         outcome.id_rows.append(
             IdRow(
                 change.connection,
@@ -380,6 +429,7 @@ class Pusher:
                 hubspot_id,
                 snapshot.fingerprint,
                 sorted(_associated(before, hubspot_id)),
+                properties=snapshot.properties,
             )
         )
         event = NewEvent(
@@ -390,13 +440,14 @@ class Pusher:
                 "hubspot_object": change.hubspot_object,
                 "hubspot_id": hubspot_id,
                 "created": created,
-                "properties": properties,
+                "properties": snapshot.properties,  # what HubSpot holds from us now
+                "written": sorted(sent),  # the properties this write sent (the rest were unchanged)
                 "fingerprint": snapshot.fingerprint,
             },
             _event_metadata(self.actor, self.source),
         )
         self._append(outcome, change, event)
-        self._own_write(outcome, change, hubspot_id, properties, created=created)
+        self._own_write(outcome, change, hubspot_id, sent, created=created)
         outcome.results.append(
             PushResult(
                 change.kind,
@@ -709,6 +760,14 @@ def _with_links(
         parents = by_key.pop((row.connection, row.kind, row.kleer_id), None)
         folded.append(replace(row, associated=[*row.associated, *parents]) if parents else row)
     return folded, [(key, parent) for key, parents in by_key.items() for parent in parents]
+
+
+def _changed_properties(current: Mapping[str, str], previous: Mapping[str, str] | None) -> Mapping[str, str]:
+    """What to send: everything without a previous push; else the properties whose value changed."""
+    if previous is None:
+        return current
+    changed = {name: value for name, value in current.items() if previous.get(name) != value}
+    return changed or {KLEER_ID: current[KLEER_ID]}  # nothing differs after all: a no-op write
 
 
 def _snapshot(change: Change) -> Snapshot:

@@ -108,10 +108,6 @@ async def test_hubspot_edit_while_a_kleer_change_waits_for_the_pusher_converges(
     assert not problems, "; ".join(problems)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug (outbound pusher): an upsert writes every mapped property of the Kleer snapshot, so a Kleer change "
-    "of one field pushed after someone edited another field in HubSpot reverts that edit; the handlers "
-    "then read the reverted record and the edit is lost on both sides"))
 async def test_a_kleer_change_pushed_after_a_hubspot_edit_of_another_field_keeps_the_edit(system: System) -> None:
     snapshot = await take_snapshot(system)
     client = snapshot.book["client"][1]

@@ -1,0 +1,78 @@
+"""An update sends only what changed in Kleer, so an edit made meanwhile in HubSpot survives."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from libs.events.envelope import RecordedEvent
+from libs.events.store import PostgresEventStore
+from services.outbound.pusher import Pusher
+from services.outbound.setup import setup_hubspot
+from services.outbound.snapshots import Snapshot, changed_type, record_snapshot
+from sim.kleer import KleerSimServer
+from tests.fixtures.hubspot_sim import HubSpotSim
+from tests.integration.outbound.conftest import CONNECTION, hubspot_by_kleer_id
+
+_positions = iter(range(1, 10**9))
+
+
+def _events(snapshots: Sequence[Snapshot]) -> list[RecordedEvent]:
+    return [
+        RecordedEvent(
+            next(_positions),
+            uuid.uuid4(),
+            s.stream(CONNECTION),
+            1,
+            changed_type(s.kind),
+            s.to_event_data(),
+            {},
+            datetime.now(UTC),
+        )
+        for s in snapshots
+    ]
+
+
+async def _push(store: PostgresEventStore, pusher: Pusher, snapshot: Snapshot) -> None:
+    result = await pusher.handle(_events([snapshot]))
+    async with store.pool.acquire() as conn, conn.transaction():
+        for write in result.writes:
+            await write(conn)
+        await store.append_batch(result.appends, conn=conn)
+
+
+def _company(hubspot_sim: HubSpotSim, kleer_id: str) -> dict[str, Any]:
+    (record,) = hubspot_by_kleer_id(hubspot_sim, "companies")[kleer_id]
+    return {"id": record.id, **record.properties}
+
+
+async def test_a_kleer_change_pushed_after_a_hubspot_edit_of_another_field_keeps_that_edit(
+    store: PostgresEventStore, kleer_sim: KleerSimServer, hubspot_sim: HubSpotSim
+) -> None:
+    kleer_sim.seed(n_clients=2, seed=91)
+    client = next(iter(kleer_sim.book.clients))
+    kleer_id = str(client["id"])
+    async with hubspot_sim.client() as hubspot:
+        await setup_hubspot(hubspot)
+        pusher = Pusher(store, {CONNECTION: hubspot})
+        await _push(store, pusher, record_snapshot("client", client))
+        hubspot_id = _company(hubspot_sim, kleer_id)["id"]
+
+        hubspot_sim.ui_edit("companies", hubspot_id, {"phone": "08-765 43 21"})  # someone edits the phone
+        await _push(store, pusher, record_snapshot("client", {**client, "email": "ny@kleer.example.se"}))
+
+        company = _company(hubspot_sim, kleer_id)
+        assert (company["invoice_email"], company["phone"]) == ("ny@kleer.example.se", "08-765 43 21")
+        upserted = [e for e in await store.read_all(0, 100) if e.type == "HubSpotCompanyUpserted"]
+        assert upserted[-1].data["written"] == ["invoice_email"]
+        assert upserted[-1].data["properties"]["invoice_email"] == "ny@kleer.example.se"
+
+        # Deleted in HubSpot meanwhile: the next change creates it again, whole.
+        hubspot_sim.sim.ui_delete("companies", str(hubspot_id))
+        await _push(store, pusher, record_snapshot("client", {**client, "email": "tredje@kleer.example.se"}))
+
+        again = _company(hubspot_sim, kleer_id)
+        assert again["id"] != hubspot_id
+        assert (again["invoice_email"], again["name"]) == ("tredje@kleer.example.se", client["name"])
