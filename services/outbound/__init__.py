@@ -32,4 +32,12 @@ the own-write log in one transaction. Each ``PushResult`` has ``outcome`` (``cre
 in the DLQ too; HubSpot staying unavailable raises.
 
 DLQ: sources ``outbound-pusher`` and ``outbound-poller``; redrivers in ``redrive``.
+
+Tables (migration 003): ``outbound_fingerprints`` (the poller's last view of each Kleer
+record), ``hubspot_ids`` (Kleer id -> HubSpot id, the fingerprint last pushed, parents
+already associated), ``pending_associations`` (links waiting for their parent).
+
+Removals: ``OUTBOUND_REMOVAL=flag`` (default) sets ``kleer_deleted=true`` on the HubSpot
+record and keeps it (its CRM history stays); ``archive`` archives it. Line items are
+always archived (a flagged row would still count in its invoice or subscription).
 """

@@ -10,7 +10,10 @@
    HubSpot write; ``Kleer…PushRequested`` forces the write;
 3. batch-upserts the rest by ``kleer_id`` (``idProperty``), at most 100 per
    request, several requests in flight (the HubSpot client's shared rate
-   budget paces them);
+   budget paces them). A new record gets every mapped property; a record
+   HubSpot already has from us gets only the properties that changed since our
+   last push (the previous values are those of its last ``…Upserted`` event), so
+   an edit someone made in HubSpot to another property is not reverted;
 4. writes the associations with v4 batch create (≤ 2,000 per request): invoice
    → company, subscription → company, project → company, line item → invoice
    or subscription, and deals where a workflow action named one. A parent not
