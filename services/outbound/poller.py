@@ -350,15 +350,23 @@ class Poller:
             )
         total = Detection(remembered=len(remembered))
         step = max(1, self.config.commit_batch)
-        for start in range(0, len(sources), step):
-            part = await asyncio.to_thread(detect_changes, sources[start : start + step], remembered)
-            await self._commit(kind, part, correlation)
-            total.seen += part.seen
-            total.changed.extend(part.changed)
-            total.failures.extend(part.failures)
-            if self._stopping.is_set() and start + step < len(sources):
-                log.info("poll stopped early", kind=kind, connection=self.config.connection)
-                return total  # the rest, and any removals, wait for the next poll
+        committing: asyncio.Task[None] | None = None
+        try:
+            for start in range(0, len(sources), step):
+                # Slice k+1 is mapped (a thread) while slice k commits (mostly waiting on Postgres).
+                part = await asyncio.to_thread(detect_changes, sources[start : start + step], remembered)
+                if committing is not None:
+                    await committing
+                committing = asyncio.create_task(self._commit(kind, part, correlation))
+                total.seen += part.seen
+                total.changed.extend(part.changed)
+                total.failures.extend(part.failures)
+                if self._stopping.is_set() and start + step < len(sources):
+                    log.info("poll stopped early", kind=kind, connection=self.config.connection)
+                    return total  # the rest, and any removals, wait for the next poll
+        finally:
+            if committing is not None:
+                await committing
         total.removed = removed
         await self._commit(kind, Detection(removed=removed), correlation)
         return total
