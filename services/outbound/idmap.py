@@ -96,12 +96,6 @@ async def add_associated(conn: asyncpg.Connection, entries: Sequence[tuple[Recor
     )
 
 
-async def hubspot_ids_of(conn: Conn, keys: Iterable[RecordKey]) -> dict[RecordKey, str]:
-    """HubSpot ids of these records, for those that are in HubSpot (not removed)."""
-    pushed = await load_pushed(conn, keys)
-    return {key: p.hubspot_id for key, p in pushed.items() if not p.removed}
-
-
 async def add_waiting(conn: asyncpg.Connection, waiting: Sequence[Waiting]) -> None:
     if not waiting:
         return
