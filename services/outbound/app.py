@@ -71,6 +71,7 @@ def pusher_consumer(
         max_events=max_events,
         linger=linger,
         on_idle=pusher.sweep,
+        on_discard=pusher.forget_recent,
     )
 
 

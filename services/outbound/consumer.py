@@ -70,6 +70,7 @@ class BatchingConsumer(EventConsumer):
         pipeline: bool = True,
         on_idle: Callable[[], Awaitable[Any]] | None = None,
         idle_interval: float = 10.0,
+        on_discard: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(store, handler, config, dlq)
         self.max_events = max_events
@@ -77,6 +78,7 @@ class BatchingConsumer(EventConsumer):
         self.pipeline = pipeline
         self.on_idle = on_idle
         self.idle_interval = idle_interval
+        self.on_discard = on_discard  # a handled batch will not be committed: drop what the handler remembers
         self._last_idle = time.monotonic()
 
     async def run(self) -> None:
@@ -111,6 +113,7 @@ class BatchingConsumer(EventConsumer):
                 if in_flight is not None and not await self._settle(in_flight):
                     # Another member committed past us meanwhile: redo this batch from its checkpoints.
                     in_flight = None
+                    self._discarded()
                     await self._handle_now(gathered)
                     continue
                 in_flight = asyncio.create_task(self._commit_all(batch, result))
@@ -180,6 +183,7 @@ class BatchingConsumer(EventConsumer):
             result = await self._run_handler(batch.ordered())
             if await self._settle(asyncio.create_task(self._commit_all(batch, result))):
                 return
+            self._discarded()
 
     async def _commit_all(self, batch: _Batch, result: HandlerResult) -> bool:
         """Effects and every partition's checkpoint in one transaction; False if one moved under us."""
@@ -236,6 +240,10 @@ class BatchingConsumer(EventConsumer):
         self.handled += handled
         metrics.CONSUMER_HANDLED.labels(consumer=self.config.name, outcome="handled").inc(handled)
         return True
+
+    def _discarded(self) -> None:
+        if self.on_discard is not None:
+            self.on_discard()
 
     async def _maybe_idle(self) -> None:
         if self.on_idle is None or time.monotonic() - self._last_idle < self.idle_interval:

@@ -227,6 +227,10 @@ class Pusher:
         self._overlays.append(_Overlay.of(outcome))
         return HandlerResult(appends=outcome.appends, writes=[self._writer(outcome)])
 
+    def forget_recent(self) -> None:
+        """Drop what the last batches wrote from memory: they will not be committed (the consumer redoes them)."""
+        self._overlays.clear()
+
     async def push_now(
         self,
         connection: str,
