@@ -281,12 +281,14 @@ class FaultInjector:
             captured = self.system.proxy.captured
             if not captured:
                 raise RuntimeError("no accepted webhook request captured yet to replay")
-            body, headers = captured[self.rng.randrange(len(captured))]
+            captured_at, body, headers = captured[self.rng.randrange(len(captured))]
             ids = [int(e["eventId"]) for e in orjson.loads(body)]
             # Within five minutes a replay is indistinguishable from HubSpot's own retry: it is accepted,
-            # and the eventId dedupe must make it a no-op.
+            # and the eventId dedupe must make it a no-op. Later its timestamp is stale: refused.
+            age = time.monotonic() - captured_at
+            expected_status: tuple[int, ...] = (200,) if age < 280 else (401,) if age > 320 else (200, 401)
             status = await self._post(url, body, headers)
-            self.log.bad_webhooks.append(BadWebhook(kind, status, (200,), ids, False))
+            self.log.bad_webhooks.append(BadWebhook(kind, status, expected_status, ids, False))
             return
         portal = PORTAL_ID + 1 if kind == "webhook_cross_portal" else PORTAL_ID
         events = self._events(portal)

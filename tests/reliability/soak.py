@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -35,6 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    os.environ.setdefault("SOAK_KEEP_FAILED_DB", "1")  # a failed long run is worth a look: keep its database
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kleer-soak-"))
     started = time.monotonic()
 

@@ -162,7 +162,7 @@ class WebhookProxy:
         self.port = free_port()
         self.accepted: dict[int, float] = {}
         self.statuses: Counter[int] = Counter()
-        self.captured: list[tuple[bytes, dict[str, str]]] = []  # some accepted requests, for replays
+        self.captured: list[tuple[float, bytes, dict[str, str]]] = []  # (when, body, headers) of accepted requests
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -203,8 +203,10 @@ class WebhookProxy:
             with contextlib.suppress(orjson.JSONDecodeError, TypeError, AttributeError):
                 for event in orjson.loads(body):
                     self.accepted.setdefault(int(event["eventId"]), now)
-            if len(self.captured) < 50:
-                self.captured.append((body, headers))
+            # The first 10 and the latest 40: in a long run, replays of old (stale) and recent requests.
+            self.captured.append((time.monotonic(), body, headers))
+            if len(self.captured) > 50:
+                del self.captured[10]
         return web.Response(status=status, body=answer, content_type="application/json")
 
 

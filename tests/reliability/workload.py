@@ -168,7 +168,7 @@ class WorkloadConfig:
     create_company_every: float = 12.0
     load_rate: float = 50.0  # webhook requests per second
     load_events_per_request: int = 10
-    load_concurrency: int = 16
+    load_concurrency: int = 32
     action_every: float = 6.0
     action_repeat_share: float = 0.4  # calls HubSpot sends again with the same callbackId
 
@@ -435,7 +435,7 @@ class Workload:
         url = self.system.webhook_url
         assert self._load_session is not None
         try:
-            for attempt in range(6):
+            for attempt in range(10):  # about 30 s; HubSpot itself retries for a day
                 for event in events:
                     event["attemptNumber"] = attempt
                 body = orjson.dumps(events)
