@@ -85,7 +85,7 @@ async def test_kleer_down_blocks_the_action_and_the_callback_completes_after_kle
 async def test_a_slow_kleer_blocks_and_the_work_finishes_in_the_background(actions_env: ActionsEnv) -> None:
     env = actions_env
     deal = await _invoiceable_deal(env)
-    env.kleer_sim.set_faults({"latency": {"distribution": "fixed", "ms": 1700}, "path-prefix": "/company/1/client/invoice"})
+    env.kleer_sim.set_faults({"latency": {"distribution": "fixed", "ms": 5000}, "path-prefix": "/company/1/client/invoice"})
 
     invocation = await env.invoke("create-invoice", deal)
 
