@@ -145,6 +145,19 @@ class ActionsEnv:
             await asyncio.sleep(0.05)
         raise AssertionError(f"no callback completion for {callback_id} within {timeout_s} s")
 
+    async def action_row_when(self, callback_id: str, condition: str, timeout_s: float = 10.0) -> asyncpg.Record:
+        """The workflow_actions row of this call once `condition` (SQL) holds for it (waits for it)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        query = f"SELECT *, ({condition}) AS wanted FROM workflow_actions WHERE callback_id = $1"
+        while True:
+            row = await self.pool.fetchrow(query, callback_id)
+            if row is not None and row["wanted"]:
+                return row
+            if loop.time() >= deadline:
+                raise AssertionError(f"workflow_actions row of {callback_id} never had {condition}: {row}")
+            await asyncio.sleep(0.05)
+
     async def events(self, *types: str) -> list[Any]:
         rows = await self.deps.store.read_all(0, 100_000, list(types) if types else None)
         return list(rows)

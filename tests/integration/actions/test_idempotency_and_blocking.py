@@ -73,9 +73,8 @@ async def test_kleer_down_blocks_the_action_and_the_callback_completes_after_kle
     assert len(env.kleer_sim.book.invoices) == 1
     assert env.by_kleer_id(ObjectType.INVOICES, completed["kleer_id"])
     assert len(env.hubspot.sim.actions.completions[invocation.callback_id]) == 1
-    row = await env.pool.fetchrow(
-        "SELECT state, completion_due, completed_at, attempts FROM workflow_actions WHERE callback_id = $1",
-        invocation.callback_id)
+    # HubSpot has the completion before the worker records having sent it: wait for the row, not a sleep.
+    row = await env.action_row_when(invocation.callback_id, "completed_at IS NOT NULL")
     assert row["state"] == "done" and row["completion_due"] and row["completed_at"] is not None
     assert row["attempts"] >= 1
     later = await env.invoke("create-invoice", deal, callback_id=invocation.callback_id)
