@@ -46,6 +46,32 @@ def error_response(status: int, error: str, message: str, **extra: Any) -> web.R
     return web.json_response({"error": error, "message": message, **extra}, status=status)
 
 
+def refuse_unsigned(options: InboundOptions, request: web.Request, body: bytes, what: str) -> web.Response | None:
+    """The 401 answer when ``request`` is not signed by HubSpot with our client secret, else None.
+
+    The signature covers ``PUBLIC_BASE_URL`` + path + query (v3, or v1/v2 when declared), v3 timestamps
+    within ``options.signature_max_age_ms``; ``what`` names the endpoint in the log line.
+    """
+    try:
+        verify_request(
+            options.client_secret.value,
+            request.method,
+            options.public_base_url + request.raw_path,
+            body,
+            request.headers,
+            int(time.time() * 1000),
+            options.signature_max_age_ms,
+        )
+    except SignatureError as exc:
+        log.info(f"{what} refused: bad signature", reason=exc.reason.value, detail=exc.detail)
+        message = (
+            "the request is not signed by HubSpot with our client secret: check HUBSPOT_CLIENT_SECRET "
+            "and that PUBLIC_BASE_URL is the URL HubSpot calls"
+        )
+        return error_response(401, "unauthorized", message, reason=exc.reason.value)
+    return None
+
+
 class WebhookIntake:
     """The webhook endpoint's handler, with its dependencies."""
 
@@ -69,20 +95,9 @@ class WebhookIntake:
         except BodyTooLarge:
             limit = self.options.max_body_bytes
             return error_response(413, "too_large", f"the body is larger than {limit} bytes"), "too_large"
-        try:
-            verify_request(
-                self.options.client_secret.value,
-                request.method,
-                self.options.public_base_url + request.raw_path,
-                body,
-                request.headers,
-                int(time.time() * 1000),
-                self.options.signature_max_age_ms,
-            )
-        except SignatureError as exc:
-            log.info("webhook refused: bad signature", reason=exc.reason.value, detail=exc.detail)
-            message = "the request is not signed by HubSpot with our client secret"
-            return error_response(401, "unauthorized", message, reason=exc.reason.value), "unauthorized"
+        refused = refuse_unsigned(self.options, request, body, "webhook")
+        if refused is not None:
+            return refused, "unauthorized"
         try:
             events = parse_webhook_body(body)
         except MalformedWebhook as exc:

@@ -21,14 +21,13 @@ from typing import Any
 
 from aiohttp import web
 
-from libs.hubspot.signatures import SignatureError, verify_request
 from libs.observability import metrics
 from libs.observability.logging import get_logger
 from services.inbound.actions import catalog
 from services.inbound.actions.answers import EXECUTION_STATE, answer_body
 from services.inbound.actions.executor import DATABASE_ERRORS, ActionExecutor
 from services.inbound.actions.request import MalformedRequest, parse_request
-from services.inbound.intake import error_response
+from services.inbound.intake import error_response, refuse_unsigned
 from services.inbound.openapi import _SIGNATURE_HEADERS
 from services.inbound.options import InboundOptions
 
@@ -63,20 +62,9 @@ class ActionEndpoint:
         if request.content_length is not None and request.content_length > limit:
             return error_response(413, "too_large", f"the body is larger than {limit} bytes"), "too_large"
         body = await request.read()
-        try:
-            verify_request(
-                self.options.client_secret.value,
-                request.method,
-                self.options.public_base_url + request.raw_path,
-                body,
-                request.headers,
-                int(time.time() * 1000),
-                self.options.signature_max_age_ms,
-            )
-        except SignatureError as exc:
-            log.info("workflow action refused: bad signature", reason=exc.reason.value, detail=exc.detail)
-            message = "the request is not signed by HubSpot with our client secret"
-            return error_response(401, "unauthorized", message, reason=exc.reason.value), "unauthorized"
+        refused = refuse_unsigned(self.options, request, body, "workflow action")
+        if refused is not None:
+            return refused, "unauthorized"
         definition = catalog.definition(name)
         if definition is None:
             known = ", ".join(catalog.ACTION_NAMES)
