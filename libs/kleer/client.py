@@ -22,6 +22,8 @@ Guarantees:
   ``ambiguous=True`` instead of risking a duplicate.
 - Lists are followed page by page to the end (``offset``/``limit``; the next
   page is fetched while the caller handles the current one).
+- Request bodies may hold ``Decimal`` values (quantities, hours): they are sent
+  as exact JSON numbers (``encode_body``), never rounded through a float.
 - The token is sent only as ``X-Token``; it never appears in logs or errors.
 - Every attempt is counted in ``KLEER_REQUESTS`` / ``KLEER_REQUEST_SECONDS``
   with ``endpoint = "<METHOD> <route template>"`` (e.g. ``GET /company/{company-id}/client/{id}``).
@@ -34,6 +36,7 @@ import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from decimal import Decimal
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, cast
 
@@ -298,7 +301,7 @@ class KleerClient:
         """One API call with retries; returns the decoded JSON answer or raises a ``KleerError``."""
         endpoint = f"{method} {route}"
         url = self._url(route, record_id)
-        data = orjson.dumps(body) if body is not None else None
+        data = encode_body(body) if body is not None else None
         context: dict[str, Any] = {"endpoint": endpoint, "record": body, "record_id": record_id}
         attempt = 0
         while True:
@@ -446,6 +449,23 @@ async def _no_silent_resend(
         if request.method != "PUT" or isinstance(exc, aiohttp.ClientConnectorError):
             raise
         raise _WriteInterrupted(f"{type(exc).__name__}: {exc}") from exc
+
+
+def encode_body(record: Mapping[str, Any]) -> bytes:
+    """A request body as JSON; ``Decimal`` values (quantities, hours, rates) become exact JSON numbers.
+
+    ``Decimal("1.50")`` is sent as ``1.50``, never through a float. A non-finite
+    ``Decimal`` (NaN, Infinity) has no JSON form and raises ``TypeError``.
+    """
+    return orjson.dumps(record, default=_json_number)
+
+
+def _json_number(value: Any) -> orjson.Fragment:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise TypeError(f"{value} cannot be sent to Kleer: JSON has no such number")
+        return orjson.Fragment(format(value, "f").encode())
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _snippet(body: Any) -> str:

@@ -58,7 +58,7 @@ from services import own_writes
 from services.inbound import bookkeeping
 from services.inbound.deps import InboundDeps
 from services.inbound.hubspot_port import HubSpotPort, HubSpotPortError, Properties
-from services.inbound.kleer_write import SyncBase, WritePlan, event_json, kleer_json, plan_write
+from services.inbound.kleer_write import SyncBase, WritePlan, event_json, plan_write
 from services.inbound.options import DeletePolicy, InboundOptions
 from services.inbound.planning import (
     COMPANIES,
@@ -371,7 +371,7 @@ class InboundHandlers:
         body = plan.body
         if plan.write:
             try:
-                await resource.update(int(kleer_id), kleer_json(body))
+                await resource.update(int(kleer_id), body)
             except KleerValidationError as exc:
                 raise PermanentFailure(
                     f"Kleer refused the update: {exc.message}",
@@ -476,7 +476,7 @@ class InboundHandlers:
         if kleer_id is None:
             await bookkeeping.begin_creation(self.pool, connection, COMPANIES, hubspot_id, foreign_id)
             try:
-                kleer_id = str(await self.kleer.clients.create(kleer_json(body)))
+                kleer_id = str(await self.kleer.clients.create(body))
             except KleerValidationError as exc:
                 raise PermanentFailure(
                     f"Kleer refused the new client: {exc.message}",

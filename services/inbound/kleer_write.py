@@ -278,19 +278,6 @@ def changed_fields(before: Mapping[str, str], after: Mapping[str, str]) -> dict[
     }
 
 
-def kleer_json(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The body with ``Decimal`` values as JSON numbers the Kleer client can encode (ints stay ints)."""
-
-    def convert(value: Any) -> Any:
-        if isinstance(value, Decimal):
-            return int(value) if value == value.to_integral_value() else float(value)
-        if isinstance(value, Mapping):
-            return {k: convert(v) for k, v in value.items()}
-        return value
-
-    return {k: convert(v) for k, v in body.items()}
-
-
 def event_json(body: Mapping[str, Any]) -> dict[str, Any]:
     """The body for an event's data: Decimals as exact strings."""
 

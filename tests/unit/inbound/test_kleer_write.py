@@ -15,7 +15,6 @@ from services.inbound.kleer_write import (
     WritePlan,
     body_differs,
     changed_fields,
-    kleer_json,
     plan_write,
 )
 from services.inbound.options import ConflictPolicy
@@ -154,6 +153,3 @@ def test_hubspot_value_kleer_cannot_take_raises() -> None:
         plan_write("client", CLIENT, hubspot, stored_fingerprint=None, policy=ConflictPolicy.HUBSPOT_WINS,
                    mappings=MAPPINGS)
 
-
-def test_decimals_become_json_numbers_for_kleer() -> None:
-    assert kleer_json({"budget-hours": Decimal("1.50"), "n": Decimal("3")}) == {"budget-hours": 1.5, "n": 3}
