@@ -1,8 +1,9 @@
 """The whole system as separate OS processes, on a fresh database: what the scenarios run against.
 
 ``System`` creates a database on the tests' Postgres server (``DATABASE_URL``
-names the server; the database itself is new and dropped afterwards),
-migrates it, starts the dev broker, both simulators and every service as its
+names the server; the database itself is new and dropped afterwards) or, with
+``private_postgres``, on a cluster of its own (``pgcluster.py``) that it can
+restart, migrates it, starts the dev broker, both simulators and every service as its
 own process, configured through the environment exactly as
 ``services/demo.py`` does. HubSpot's webhooks reach the inbound service
 through ``WebhookProxy``, a pass-through in the runner's event loop that
@@ -17,8 +18,8 @@ Processes (each can be SIGKILLed and restarted): ``poller``, ``relay``,
 The simulators stand for the external SaaS systems and are never killed:
 their state *is* Kleer's and HubSpot's data.
 
-Postgres is the machine's shared server, used by every other test: it is not
-restarted here.
+The machine's shared Postgres server, used by every other test, is never
+restarted: ``restart_postgres`` needs the private cluster.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from libs.events.migrate import migrate
 from libs.mapping import hubspot_properties_to_read, trigger_properties
 from sim.broker import TansuBroker, free_port
 from tests.reliability.dbrole import create_service_role, drop_service_role
+from tests.reliability.pgcluster import PrivateCluster
 from tests.reliability.processes import REPO_ROOT, ManagedProcess, ProcessFailed, tail
 
 DEFAULT_SERVER_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -96,6 +98,7 @@ class SystemConfig:
     server_dsn: str | None = None  # Postgres server; default DATABASE_URL or the local one
     keep_database: bool = False
     service_role: bool = True  # services connect as a role without superuser (``dbrole.py``)
+    private_postgres: bool = False  # a cluster of our own (restartable) instead of the shared server
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -231,6 +234,8 @@ class System:
         self.processes: dict[str, ManagedProcess] = {}
         self.session: aiohttp.ClientSession | None = None
         self.broker_restarts = 0
+        self.cluster = PrivateCluster(self.logs / "postgres.log") if config.private_postgres else None
+        self.postgres_restarts = 0
         self.started_at = 0.0
         self.pool: asyncpg.Pool | None = None
         self.start_timings: dict[str, float] = {}
@@ -284,6 +289,10 @@ class System:
             mark = time.monotonic()
 
         self.session = aiohttp.ClientSession()
+        if self.cluster is not None:
+            await asyncio.to_thread(self.cluster.start)
+            self.server_dsn = self.cluster.dsn
+            lap("private_postgres")
         self.dsn = await create_database(self.server_dsn)
         self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4)
         if self.config.service_role:
@@ -311,7 +320,16 @@ class System:
             await self.pool.close()
         if self.session is not None:
             await self.session.close()
-        if self.dsn and not (self.config.keep_database or (failed and os.environ.get("SOAK_KEEP_FAILED_DB"))):
+        keep = self.config.keep_database or (failed and bool(os.environ.get("SOAK_KEEP_FAILED_DB")))
+        if self.cluster is not None:
+            if keep:  # stopped, its data directory left in place for a look
+                self.cluster.stop("fast")
+                print(f"kept the private cluster's data in {self.cluster.data}: start it with "
+                      f"`{self.cluster.start_command()}`, then DATABASE_URL={self.dsn}", file=sys.stderr)
+            else:
+                self.cluster.destroy()
+            return
+        if self.dsn and not keep:
             with contextlib.suppress(OSError, asyncpg.PostgresError):
                 await drop_database(self.dsn)
             if self.service_role:
@@ -401,6 +419,14 @@ class System:
 
         await asyncio.to_thread(kill_and_start)
         self.broker_restarts += 1
+
+    async def restart_postgres(self, mode: str, pause: float) -> None:
+        """Stop the private cluster (``pg_ctl stop -m <mode>``), stay down ``pause`` seconds, start it again."""
+        if self.cluster is None:
+            raise RuntimeError("a Postgres restart needs the private cluster (SystemConfig(private_postgres=True)): "
+                               "the shared server serves every other test on the machine")
+        await asyncio.to_thread(self.cluster.restart, mode, pause)
+        self.postgres_restarts += 1
 
     def check_processes(self) -> None:
         """Raise if a process died that the runner did not kill."""
