@@ -28,6 +28,12 @@ broker epoch in Postgres; consumers see the new epoch and re-read their
 partitions from the beginning (a broker that came back empty would otherwise
 leave them parked at offsets it no longer has).
 
+Database restarts: a batch whose handler or commit fails because the server
+went away is neither retried against the attempt budget nor dead-lettered: the
+consumer waits for the server, seeks every assigned partition back to its
+Postgres checkpoint and handles the batch again (the handler's external calls
+repeat, idempotently, as after a crash).
+
 Gaps: every message names the position of the previous message the relay put
 in the same partition. If that link points past our checkpoint (the broker
 lost messages, or the relay rewound), the missing events are read from
@@ -58,6 +64,7 @@ from libs.events.kafka import (
     partition_for,
     retry_with_backoff,
 )
+from libs.events.outage import database_unavailable, wait_for_database
 from libs.events.store import AppendRequest, PostgresEventStore
 from libs.observability import metrics
 from libs.observability.logging import bind_correlation_id, get_logger
@@ -154,11 +161,18 @@ class EventConsumer:
                     log.warning("consumer fetch failed; retrying", consumer=self.config.name, error=str(exc))
                     await asyncio.sleep(0.5)
                     continue
-                await self._follow_broker_epoch()
-                for tp, messages in batches.items():
-                    await self._handle_partition(tp, messages)
-                if batches:
-                    await self._update_lag()
+                try:
+                    await self._follow_broker_epoch()
+                    for tp, messages in batches.items():
+                        await self._handle_partition(tp, messages)
+                    if batches:
+                        await self._update_lag()
+                except Exception as exc:
+                    if not database_unavailable(exc):
+                        raise
+                    log.warning("database unavailable; resuming from the checkpoints once it is back",
+                                consumer=self.config.name, error=repr(exc))
+                    await self._resume_after_outage()
         finally:
             kafka, self._kafka = self._kafka, None
             if kafka is not None:
@@ -183,6 +197,17 @@ class EventConsumer:
         if assigned:
             log.warning("broker lost data; re-reading partitions", consumer=self.config.name, epoch=epoch)
             await self._kafka.seek_to_beginning(*assigned)
+
+    async def _resume_after_outage(self) -> None:
+        """Wait for the database, then seek every assigned partition back to its checkpoint."""
+        while await wait_for_database(self.pool, self._stopping):
+            try:
+                if self._kafka is not None:
+                    await self._register(list(self._kafka.assignment()))
+                return
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    raise
 
     async def _register(self, assigned: list[TopicPartition]) -> None:
         """Make a checkpoint row per assigned partition, and resume where Postgres says we were.
@@ -340,6 +365,8 @@ class EventConsumer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if database_unavailable(exc):
+                    raise  # not the batch's fault: wait for the server, then handle it again
                 if attempt >= self.config.max_attempts:
                     log.error("handler failed; parking batch", consumer=self.config.name, error=repr(exc))
                     return HandlerResult(writes=[self._park_all(events, exc)])

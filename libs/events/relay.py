@@ -21,6 +21,10 @@ yet handled everything on that partition, and republishes from there.
 
 Only one relay per database is active: it holds a session advisory lock; other
 replicas wait as hot standbys.
+
+A database restart ends the lock's session: the relay stops publishing, waits
+for the server, takes the lock again and resumes from its saved checkpoint
+(events published but not yet checkpointed go out again; consumers skip them).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from libs.events.kafka import (
     partition_for,
     retry_with_backoff,
 )
+from libs.events.outage import database_unavailable, wait_for_database
 from libs.events.store import PostgresEventStore
 from libs.observability import metrics
 from libs.observability.logging import get_logger
@@ -106,7 +111,20 @@ class Relay:
             await producer.stop()
 
     async def run(self) -> None:
-        """Publish until ``stop``; holds the single-active-relay lock meanwhile."""
+        """Publish until ``stop``; holds the single-active-relay lock meanwhile; outlives database restarts."""
+        while not self._stopping.is_set():
+            try:
+                await self._run_holding_lock()
+                return
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    raise
+                log.warning("relay lost the database; resuming from its checkpoint once it is back",
+                            error=repr(exc))
+            if not await wait_for_database(self.pool, self._stopping):
+                return
+
+    async def _run_holding_lock(self) -> None:
         async with self.pool.acquire() as lock_conn:
             while not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK):
                 log.info("relay standby: another relay holds the lock")
@@ -121,6 +139,8 @@ class Relay:
                     try:
                         published = await self.publish_once()
                     except Exception as exc:
+                        if database_unavailable(exc):
+                            raise  # the lock went with the session: take it again first
                         log.warning("relay publish failed; retrying", error=str(exc))
                         await self._recover_producer()
                         if await self._wait(1.0):
@@ -132,7 +152,8 @@ class Relay:
                             break
             finally:
                 await self._close_producer()
-                await lock_conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK)
+                if not lock_conn.is_closed():
+                    await lock_conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK)
 
     async def _wait(self, seconds: float) -> bool:
         try:

@@ -19,7 +19,8 @@ This subclass
   being committed: ``Pusher`` keeps what it just wrote in memory). Commits stay
   in order, and a stop finishes the batch in flight and its commit first.
 
-Dedupe, gap filling, broker-epoch changes, retries and parking are the base
+Dedupe, gap filling, broker-epoch changes, database restarts (the batch in flight is
+forgotten and taken again from the checkpoints), retries and parking are the base
 class's.
 """
 
@@ -38,6 +39,7 @@ from libs.events.consumer import ConsumerConfig, EventConsumer, HandlerResult
 from libs.events.dlq import DeadLetterQueue
 from libs.events.envelope import RecordedEvent
 from libs.events.kafka import Stopped
+from libs.events.outage import database_unavailable
 from libs.events.store import PostgresEventStore
 from libs.observability import metrics
 from libs.observability.logging import get_logger
@@ -90,38 +92,51 @@ class BatchingConsumer(EventConsumer):
         in_flight: asyncio.Task[bool] | None = None
         try:
             while not self._stopping.is_set():
-                gathered = await self._gather()
-                await self._follow_broker_epoch()
-                if not gathered:
-                    if in_flight is not None:
+                try:
+                    gathered = await self._gather()
+                    await self._follow_broker_epoch()
+                    if not gathered:
+                        if in_flight is not None:
+                            await self._settle(in_flight)
+                            in_flight = None
+                        else:
+                            await self._maybe_idle()
+                        continue
+                    batch = await self._take(gathered)
+                    if batch is None:
+                        continue
+                    started = time.perf_counter()
+                    result = await self._run_handler(batch.ordered())  # overlaps the previous batch's commit
+                    log.info(
+                        "batch handled",
+                        consumer=self.config.name,
+                        events=sum(len(e) for e in batch.events.values()),
+                        seconds=round(time.perf_counter() - started, 3),
+                    )
+                    if in_flight is not None and not await self._settle(in_flight):
+                        # Another member committed past us meanwhile: redo this batch from its checkpoints.
+                        in_flight = None
+                        self._discarded()
+                        await self._handle_now(gathered)
+                        continue
+                    in_flight = asyncio.create_task(self._commit_all(batch, result))
+                    for tp, events in batch.events.items():  # tentative, so the next batch starts after it
+                        self._checkpoints[(tp.topic, tp.partition)] = events[-1].position
+                    if not self.pipeline:
                         await self._settle(in_flight)
                         in_flight = None
-                    else:
-                        await self._maybe_idle()
-                    continue
-                batch = await self._take(gathered)
-                if batch is None:
-                    continue
-                started = time.perf_counter()
-                result = await self._run_handler(batch.ordered())  # overlaps the previous batch's commit
-                log.info(
-                    "batch handled",
-                    consumer=self.config.name,
-                    events=sum(len(e) for e in batch.events.values()),
-                    seconds=round(time.perf_counter() - started, 3),
-                )
-                if in_flight is not None and not await self._settle(in_flight):
-                    # Another member committed past us meanwhile: redo this batch from its checkpoints.
-                    in_flight = None
+                except Exception as exc:
+                    if not database_unavailable(exc):
+                        raise
+                    # The batch in flight may or may not have committed: Postgres says which, once it is back.
+                    if in_flight is not None:
+                        with contextlib.suppress(Exception):
+                            await in_flight
+                        in_flight = None
                     self._discarded()
-                    await self._handle_now(gathered)
-                    continue
-                in_flight = asyncio.create_task(self._commit_all(batch, result))
-                for tp, events in batch.events.items():  # tentative, so the next batch starts after it
-                    self._checkpoints[(tp.topic, tp.partition)] = events[-1].position
-                if not self.pipeline:
-                    await self._settle(in_flight)
-                    in_flight = None
+                    log.warning("database unavailable; resuming from the checkpoints once it is back",
+                                consumer=self.config.name, error=repr(exc))
+                    await self._resume_after_outage()
         finally:
             if in_flight is not None:
                 with contextlib.suppress(Exception):
