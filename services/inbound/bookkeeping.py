@@ -1,4 +1,4 @@
-"""The inbound handlers' tables: links, create intents, conflicts, the outbound fingerprints, and
+"""The inbound handlers' tables: links, conflicts, the outbound fingerprints, and
 what the event log says of a record's last sync.
 
 The outbound poller owns ``outbound_fingerprints`` (``services.outbound.fingerprints``);
@@ -204,39 +204,6 @@ async def known_links(conn: Conn, connection: str, hubspot_object: str, hubspot_
     )
     found.update({r[0]: r[1] for r in rows})
     return found
-
-
-async def creation_intent(pool: Conn, connection: str, hubspot_object: str, hubspot_id: str) -> tuple[bool, str | None]:
-    """(an intent exists, the Kleer id it finished with)."""
-    row = await pool.fetchrow(
-        "SELECT kleer_id FROM inbound_creations WHERE connection = $1 AND hubspot_object = $2 AND hubspot_id = $3",
-        connection,
-        hubspot_object,
-        hubspot_id,
-    )
-    return (row is not None, row[0] if row else None)
-
-
-async def begin_creation(pool: Conn, connection: str, hubspot_object: str, hubspot_id: str, foreign_id: str) -> None:
-    await pool.execute(
-        "INSERT INTO inbound_creations (connection, hubspot_object, hubspot_id, foreign_id) VALUES ($1, $2, $3, $4) "
-        "ON CONFLICT DO NOTHING",
-        connection,
-        hubspot_object,
-        hubspot_id,
-        foreign_id,
-    )
-
-
-async def created(pool: Conn, connection: str, hubspot_object: str, hubspot_id: str, kleer_id: str) -> None:
-    await pool.execute(
-        "UPDATE inbound_creations SET kleer_id = $4, finished_at = now() "
-        "WHERE connection = $1 AND hubspot_object = $2 AND hubspot_id = $3",
-        connection,
-        hubspot_object,
-        hubspot_id,
-        kleer_id,
-    )
 
 
 async def record_conflict(

@@ -56,6 +56,7 @@ from libs.observability.logging import get_logger
 from libs.records import RecordRef
 from services import own_writes
 from services.inbound import bookkeeping
+from services.inbound.client_creation import CreationTiming, create_client_once, foreign_id_of
 from services.inbound.deps import InboundDeps
 from services.inbound.hubspot_port import HubSpotPort, HubSpotPortError, Properties
 from services.inbound.kleer_write import SyncBase, WritePlan, event_json, plan_write
@@ -119,6 +120,7 @@ class InboundHandlers:
         kleer: Any,
         hubspot: HubSpotPort,
         concurrency: int = 8,
+        creation: CreationTiming | None = None,
     ) -> None:
         self.options = options
         self.mappings = mappings
@@ -126,6 +128,7 @@ class InboundHandlers:
         self.dlq = dlq
         self.kleer = kleer
         self.hubspot = hubspot
+        self.creation = creation or CreationTiming()
         self._slots = asyncio.Semaphore(concurrency)
         project_triggers = options.project_triggers or trigger_properties("project", mappings=mappings)
         self.triggers: dict[str, frozenset[str]] = {
@@ -465,25 +468,27 @@ class InboundHandlers:
         return write
 
     async def _create_client(self, work: RecordWork, props: Properties) -> Outcome:
-        body = self._to_kleer(work, props)
-        foreign_id = f"hubspot-company-{work.hubspot_id}"
-        body["foreign-id"] = foreign_id
+        body = {**self._to_kleer(work, props), "foreign-id": foreign_id_of(work.hubspot_id)}
         connection, hubspot_id = work.connection, work.hubspot_id
-        started, finished_id = await bookkeeping.creation_intent(self.pool, connection, COMPANIES, hubspot_id)
-        kleer_id = finished_id
-        if kleer_id is None and started:
-            kleer_id = await self._find_by_foreign_id(foreign_id)
-        if kleer_id is None:
-            await bookkeeping.begin_creation(self.pool, connection, COMPANIES, hubspot_id, foreign_id)
-            try:
-                kleer_id = str(await self.kleer.clients.create(body))
-            except KleerValidationError as exc:
-                raise PermanentFailure(
-                    f"Kleer refused the new client: {exc.message}",
-                    {"kleer_message": exc.message, "body": event_json(body)},
-                ) from exc
+        try:
+            made = await create_client_once(
+                self.pool,
+                self.kleer.clients,
+                connection=connection,
+                company_id=hubspot_id,
+                body=body,
+                timing=self.creation,
+                # Long enough for another worker's whole create, or for an unconfirmed one to land.
+                patience=2 * self.creation.unsettled_seconds + 10,
+            )
+        except KleerValidationError as exc:
+            raise PermanentFailure(
+                f"Kleer refused the new client: {exc.message}",
+                {"kleer_message": exc.message, "body": event_json(body)},
+            ) from exc
+        kleer_id = made.kleer_id
+        if made.created:
             metrics.WEBHOOK_TO_KLEER_SECONDS.observe(max(0.0, time.time() - work.received_at))
-        await bookkeeping.created(self.pool, connection, COMPANIES, hubspot_id, kleer_id)
         try:
             await self.hubspot.set_properties(COMPANIES, hubspot_id, {KLEER_ID: kleer_id})
         except HubSpotPortError as exc:
@@ -523,14 +528,6 @@ class InboundHandlers:
 
         stream = RecordRef("kleer", CLIENT, kleer_id).stream(connection)
         return Outcome(appends=[AppendRequest(stream, [event])], writes=[remember])
-
-    async def _find_by_foreign_id(self, foreign_id: str) -> str | None:
-        """A client an earlier, interrupted attempt may have created (rare: scans the client list)."""
-        async for page in self.kleer.clients.pages():
-            for client in page:
-                if client.get("foreign-id") == foreign_id:
-                    return str(client["id"])
-        return None
 
     async def _deleted(self, work: RecordWork) -> Outcome:
         links = await bookkeeping.known_links(self.pool, work.connection, work.hubspot_object, [work.hubspot_id])

@@ -360,20 +360,6 @@ def project_body(client_id: int, deal_id: str, deal: Properties, inputs: Inputs,
     return body
 
 
-def kleer_json(value: Any) -> Any:
-    """A body the Kleer client can encode: ``Decimal`` quantities and rates as JSON numbers, deep.
-
-    Whole numbers stay integers; money is already whole öre (``int``) here.
-    """
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, Mapping):
-        return {k: kleer_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [kleer_json(v) for v in value]
-    return value
-
-
 def event_json(value: Any) -> Any:
     """A body for an event's data: ``Decimal`` as exact strings, deep."""
     if isinstance(value, Decimal):

@@ -64,7 +64,6 @@ from libs.mapping.objects import (
 )
 from libs.mapping.triggers import hubspot_properties_to_read
 from libs.records import RecordRef
-from services.inbound import bookkeeping
 from services.inbound.actions import catalog
 from services.inbound.actions.answers import Outcome
 from services.inbound.actions.crm import Crm, is_transient
@@ -76,12 +75,12 @@ from services.inbound.actions.drafts import (
     decimal_text,
     event_json,
     invoice_body,
-    kleer_json,
     project_body,
 )
 from services.inbound.actions.failures import AmbiguousCreate, BusinessError, Transient
 from services.inbound.actions.ledger import CallKey, CreateInFlight, Ledger, event_id_for
 from services.inbound.actions.request import ActionRequest, Inputs
+from services.inbound.client_creation import CreationBusy, CreationTiming, create_client_once
 from services.outbound import fingerprints
 from services.outbound.detection import mapping_version, source_hash
 from services.outbound.fingerprints import FingerprintRow
@@ -97,8 +96,8 @@ from services.outbound.snapshots import (
 )
 
 ACTOR = "workflow-action"
-FOREIGN_ID_PREFIX = "hubspot-company-"  # as the inbound handlers set it on the clients they create
-INTENT_STALE_AFTER = dt.timedelta(minutes=2)
+# How long an action waits for another worker creating the same company's client (it answers within seconds).
+CREATE_CLIENT_PATIENCE_S = 1.0
 
 CLIENT_CREATED = "KleerClientCreated"
 INVOICE_CREATED = "KleerInvoiceCreated"
@@ -277,7 +276,7 @@ class ActionWork:
             await ledger.clear_pending(key)
             raise Transient(f"another workflow just created Kleer {kleer_type} {other} for this record")
         try:
-            new_id = await self.parts.kleer.create(resource, kleer_json(body))
+            new_id = await self.parts.kleer.create(resource, body)
         except KleerError as exc:
             failure = kleer_failure(exc, f"creating the {kleer_type}")
             if not isinstance(failure, AmbiguousCreate):
@@ -291,55 +290,27 @@ class ActionWork:
     def _company_properties(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys((KLEER_ID, "name", *hubspot_properties_to_read(CLIENT, mappings=self.mappings))))
 
-    async def _intent_age(self, company_id: str) -> dt.timedelta | None:
-        started = await self.parts.pool.fetchval(
-            "SELECT now() - started_at FROM inbound_creations WHERE connection = $1 AND hubspot_object = $2 "
-            "AND hubspot_id = $3 AND kleer_id IS NULL",
-            self.connection,
-            COMPANIES.name,
-            company_id,
-        )
-        return started if isinstance(started, dt.timedelta) else None
-
-    async def _find_client(self, foreign_id: str) -> str | None:
-        try:
-            async for page in self.parts.kleer.clients.pages():
-                for client in page:
-                    if client.get("foreign-id") == foreign_id:
-                        return str(client["id"])
-        except KleerError as exc:
-            raise kleer_failure(exc, "looking for a client created earlier") from exc
-        return None
-
     async def _create_client(self, company_id: str, company: Mapping[str, str | None], inputs: Inputs) -> str:
-        """A Kleer client for the company, once per company also across the inbound sync's own creates.
-
-        Uses the inbound handlers' creation intents (``inbound_creations``) and
-        their ``foreign-id``: an unfinished intent means a create may have
-        happened, so the client list is searched before creating again.
-        """
-        body = client_body(company, inputs, self.mappings)
-        foreign_id = f"{FOREIGN_ID_PREFIX}{company_id}"
-        body["foreign-id"] = foreign_id
-        pool = self.parts.pool
-        started, finished = await bookkeeping.creation_intent(pool, self.connection, COMPANIES.name, company_id)
-        kleer_id = finished
-        if kleer_id is None and started:
-            kleer_id = await self._find_client(foreign_id)
-            age = await self._intent_age(company_id)
-            if kleer_id is None and age is not None and age < INTENT_STALE_AFTER:
-                raise Transient("the inbound sync is creating this company's Kleer client right now")
-        if kleer_id is None:
-            await bookkeeping.begin_creation(pool, self.connection, COMPANIES.name, company_id, foreign_id)
-            try:
-                kleer_id = str(await self.parts.kleer.create(CLIENT_RESOURCE, kleer_json(body)))
-            except KleerError as exc:
-                failure = kleer_failure(exc, "creating the client")
-                # An unconfirmed create is found by its foreign-id on the next attempt.
-                raise (Transient(str(failure)) if isinstance(failure, AmbiguousCreate) else failure) from exc
-        await bookkeeping.created(pool, self.connection, COMPANIES.name, company_id, kleer_id)
-        await self.crm.set_properties(ObjectType.COMPANIES, company_id, {KLEER_ID: kleer_id})
-        return kleer_id
+        """A Kleer client for the company, once per company also across the inbound sync's own creates
+        (``services.inbound.client_creation``)."""
+        try:
+            made = await create_client_once(
+                self.parts.pool,
+                self.parts.kleer.clients,
+                connection=self.connection,
+                company_id=company_id,
+                body=client_body(company, inputs, self.mappings),
+                timing=CreationTiming(),
+                patience=CREATE_CLIENT_PATIENCE_S,
+            )
+        except CreationBusy as exc:
+            raise Transient(str(exc)) from None
+        except KleerError as exc:
+            failure = kleer_failure(exc, "creating the client")
+            # An unconfirmed create is found by its foreign-id on the next attempt.
+            raise (Transient(str(failure)) if isinstance(failure, AmbiguousCreate) else failure) from exc
+        await self.crm.set_properties(ObjectType.COMPANIES, company_id, {KLEER_ID: made.kleer_id})
+        return made.kleer_id
 
     async def _client_of(self, company_id: str, done: Done) -> tuple[int, dict[str, str | None]]:
         """The Kleer client of the deal's company; created first when the ``create_client`` input says so."""
@@ -534,7 +505,7 @@ class ActionWork:
             change = agreement_update(before, items, self.call.inputs)
             note = change.note
             await self._kleer("updating the agreement",
-                              self.parts.kleer.update(AGREEMENT_RESOURCE, agreement_id, kleer_json(change.body)))
+                              self.parts.kleer.update(AGREEMENT_RESOURCE, agreement_id, change.body))
             await self.parts.ledger.set_kleer(self.call.key, AGREEMENT, str(agreement_id))
         record = await self._get(AGREEMENT_RESOURCE, agreement_id, "agreement")
         company_id = await self._company_or_none(deal_id)
