@@ -68,6 +68,13 @@ class Detection:
     seen: int = 0
     remembered: int = 0  # records known before this poll
 
+    def add(self, recorded: Detection) -> None:
+        """Count in what one commit recorded (its changes, removals, fingerprints and failures)."""
+        self.changed.extend(recorded.changed)
+        self.rows.extend(recorded.rows)
+        self.removed.extend(recorded.removed)
+        self.failures.extend(recorded.failures)
+
 
 def detect_changes(sources: Iterable[Source], remembered: Mapping[str, Seen]) -> Detection:
     """The changed snapshots, the fingerprints to store and the unmappable sources (no removals)."""

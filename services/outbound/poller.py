@@ -7,10 +7,22 @@ stored last time (one query per type). Each changed record becomes a
 ``Kleer{Kind}Changed`` event carrying the full snapshot
 (``services.outbound.snapshots``), appended to ``{connection}/kleer-{kind}/{id}``
 **in the same transaction** as its new fingerprint; a record Kleer no longer
-lists becomes ``Kleer{Kind}Removed``. Large polls commit in transactions of
-``commit_batch`` records, so the event log's append lock is never held for
-long; each record's event and fingerprint are always committed together, and a
-crash half-way leaves the rest for the next poll.
+lists becomes ``Kleer{Kind}Removed``.
+
+Others write fingerprints while a pass runs (a workflow action's push-back, the
+inbound handlers after a Kleer write). A pass therefore loads the fingerprints
+*before* it lists Kleer, and records a change or removal only where the stored
+row is still the one it loaded (``fingerprints.save_unmoved`` /
+``forget_unmoved``): a record created meanwhile is not in what the pass
+remembers, so a list read before it existed cannot make it a removal, and a
+fingerprint written meanwhile (newer than the list, or a row forgotten and
+written again) is never replaced by an older list's view. Such records are
+left to the next pass, which reads a newer list.
+
+Large polls commit in transactions of ``commit_batch`` records, so the event
+log's append lock is never held for long; each record's event and fingerprint
+are always committed together, and a crash half-way leaves the rest for the
+next poll.
 
 Rules: only certified invoices sync; credit invoices only with
 ``SYNC_CREDIT_INVOICES``; with ``INVOICE_HISTORY_DAYS`` only invoices dated in
@@ -28,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import time
 import uuid
@@ -57,6 +70,7 @@ from libs.records import RecordRef
 from services.outbound import fingerprints
 from services.outbound.detection import (
     Detection,
+    Failure,
     Source,
     detect,
     detect_changes,
@@ -68,6 +82,7 @@ from services.outbound.detection import (
 from services.outbound.settings import DEFAULT_INTERVALS
 from services.outbound.snapshots import (
     KINDS,
+    Snapshot,
     changed_type,
     line_item_ids,
     line_item_snapshots,
@@ -264,6 +279,9 @@ class Poller:
         """Poll these kinds now. Each Kleer list is read once per pass, even when several kinds need it."""
         wanted = [k for k in KINDS if k in kinds]
         lists = sorted({name for kind in wanted for name in _NEEDS[kind]})
+        # What the poller remembers, read before Kleer is (see the module docstring).
+        connection = self.config.connection
+        remembered = {kind: await fingerprints.load(self.pool, connection, kind) for kind in wanted}
         fetched = await asyncio.gather(*(self._list(name) for name in lists), return_exceptions=True)
         listings: dict[str, list[dict[str, Any]] | BaseException] = dict(zip(lists, fetched, strict=True))
         report = PollReport()
@@ -277,8 +295,8 @@ class Poller:
             try:
                 if failed_list is not None:
                     raise failed_list
-                records = {n: listings[n] for n in _NEEDS[kind]}
-                detection = await self._poll_kind(kind, records, correlation)  # type: ignore[arg-type]
+                records = {n: v for n in _NEEDS[kind] if not isinstance(v := listings[n], BaseException)}
+                detection = await self._poll_kind(kind, records, remembered.pop(kind), correlation)
             except Exception as exc:
                 metrics.POLL_ERRORS.labels(**labels).inc()
                 log.error("poll failed", kind=kind, connection=self.config.connection, error=str(exc))
@@ -328,15 +346,19 @@ class Poller:
         )
 
     async def _poll_kind(
-        self, kind: str, lists: Mapping[str, list[dict[str, Any]]], correlation: str
+        self,
+        kind: str,
+        lists: Mapping[str, list[dict[str, Any]]],
+        remembered: Mapping[str, fingerprints.Seen],
+        correlation: str,
     ) -> Detection:
-        """Detect and record one kind, ``commit_batch`` Kleer records at a time.
+        """Detect and record one kind, ``commit_batch`` Kleer records at a time; returns what was recorded.
 
-        Committing as it goes lets the pusher start on the first records while the
-        rest are still being mapped. Removals are recorded last, once every record
-        has been seen, and only if they are plausible.
+        ``remembered`` was loaded before ``lists`` were read. Committing as it goes lets
+        the pusher start on the first records while the rest are still being mapped.
+        Removals are recorded last, once every record has been seen, and only if they
+        are plausible.
         """
-        remembered = await fingerprints.load(self.pool, self.config.connection, kind)
         # Hashing and mapping 100,000 records is seconds of CPU: off the event loop (health, relay).
         sources, listed = await asyncio.to_thread(self._sources, kind, lists)
         removed = removals(remembered, listed, self.config.window_start())
@@ -350,25 +372,22 @@ class Poller:
             )
         total = Detection(remembered=len(remembered))
         step = max(1, self.config.commit_batch)
-        committing: asyncio.Task[None] | None = None
+        committing: asyncio.Task[Detection] | None = None
         try:
             for start in range(0, len(sources), step):
                 # Slice k+1 is mapped (a thread) while slice k commits (mostly waiting on Postgres).
                 part = await asyncio.to_thread(detect_changes, sources[start : start + step], remembered)
                 if committing is not None:
-                    await committing
-                committing = asyncio.create_task(self._commit(kind, part, correlation))
+                    total.add(await committing)
+                committing = asyncio.create_task(self._commit(kind, part, remembered, correlation))
                 total.seen += part.seen
-                total.changed.extend(part.changed)
-                total.failures.extend(part.failures)
                 if self._stopping.is_set() and start + step < len(sources):
                     log.info("poll stopped early", kind=kind, connection=self.config.connection)
                     return total  # the rest, and any removals, wait for the next poll
         finally:
             if committing is not None:
-                await committing
-        total.removed = removed
-        await self._commit(kind, Detection(removed=removed), correlation)
+                total.add(await committing)
+        total.add(await self._commit(kind, Detection(removed=removed), remembered, correlation))
         return total
 
     def _sources(
@@ -421,34 +440,39 @@ class Poller:
         kind = str(entry.payload.get("kind") or ref.kind)
         if ref.kind not in _RESOURCE_OF or kind not in _NEEDS:
             raise ValueError(f"{entry.record}: not a record the poller reads")
+        # Before Kleer is read, as in a pass.
+        remembered = await fingerprints.load(self.pool, self.config.connection, kind)
         record = await self.kleer.get(_RESOURCE_OF[ref.kind], int(ref.id))
         lists: dict[str, list[dict[str, Any]]] = {name: [] for name in _NEEDS[kind]}
         lists[ref.kind] = [record]
-        remembered = await fingerprints.load(self.pool, self.config.connection, kind)
         sources, listed = self._sources(kind, lists)
         ids = {i for source in sources for i in source.ids}
         # Forget the stored input hash so the record is mapped again even though Kleer did not change it.
-        stale = {
-            i: fingerprints.Seen(remembered[i].fingerprint, "", remembered[i].record_date)
-            for i in ids
-            if i in remembered
-        }
+        stale = {i: dataclasses.replace(remembered[i], source_hash="") for i in ids if i in remembered}
         detection = detect(sources, stale, listed)
         if detection.failures:
             raise RuntimeError(f"{entry.record} still cannot be mapped: {detection.failures[0].error}")
         detection.removed.clear()
-        await self._commit(kind, detection, str(uuid.uuid4()))
+        await self._commit(kind, detection, stale, str(uuid.uuid4()))
 
     # --- commit ------------------------------------------------------------------------------------
 
-    async def _commit(self, kind: str, detection: Detection, correlation: str) -> None:
-        """Events with their fingerprints, in transactions of ``commit_batch`` records."""
+    async def _commit(
+        self, kind: str, detection: Detection, remembered: Mapping[str, fingerprints.Seen], correlation: str
+    ) -> Detection:
+        """Events with their fingerprints, in transactions of ``commit_batch`` records; returns what was recorded.
+
+        A record is recorded (fingerprint, event, dead letter) only if its stored row is
+        still as in ``remembered``; one written or forgotten by another writer since then
+        is left to the next poll.
+        """
         connection = self.config.connection
         metadata = {"actor": "poller", "source": "kleer", "correlation_id": correlation}
         changed_ids = {s.kleer_id for s in detection.changed}
         # Rows whose fingerprint did not change (only the source hash did) need no event.
         quiet_rows = [r for r in detection.rows if r.kleer_id not in changed_ids]
         rows_by_id = {r.kleer_id: r for r in detection.rows}
+        recorded = Detection()
         step = max(1, self.config.commit_batch)
         for start in range(0, max(len(detection.changed), 1), step):
             part = detection.changed[start : start + step]
@@ -457,40 +481,66 @@ class Poller:
             quiet = quiet_rows if start == 0 else []
             if not (part or removed or failures or quiet):
                 continue
-            appends = [
-                AppendRequest(
-                    s.stream(connection), [NewEvent(changed_type(kind), s.to_event_data(), metadata)]
-                )
-                for s in part
-            ] + [
-                AppendRequest(
-                    RecordRef("kleer", kind, kleer_id).stream(connection),
-                    [NewEvent(removed_type(kind), removal_event_data(kind, kleer_id), metadata)],
-                )
-                for kleer_id in removed
-            ]
             async with self.pool.acquire() as conn, conn.transaction():
-                await fingerprints.save(
-                    conn, connection, kind, [rows_by_id[s.kleer_id] for s in part] + quiet
+                stored = await fingerprints.save_unmoved(
+                    conn, connection, kind, [rows_by_id[s.kleer_id] for s in part] + quiet, remembered
                 )
-                await fingerprints.forget(conn, connection, kind, removed)
-                for failure in failures:
-                    await self.dlq.park(
-                        conn,
-                        source=POLLER_SOURCE,
-                        connection=connection,
-                        record=failure.source.record,
-                        reason=f"cannot map for HubSpot: {failure.error}",
-                        detail={
-                            "kind": kind,
-                            "field": failure.error.field,
-                            "value": repr(failure.error.value)[:200],
-                        },
-                        payload={"kind": kind, "kleer_record": failure.source.raw},
-                    )
-                # Appends last: they hold the log's append lock until this transaction commits.
-                if appends:
-                    await self.store.append_batch(appends, conn=conn)
+                forgotten = await fingerprints.forget_unmoved(conn, connection, kind, removed, remembered)
+                part = [s for s in part if s.kleer_id in stored]
+                removed = [kleer_id for kleer_id in removed if kleer_id in forgotten]
+                failures = [f for f in failures if any(i in stored for i in f.source.ids)]
+                await self._record(conn, kind, part, removed, failures, metadata)
+            recorded.changed.extend(part)
+            recorded.removed.extend(removed)
+            recorded.failures.extend(failures)
+        left = len(detection.changed) + len(detection.removed) - len(recorded.changed) - len(recorded.removed)
+        if left:
+            log.info(
+                "records written by another writer during the poll: left to the next poll",
+                kind=kind,
+                connection=connection,
+                count=left,
+            )
+        return recorded
+
+    async def _record(
+        self,
+        conn: asyncpg.Connection,
+        kind: str,
+        part: Sequence[Snapshot],
+        removed: Sequence[str],
+        failures: Sequence[Failure],
+        metadata: dict[str, Any],
+    ) -> None:
+        """The events and dead letters of records whose fingerprints this transaction has just written."""
+        connection = self.config.connection
+        appends = [
+            AppendRequest(s.stream(connection), [NewEvent(changed_type(kind), s.to_event_data(), metadata)])
+            for s in part
+        ] + [
+            AppendRequest(
+                RecordRef("kleer", kind, kleer_id).stream(connection),
+                [NewEvent(removed_type(kind), removal_event_data(kind, kleer_id), metadata)],
+            )
+            for kleer_id in removed
+        ]
+        for failure in failures:
+            await self.dlq.park(
+                conn,
+                source=POLLER_SOURCE,
+                connection=connection,
+                record=failure.source.record,
+                reason=f"cannot map for HubSpot: {failure.error}",
+                detail={
+                    "kind": kind,
+                    "field": failure.error.field,
+                    "value": repr(failure.error.value)[:200],
+                },
+                payload={"kind": kind, "kleer_record": failure.source.raw},
+            )
+        # Appends last: they hold the log's append lock until this transaction commits.
+        if appends:
+            await self.store.append_batch(appends, conn=conn)
 
 
 def _date(value: object) -> dt.date | None:

@@ -150,10 +150,6 @@ async def test_a_kleer_change_pushed_after_a_hubspot_edit_of_another_field_keeps
     assert not problems, f"expected both changes {want} on both sides: " + "; ".join(problems)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug (outbound poller): a pass reads every Kleer list first, then each kind's stored fingerprints; a "
-    "record created and fingerprinted in between (a workflow action's push-back, an inbound creation) is "
-    "taken as removed: its line items are archived, the record is flagged kleer_deleted, and the flag stays"))
 async def test_records_created_by_workflow_actions_during_a_poll_are_not_taken_as_removed(system: System) -> None:
     workload = Workload(system, WorkloadConfig(), seed=5)
     snapshot = await take_snapshot(system)
