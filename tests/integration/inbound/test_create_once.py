@@ -117,6 +117,20 @@ class Creation:
         """One handling of the batch, committed as the consumer commits it."""
         await commit(self.store, await handlers.handle(events))
 
+    async def killed_mid_create(self, events: list[RecordedEvent]) -> HeldCreates:
+        """A handler that dies (SIGKILL) while its create is on its way to Kleer; its held creates."""
+        doomed = KleerWithHeldCreates(self.kleer)
+        killed = asyncio.create_task(self.apply(self.handlers(doomed), events))
+        await asyncio.wait_for(doomed.clients.entered.wait(), 10)
+        killed.cancel()  # nothing is recorded after the request left
+        await asyncio.gather(killed, return_exceptions=True)
+        return doomed.clients
+
+    def assert_one_client(self, name: str, company_id: str) -> None:
+        clients = self.clients_named(name)
+        assert len(clients) == 1, f"Kleer holds {len(clients)} clients for one HubSpot company: {clients}"
+        assert self.kleer_id_in_hubspot(company_id) == str(clients[0])
+
     def clients_named(self, name: str) -> list[int]:
         return [int(c["id"]) for c in self.kleer_sim.book.clients if c.get("name") == name]
 
@@ -166,43 +180,31 @@ async def test_a_second_handler_while_the_first_ones_create_is_in_flight_makes_n
     await _when(second_decided)
     slow.clients.gate.set()
     await asyncio.gather(first, second)
-    clients = creation.clients_named("Parallellen AB")
-    assert len(clients) == 1, f"Kleer holds {len(clients)} clients for one HubSpot company: {clients}"
-    assert creation.kleer_id_in_hubspot(company_id) == str(clients[0])
+    creation.assert_one_client("Parallellen AB", company_id)
 
 
 async def test_a_create_of_a_killed_handler_that_lands_late_is_not_made_twice(creation: Creation) -> None:
     """The handler dies while its create is in flight; Kleer stores it only after the restarted one looked."""
     company_id, events = await creation.company_created("Sent Före Döden AB")
-    doomed = KleerWithHeldCreates(creation.kleer)
-    killed = asyncio.create_task(creation.apply(creation.handlers(doomed), events))
-    await asyncio.wait_for(doomed.clients.entered.wait(), 10)
-    killed.cancel()  # SIGKILL: the request is on its way, nothing was recorded after it
-    await asyncio.gather(killed, return_exceptions=True)
+    in_flight = await creation.killed_mid_create(events)
     restarted = asyncio.create_task(creation.apply(creation.handlers(), events))
+
     async def restarted_looked() -> bool:
         return creation.kleer_sim.request_count("GET", LIST_CLIENTS) > 0 or restarted.done()
 
     await _when(restarted_looked)
-    await doomed.clients.deliver_orphans()  # Kleer stores the dead handler's client now
+    await in_flight.deliver_orphans()  # Kleer stores the dead handler's client now
     await restarted
-    clients = creation.clients_named("Sent Före Döden AB")
-    assert len(clients) == 1, f"Kleer holds {len(clients)} clients for one HubSpot company: {clients}"
-    assert creation.kleer_id_in_hubspot(company_id) == str(clients[0])
+    creation.assert_one_client("Sent Före Döden AB", company_id)
 
 
 async def test_a_create_that_never_reached_kleer_is_made_once_its_time_is_up(creation: Creation) -> None:
     """The dead handler's request never arrived: the restarted one creates the client, after the wait."""
     company_id, events = await creation.company_created("Aldrig Framme AB")
-    doomed = KleerWithHeldCreates(creation.kleer)
-    killed = asyncio.create_task(creation.apply(creation.handlers(doomed), events))
-    await asyncio.wait_for(doomed.clients.entered.wait(), 10)
-    killed.cancel()
-    await asyncio.gather(killed, return_exceptions=True)
+    await creation.killed_mid_create(events)  # its request is never delivered
     started = time.monotonic()
     await creation.apply(creation.handlers(), events)
-    clients = creation.clients_named("Aldrig Framme AB")
-    assert len(clients) == 1 and creation.kleer_id_in_hubspot(company_id) == str(clients[0])
+    creation.assert_one_client("Aldrig Framme AB", company_id)
     assert 1.0 < time.monotonic() - started < 10  # waited for the lost request's time, not for ever
 
 
@@ -211,14 +213,15 @@ async def test_a_lost_answer_is_found_by_the_retry_instead_of_creating_again(
 ) -> None:
     """Kleer stored the client, the answer never came: the retry finds it by its foreign-id."""
     company_id, events = await creation.company_created("Borttappat Svar AB")
-    creation.kleer_sim.set_faults({"drop-after-rate": 1.0, "path-prefix": f"/company/{creation.kleer_sim.company_id}/client"})
+    client_path = f"/company/{creation.kleer_sim.company_id}/client"
+    creation.kleer_sim.set_faults({"drop-after-rate": 1.0, "path-prefix": client_path})
     handlers = creation.handlers()
     with pytest.raises(Exception, match="may or may not have been stored"):
         await creation.apply(handlers, events)
     creation.kleer_sim.clear_faults()
     await creation.apply(handlers, events)
+    creation.assert_one_client("Borttappat Svar AB", company_id)
     clients = creation.clients_named("Borttappat Svar AB")
-    assert len(clients) == 1 and creation.kleer_id_in_hubspot(company_id) == str(clients[0])
     row = await pool.fetchrow("SELECT kleer_id, unsettled_until FROM inbound_creations WHERE hubspot_id = $1",
                               company_id)
     assert row["kleer_id"] == str(clients[0]) and row["unsettled_until"] is None
