@@ -27,7 +27,8 @@ from libs.events.store import PostgresEventStore
 from libs.hubspot.client import HubSpotClient
 from libs.kleer import KleerClient
 from libs.mapping.loader import default_mappings
-from services.inbound.client_creation import CreationTiming
+from services.inbound.actions.workflows import CREATE_CLIENT_PATIENCE_S
+from services.inbound.client_creation import CreationBusy, CreationTiming, create_client_once
 from services.inbound.handlers import InboundHandlers
 from services.inbound.hubspot_port import ClientHubSpotPort
 from services.inbound.options import InboundOptions
@@ -225,3 +226,22 @@ async def test_a_lost_answer_is_found_by_the_retry_instead_of_creating_again(
     row = await pool.fetchrow("SELECT kleer_id, unsettled_until FROM inbound_creations WHERE hubspot_id = $1",
                               company_id)
     assert row["kleer_id"] == str(clients[0]) and row["unsettled_until"] is None
+
+
+async def test_a_workflow_action_while_the_handlers_create_is_in_flight_backs_off(creation: Creation) -> None:
+    """Create Kleer Client called while the handler creates the same company's client: no second client."""
+    company_id, events = await creation.company_created("Åtgärd Samtidigt AB")
+    slow = KleerWithHeldCreates(creation.kleer)
+    handler = asyncio.create_task(creation.apply(creation.handlers(slow), events))
+    await asyncio.wait_for(slow.clients.entered.wait(), 10)
+    with pytest.raises(CreationBusy, match="another worker is creating"):
+        await create_client_once(creation.store.pool, creation.kleer.clients, connection=CONNECTION,
+                                 company_id=company_id, body={"name": "Åtgärd Samtidigt AB"},
+                                 timing=creation.timing, patience=CREATE_CLIENT_PATIENCE_S)
+    slow.clients.gate.set()
+    await handler
+    creation.assert_one_client("Åtgärd Samtidigt AB", company_id)
+    again = await create_client_once(creation.store.pool, creation.kleer.clients, connection=CONNECTION,
+                                     company_id=company_id, body={"name": "Åtgärd Samtidigt AB"},
+                                     timing=creation.timing, patience=CREATE_CLIENT_PATIENCE_S)
+    assert again.kleer_id == creation.kleer_id_in_hubspot(company_id) and not again.created
