@@ -34,6 +34,24 @@ class IdRow:
     properties: Mapping[str, str] | None = None  # the snapshot written (kept in memory, not in the table)
 
 
+def _key_columns(keys: Sequence[RecordKey]) -> tuple[list[str], list[str], list[str]]:
+    """Record keys as the (connection, kind, kleer_id) arrays a statement unnests."""
+    return [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]
+
+
+def _waiting_columns(
+    waiting: Sequence[Waiting],
+) -> tuple[list[str], list[str], list[str], list[str], list[str]]:
+    """Waiting associations as the (connection, from_kind, from_kleer_id, to_kind, to_kleer_id) arrays."""
+    return (
+        [w.connection for w in waiting],
+        [w.child_kind for w in waiting],
+        [w.child_kleer_id for w in waiting],
+        [w.parent.kind for w in waiting],
+        [w.parent.kleer_id or "" for w in waiting],
+    )
+
+
 async def load_pushed(conn: Conn, keys: Iterable[RecordKey]) -> dict[RecordKey, Pushed]:
     """What we last wrote for each of these records (absent: never written)."""
     keys = list(dict.fromkeys(keys))
@@ -43,9 +61,7 @@ async def load_pushed(conn: Conn, keys: Iterable[RecordKey]) -> dict[RecordKey, 
         "SELECT h.connection, h.kind, h.kleer_id, h.hubspot_id, h.pushed_fingerprint, h.associated, h.removed "
         "FROM unnest($1::text[], $2::text[], $3::text[]) AS k(connection, kind, kleer_id) "
         "JOIN hubspot_ids h USING (connection, kind, kleer_id)",
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-        [k[2] for k in keys],
+        *_key_columns(keys),
     )
     return {(r[0], r[1], r[2]): Pushed(r[3], r[4], frozenset(r[5]), r[6]) for r in rows}
 
@@ -89,10 +105,8 @@ async def add_associated(conn: asyncpg.Connection, entries: Sequence[tuple[Recor
         "      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS x(connection, kind, kleer_id, parent) "
         "      GROUP BY connection, kind, kleer_id) a "
         "WHERE h.connection = a.connection AND h.kind = a.kind AND h.kleer_id = a.kleer_id",
-        [e[0][0] for e in entries],
-        [e[0][1] for e in entries],
-        [e[0][2] for e in entries],
-        [e[1] for e in entries],
+        *_key_columns([key for key, _ in entries]),
+        [parent for _, parent in entries],
     )
 
 
@@ -102,11 +116,7 @@ async def add_waiting(conn: asyncpg.Connection, waiting: Sequence[Waiting]) -> N
     await conn.execute(
         "INSERT INTO pending_associations (connection, from_kind, from_kleer_id, to_kind, to_kleer_id) "
         "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) ON CONFLICT DO NOTHING",
-        [w.connection for w in waiting],
-        [w.child_kind for w in waiting],
-        [w.child_kleer_id for w in waiting],
-        [w.parent.kind for w in waiting],
-        [w.parent.kleer_id or "" for w in waiting],
+        *_waiting_columns(waiting),
     )
 
 
@@ -118,11 +128,7 @@ async def remove_waiting(conn: asyncpg.Connection, resolved: Sequence[Waiting]) 
         "AS r(connection, from_kind, from_kleer_id, to_kind, to_kleer_id) "
         "WHERE p.connection = r.connection AND p.from_kind = r.from_kind AND p.from_kleer_id = r.from_kleer_id "
         "AND p.to_kind = r.to_kind AND p.to_kleer_id = r.to_kleer_id",
-        [w.connection for w in resolved],
-        [w.child_kind for w in resolved],
-        [w.child_kleer_id for w in resolved],
-        [w.parent.kind for w in resolved],
-        [w.parent.kleer_id or "" for w in resolved],
+        *_waiting_columns(resolved),
     )
 
 
@@ -134,9 +140,7 @@ async def forget_waiting(conn: asyncpg.Connection, children: Sequence[RecordKey]
         "DELETE FROM pending_associations p USING unnest($1::text[], $2::text[], $3::text[]) "
         "AS r(connection, kind, kleer_id) "
         "WHERE p.connection = r.connection AND p.from_kind = r.kind AND p.from_kleer_id = r.kleer_id",
-        [k[0] for k in children],
-        [k[1] for k in children],
-        [k[2] for k in children],
+        *_key_columns(children),
     )
 
 
@@ -197,8 +201,6 @@ async def waiting_for(conn: Conn, parents: Iterable[RecordKey]) -> list[Waiting]
         "SELECT p.connection, p.from_kind, p.from_kleer_id, p.to_kind, p.to_kleer_id FROM pending_associations p "
         "JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(connection, kind, kleer_id) "
         "ON p.connection = k.connection AND p.to_kind = k.kind AND p.to_kleer_id = k.kleer_id",
-        [k[0] for k in parents],
-        [k[1] for k in parents],
-        [k[2] for k in parents],
+        *_key_columns(parents),
     )
     return [Waiting(r[0], r[1], r[2], ParentRef(r[3], r[4])) for r in rows]
