@@ -18,8 +18,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
+
+from libs.mapping.objects import INVOICE
 
 UNMAPPABLE = ""  # fingerprint of a record that could not be mapped (it waits in the DLQ)
 
@@ -50,6 +53,18 @@ async def load(conn: asyncpg.Connection | asyncpg.Pool, connection: str, kind: s
         kind,
     )
     return {r[0]: Seen(r[1], r[2], r[3], r[4]) for r in rows}
+
+
+def record_date(kind: str, record: Mapping[str, Any]) -> dt.date | None:
+    """The date a fingerprint row keeps for the history window: an invoice's ``invoice-date`` (its rows
+    pass ``kind`` invoice too); None for other kinds and for a missing or malformed date."""
+    value = record.get("invoice-date") if kind == INVOICE else None
+    if not isinstance(value, str):
+        return None
+    try:
+        return dt.date.fromisoformat(value[:10])
+    except ValueError:
+        return None
 
 
 def _columns(rows: Sequence[FingerprintRow]) -> tuple[list[str], list[str], list[str], list[dt.date | None]]:

@@ -407,7 +407,7 @@ class Poller:
                     Source(
                         ids=(kleer_id,),
                         source_hash=source_hash(salt, record),
-                        record_date=_date(record.get("invoice-date")) if kind == INVOICE else None,
+                        record_date=fingerprints.record_date(kind, record),
                         build=_record_builder(kind, record, mappings),
                         record=str(RecordRef("kleer", kind, kleer_id)),
                         raw=record,
@@ -424,7 +424,7 @@ class Poller:
                     Source(
                         ids=ids,
                         source_hash=source_hash(salt, record),
-                        record_date=_date(record.get("invoice-date")) if parent_kind == INVOICE else None,
+                        record_date=fingerprints.record_date(parent_kind, record),
                         build=_line_item_builder(parent_kind, record, mappings),
                         record=str(RecordRef("kleer", parent_kind, str(record.get("id")))),
                         raw=record,
@@ -541,15 +541,6 @@ class Poller:
         # Appends last: they hold the log's append lock until this transaction commits.
         if appends:
             await self.store.append_batch(appends, conn=conn)
-
-
-def _date(value: object) -> dt.date | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return dt.date.fromisoformat(value[:10])
-    except ValueError:
-        return None
 
 
 def _record_builder(kind: str, record: Mapping[str, Any], mappings: Mappings) -> Callable[[], list[Any]]:

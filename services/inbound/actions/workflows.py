@@ -642,7 +642,7 @@ class ActionWork:
         forget: Sequence[str],
     ) -> None:
         """Fingerprints with their ``Kleer…Changed`` events in one transaction, exactly as the poller commits them."""
-        record_date = _date(record.get("invoice-date")) if kind == INVOICE else None
+        record_date = fingerprints.record_date(kind, record)
         main_hash = source_hash(self._salt(kind), record)
         rows_hash = source_hash(self._salt(LINE_ITEM), record)
         rows: dict[str, list[FingerprintRow]] = {}
@@ -701,12 +701,3 @@ def _push_note(failed: Sequence[PushResult]) -> str:
         f" (HubSpot refused {len(failed)} record(s) of the push-back, e.g. {first.hubspot_object} {first.kleer_id}: "
         f"{(first.error or '')[:200]}; they wait in the dead-letter queue)"
     )
-
-
-def _date(value: object) -> dt.date | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return dt.date.fromisoformat(value[:10])
-    except ValueError:
-        return None
