@@ -18,7 +18,9 @@ and the pusher as ``kleer-sync outbound pusher`` in its own process.
 (d) A no-change poll of the 100,000 clients: seconds (target < 10) and HubSpot
     writes (target 0).
 
-``--scale 0.1`` runs a tenth of the book.
+``--scale 0.1`` runs a tenth of the book; ``--only unlimited`` (or ``limited``, ``real-pace``) runs one
+measurement. Each prints the CPU seconds every process of the pipeline used. With BENCH_PROFILE_DIR set,
+the pusher runs under cProfile and leaves its profile there.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ HUBSPOT_TOKEN = "pat-na1-bench-0000"
 PORTAL = 62515
 RATE = 110  # HubSpot's limit per 10 s window
 TIME_SCALE = 10.0
+# The processes whose CPU time each measurement reports (besides this one, the pusher and PostgreSQL).
+CHILDREN: dict[str, subprocess.Popen[bytes]] = {}
+PHASES = ("unlimited", "limited", "real-pace")
 
 
 # --- simulator processes (this script re-run with --serve-*) -------------------------------------
@@ -90,6 +95,9 @@ def serve_hubspot(port: int, rate: int, time_scale: float) -> None:
         )
     )
     app = create_app(simulator)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)  # the portal grows to 300,000 records: no full collection per batch
     timing: dict[str, float | None] = {"first": None, "last": None}
 
     async def on_prepare(request: web.Request, _: web.StreamResponse) -> None:
@@ -129,6 +137,13 @@ def _spawn(
     )
 
 
+def _spawn_pusher(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``kleer-sync outbound pusher``; under cProfile (``$BENCH_PROFILE_DIR/pusher-<time>.prof``) if that is set."""
+    profile_dir = os.environ.get("BENCH_PROFILE_DIR")
+    profile = ["-m", "cProfile", "-o", f"{profile_dir}/pusher-{time.time():.0f}.prof"] if profile_dir else []
+    return _spawn(*profile, "-m", "services.cli", "outbound", "pusher", env=env, output=None)
+
+
 def _cpu_seconds(process: subprocess.Popen[bytes]) -> float:
     """CPU time (user + system) a child has used so far (Linux /proc)."""
     try:
@@ -136,6 +151,26 @@ def _cpu_seconds(process: subprocess.Popen[bytes]) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_cpu_seconds() -> float:
+    """CPU time of every PostgreSQL server process so far (machine-wide: other users count too)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, _, rest = text.partition(")")
+        if name.endswith("(postgres"):
+            fields = rest.split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
@@ -175,11 +210,22 @@ async def hubspot_simulator(rate: int, time_scale: float = TIME_SCALE) -> AsyncI
     port = free_port()
     process = _spawn(str(Path(__file__)), "--serve-hubspot", str(port), str(rate), str(time_scale))
     base = f"http://127.0.0.1:{port}"
+    CHILDREN["hubspot_sim"] = process
     try:
         await _wait_http(f"{base}/_sim/state", 60)
         yield base
     finally:
         _stop(process)
+        del CHILDREN["hubspot_sim"]
+
+
+def _cpu_now(pusher: subprocess.Popen[bytes] | None) -> dict[str, float]:
+    """CPU seconds used so far by each process of the pipeline."""
+    now = {name: _cpu_seconds(process) for name, process in CHILDREN.items()}
+    now["bench (poller + relay)"] = _own_cpu_seconds()
+    now["pusher"] = _cpu_seconds(pusher) if pusher is not None else 0.0
+    now["postgres (all, machine-wide)"] = _postgres_cpu_seconds()
+    return now
 
 
 class Run:
@@ -289,12 +335,13 @@ async def full_sync(
     pool = await create_pool(dsn, min_size=1, max_size=4)
     settings = load_settings(env=env)
     pusher: subprocess.Popen[bytes] | None = None
+    cpu_before = _cpu_now(None)
     try:
         async with outbound_runtime(settings, kleer=True, hubspot=False) as runtime:
             relay = runtime.relay()
             relay_task = asyncio.create_task(relay.run())
             if pusher_during_poll:
-                pusher = _spawn("-m", "services.cli", "outbound", "pusher", env=env, output=None)
+                pusher = _spawn_pusher(env)
                 await _joined(pool)
             poller = runtime.poller(kinds) if kinds else runtime.poller()
             progress("polling Kleer ...")
@@ -305,12 +352,17 @@ async def full_sync(
                 f"polled {sum(k.seen for k in report.kinds.values()):,} records in {polled - started:.1f}s"
             )
             if pusher is None:
-                pusher = _spawn("-m", "services.cli", "outbound", "pusher", env=env, output=None)
+                pusher = _spawn_pusher(env)
             await _pushed(pool, run.prefix, timeout=3600)
             finished = time.monotonic()
             records = await pool.fetchval("SELECT count(*) FROM hubspot_ids")
             progress(f"pushed {records:,} records, {finished - started:.1f}s after the poll began")
             pusher_cpu = _cpu_seconds(pusher)
+            cpu_after = _cpu_now(pusher)
+            progress(
+                "CPU seconds: "
+                + ", ".join(f"{k} {v - cpu_before.get(k, 0.0):.1f}" for k, v in cpu_after.items())
+            )
             requests = await _http("GET", f"{run.hubspot_base}/_sim/requests")
             timing = await _http("GET", f"{run.hubspot_base}/_sim/bench-timing")
             minimum, per_object, per_pair = await _minimum_requests(pool)
@@ -326,6 +378,7 @@ async def full_sync(
                 "push_wall_seconds": round((timing.get("last") or 0) - (timing.get("first") or 0), 2),
                 "dead_letters": await pool.fetchval("SELECT count(*) FROM dead_letters"),
                 "pusher_cpu_seconds": round(pusher_cpu, 1),
+                "cpu_seconds": {k: round(v - cpu_before.get(k, 0.0), 1) for k, v in cpu_after.items()},
                 "load_average_1m": round(os.getloadavg()[0], 2),
             }
             if not pusher_during_poll:
@@ -354,6 +407,10 @@ async def full_sync(
         await drop_database_async(run.database)
 
 
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value}"  # n/a: everything fit in the first window (small --scale)
+
+
 def rate_bound(requests: int, limit: int, window_s: float) -> float:
     """The least time ``requests`` can take under a sliding window of ``limit`` per ``window_s``.
 
@@ -362,8 +419,11 @@ def rate_bound(requests: int, limit: int, window_s: float) -> float:
     return max(0, requests - limit) / limit * window_s
 
 
-async def main(scale: float) -> int:
+async def main(scale: float, phases: set[str]) -> int:
+    from services.outbound.app import tune_gc
     from sim.broker import TansuBroker, free_port
+
+    tune_gc()  # this process runs the poller and the relay, as ``kleer-sync outbound`` would
 
     clients = max(100, int(100_000 * scale))
     invoices_per_client = 0.5  # 50,000 invoices for 100,000 clients
@@ -380,78 +440,90 @@ async def main(scale: float) -> int:
         str(invoices_per_client),
         str(book_file),
     )
+    CHILDREN["kleer_sim"] = kleer
     await _wait_http(f"http://127.0.0.1:{kleer_port}/_sim/health", 600)
     book = json.loads(book_file.read_text())
     book_file.unlink()
     kleer_base = f"http://127.0.0.1:{kleer_port}/v1"
     results: dict[str, Any] = {"scale": scale, "book": book, "load_average_at_start": os.getloadavg()}
+    unlimited = limited = real_pace = None
     try:
         with TansuBroker() as broker:
-            progress("(a, c, d) limits off: full sync with the pusher running during the poll")
-            async with hubspot_simulator(rate=0) as hubspot_base:
-                unlimited = await full_sync(Run(kleer_base, hubspot_base, broker, 0), pusher_during_poll=True)
-            progress(f"(b) rate limit {RATE} requests / 10 s, {TIME_SCALE:g}x faster: push a polled log")
-            async with hubspot_simulator(rate=RATE) as hubspot_base:
-                limited = await full_sync(
-                    Run(kleer_base, hubspot_base, broker, RATE), pusher_during_poll=False
-                )
-            progress(f"(b') rate limit {RATE} requests / 10 s at HubSpot's real pace: push the clients")
-            async with hubspot_simulator(rate=RATE, time_scale=1.0) as hubspot_base:
-                real_pace = await full_sync(
-                    Run(kleer_base, hubspot_base, broker, RATE), pusher_during_poll=False, kinds=("client",)
-                )
+            if broker._process is not None:
+                CHILDREN["broker"] = broker._process
+            if "unlimited" in phases:
+                progress("(a, c, d) limits off: full sync with the pusher running during the poll")
+                async with hubspot_simulator(rate=0) as hubspot_base:
+                    unlimited = await full_sync(
+                        Run(kleer_base, hubspot_base, broker, 0), pusher_during_poll=True
+                    )
+            if "limited" in phases:
+                progress(f"(b) rate limit {RATE} requests / 10 s, {TIME_SCALE:g}x faster: push a polled log")
+                async with hubspot_simulator(rate=RATE) as hubspot_base:
+                    limited = await full_sync(
+                        Run(kleer_base, hubspot_base, broker, RATE), pusher_during_poll=False
+                    )
+            if "real-pace" in phases:
+                progress(f"(b') rate limit {RATE} requests / 10 s at HubSpot's real pace: push the clients")
+                async with hubspot_simulator(rate=RATE, time_scale=1.0) as hubspot_base:
+                    real_pace = await full_sync(
+                        Run(kleer_base, hubspot_base, broker, RATE),
+                        pusher_during_poll=False,
+                        kinds=("client",),
+                    )
     finally:
         _stop(kleer)
-    bound = rate_bound(limited["requests"], RATE, 10.0 / TIME_SCALE)
-    real_bound = rate_bound(real_pace["requests"], RATE, 10.0)
-    results.update(
-        {
-            "unlimited": unlimited,
-            "rate_limited": limited,
-            "a_requests_over_minimum": round(unlimited["requests"] / unlimited["minimum_requests"], 3),
-            "b_wall_over_rate_bound": round(limited["push_wall_seconds"] / bound, 3) if bound else None,
-            "b_rate_bound_seconds": round(bound, 2),
-            "b_429s": limited["requests_by_status"].get("429", 0),
-            "b_real_pace": real_pace,
-            "b_real_pace_wall_over_rate_bound": (
-                round(real_pace["push_wall_seconds"] / real_bound, 3) if real_bound else None
-            ),
-            "b_real_pace_429s": real_pace["requests_by_status"].get("429", 0),
-            "c_end_to_end_records_per_s": round(unlimited["records"] / unlimited["end_to_end_seconds"]),
-            "d_no_change_poll_seconds": unlimited["no_change_poll_seconds"],
-            "d_no_change_poll_hubspot_writes": unlimited["no_change_poll_hubspot_requests"],
-            "targets": {
-                "a_requests_over_minimum": "<= 1.05",
-                "b_wall_over_rate_bound": "<= 1.10 (and no 429)",
-                "c_end_to_end_records_per_s": ">= 5000",
-                "d_no_change_poll_seconds": "< 10 (100,000 clients), 0 HubSpot writes",
-            },
-        }
-    )
+    results["targets"] = {
+        "a_requests_over_minimum": "<= 1.05",
+        "b_wall_over_rate_bound": "<= 1.10 (and no 429)",
+        "c_end_to_end_records_per_s": ">= 5000",
+        "d_no_change_poll_seconds": "< 10 (100,000 clients), 0 HubSpot writes",
+    }
     print()
-    print(
-        f"(a) HubSpot requests / minimum        {results['a_requests_over_minimum']:>8}   "
-        f"({unlimited['requests']:,} / {unlimited['minimum_requests']:,}; target <= 1.05)"
-    )
-    print(
-        f"(b) rate-limited wall / bound         {results['b_wall_over_rate_bound']:>8}   "
-        f"({limited['push_wall_seconds']}s / {bound:.1f}s, 429s: {results['b_429s']}; target <= 1.10)"
-    )
-    print(
-        f"(b') same at HubSpot's real pace       {results['b_real_pace_wall_over_rate_bound']:>8}   "
-        f"({real_pace['push_wall_seconds']}s / {real_bound:.1f}s for {real_pace['records']:,} clients, "
-        f"429s: {results['b_real_pace_429s']})"
-    )
-    print(
-        f"(c) end-to-end records/s, limits off  {results['c_end_to_end_records_per_s']:>8,}   "
-        f"({unlimited['records']:,} records in {unlimited['end_to_end_seconds']}s; target >= 5,000)"
-    )
-    print(
-        f"(d) no-change poll of {unlimited['no_change_poll_clients']:,} clients  "
-        f"{unlimited['no_change_poll_seconds']:>6}s   "
-        f"(HubSpot requests {unlimited['no_change_poll_hubspot_requests']}, events "
-        f"{unlimited['no_change_poll_events']}; target < 10 s, 0)"
-    )
+    if unlimited is not None:
+        results["unlimited"] = unlimited
+        results["a_requests_over_minimum"] = round(unlimited["requests"] / unlimited["minimum_requests"], 3)
+        results["c_end_to_end_records_per_s"] = round(unlimited["records"] / unlimited["end_to_end_seconds"])
+        results["d_no_change_poll_seconds"] = unlimited["no_change_poll_seconds"]
+        results["d_no_change_poll_hubspot_writes"] = unlimited["no_change_poll_hubspot_requests"]
+        print(
+            f"(a) HubSpot requests / minimum        {results['a_requests_over_minimum']:>8}   "
+            f"({unlimited['requests']:,} / {unlimited['minimum_requests']:,}; target <= 1.05)"
+        )
+    if limited is not None:
+        bound = rate_bound(limited["requests"], RATE, 10.0 / TIME_SCALE)
+        results["rate_limited"] = limited
+        results["b_wall_over_rate_bound"] = round(limited["push_wall_seconds"] / bound, 3) if bound else None
+        results["b_rate_bound_seconds"] = round(bound, 2)
+        results["b_429s"] = limited["requests_by_status"].get("429", 0)
+        print(
+            f"(b) rate-limited wall / bound         {_ratio(results['b_wall_over_rate_bound']):>8}   "
+            f"({limited['push_wall_seconds']}s / {bound:.1f}s, 429s: {results['b_429s']}; target <= 1.10)"
+        )
+    if real_pace is not None:
+        real_bound = rate_bound(real_pace["requests"], RATE, 10.0)
+        results["b_real_pace"] = real_pace
+        results["b_real_pace_wall_over_rate_bound"] = (
+            round(real_pace["push_wall_seconds"] / real_bound, 3) if real_bound else None
+        )
+        results["b_real_pace_429s"] = real_pace["requests_by_status"].get("429", 0)
+        print(
+            f"(b') same at HubSpot's real pace       {_ratio(results['b_real_pace_wall_over_rate_bound']):>8}   "
+            f"({real_pace['push_wall_seconds']}s / {real_bound:.1f}s for {real_pace['records']:,} clients, "
+            f"429s: {results['b_real_pace_429s']})"
+        )
+    if unlimited is not None:
+        print(
+            f"(c) end-to-end records/s, limits off  {results['c_end_to_end_records_per_s']:>8,}   "
+            f"({unlimited['records']:,} records in {unlimited['end_to_end_seconds']}s; target >= 5,000)"
+        )
+        print(
+            f"(d) no-change poll of {unlimited['no_change_poll_clients']:,} clients  "
+            f"{unlimited['no_change_poll_seconds']:>6}s   "
+            f"(HubSpot requests {unlimited['no_change_poll_hubspot_requests']}, events "
+            f"{unlimited['no_change_poll_events']}; target < 10 s, 0)"
+        )
+        print(f"    CPU seconds during (c): {unlimited['cpu_seconds']}")
     print(
         f"    (machine load average at start {results['load_average_at_start'][0]:.1f} on {os.cpu_count()} CPUs; "
         "the numbers scale with what else the machine runs)"
@@ -473,4 +545,11 @@ if __name__ == "__main__":
     parser.add_argument(
         "--scale", type=float, default=1.0, help="share of the 100,000-client book (default 1)"
     )
-    sys.exit(asyncio.run(main(parser.parse_args().scale)))
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=PHASES,
+        help="run only this measurement (repeatable): unlimited = (a, c, d), limited = (b), real-pace = (b')",
+    )
+    args = parser.parse_args()
+    sys.exit(asyncio.run(main(args.scale, set(args.only or PHASES))))

@@ -11,6 +11,7 @@ exits.
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -41,6 +42,23 @@ from services.topics import OUTBOUND_CHANGES, all_topic_names, make_router, topi
 log = get_logger(__name__)
 
 PUSHER_GROUP = "outbound-pusher"
+# Garbage-collector thresholds of the outbound processes (the defaults are 700, 10, 10).
+GC_THRESHOLDS = (100_000, 50, 100)
+
+
+def tune_gc() -> None:
+    """Make the cyclic garbage collector cheap for processes that handle batches of thousands of records.
+
+    The poller and the pusher hold tens of thousands of live objects per batch; with Python's default
+    thresholds every batch promotes them to the oldest generation and triggers full collections that
+    walk the whole heap again and again (measured: half of the pusher's CPU time). Collecting the young
+    generation every 100,000 allocations instead, and freezing what exists at start-up (modules,
+    settings), leaves the collector a few percent. Reference counting still frees everything acyclic
+    at once; cycles are still collected, later.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def pusher_consumer(
@@ -176,6 +194,7 @@ async def run_outbound(
     settings: Settings, *, poller: bool, pusher: bool, relay: bool, kinds: Sequence[str]
 ) -> None:
     """Run the chosen components until SIGTERM/SIGINT."""
+    tune_gc()
     async with outbound_runtime(settings, kleer=poller, hubspot=pusher) as runtime:
         components: list[Component] = []
         if poller:
