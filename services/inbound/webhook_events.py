@@ -10,6 +10,7 @@ HubSpot record it is about, with an ``event_id`` derived from HubSpot's
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import uuid
@@ -137,20 +138,18 @@ class WebhookEvent:
         return RecordRef("hubspot", record_kind(self.object_kind), str(self.object_id))
 
     def stream(self, connection: str) -> str:
-        return self.record().stream(connection)
+        """``record().stream(connection)`` without building the ``RecordRef`` (the intake's hot path)."""
+        return f"{connection}/hubspot-{record_kind(self.object_kind)}/{self.object_id}"
 
     def log_event_id(self) -> uuid.UUID:
         return webhook_event_id(self.portal_id, self.event_id)
 
     def to_new_event(self, received_at_ms: int) -> NewEvent:
         """The ``WebhookReceived`` event recording this webhook event."""
-        event_id = self.log_event_id()
-        return NewEvent(
-            WEBHOOK_RECEIVED,
-            {**self.raw, "receivedAt": received_at_ms},
-            {"actor": "webhook", "source": "hubspot", "correlation_id": str(event_id), "schema_version": SCHEMA_VERSION},
-            event_id,
-        )
+        event_id = webhook_event_id(self.portal_id, self.event_id)
+        data = dict(self.raw)
+        data["receivedAt"] = received_at_ms
+        return NewEvent(WEBHOOK_RECEIVED, data, {**_METADATA, "correlation_id": str(event_id)}, event_id)
 
     @classmethod
     def from_data(cls, data: Mapping[str, Any]) -> WebhookEvent:
@@ -158,10 +157,13 @@ class WebhookEvent:
         return _validate_event({k: v for k, v in data.items() if k != "receivedAt"}, 0)
 
 
+_METADATA = {"actor": "webhook", "source": "hubspot", "schema_version": SCHEMA_VERSION}
+
 _KINDS = {"0-2": "company", "0-3": "deal", "0-7": "product", "0-8": "line_item", "0-53": "invoice",
           "0-69": "subscription", "0-970": "project"}
 
 
+@functools.lru_cache(maxsize=1024)
 def record_kind(object_kind: str) -> str:
     """The record kind in stream names: ``company``, ``project``... (``object-2-123`` for custom objects)."""
     if object_kind in _KINDS:
@@ -221,10 +223,18 @@ def _validate_event(item: object, index: int) -> WebhookEvent:
         if spec is None or value is None:
             continue  # fields we do not read are dropped
         kind = spec[0]
-        if kind == "id" and type(value) is int and 0 <= value <= MAX_INT:
-            clean[name] = value  # the common case, checked inline
-        else:
-            clean[name] = _check(kind, value, index, name)
+        # The common cases, checked inline: a whole number in range; a short string (no NUL) that is free
+        # text or matches its kind's pattern. Anything else goes through _check, which names the problem.
+        if kind == "id":
+            if type(value) is int and 0 <= value <= MAX_INT:
+                clean[name] = value
+                continue
+        elif type(value) is str and len(value) <= 200 and "\x00" not in value and (
+            kind == "text" or kind == "value" or (kind in _PATTERNS and _matches(kind, value))
+        ):
+            clean[name] = value
+            continue
+        clean[name] = _check(kind, value, index, name)
     subscription_type = clean["subscriptionType"]
     if subscription_type.startswith("object.") and "objectTypeId" not in clean:
         raise MalformedWebhook("object.* events need an objectTypeId such as '0-970'", index, "objectTypeId")
@@ -235,6 +245,15 @@ def _validate_event(item: object, index: int) -> WebhookEvent:
         object_id=clean["objectId"],
         raw=clean,
     )
+
+
+_PATTERNS = {"subscription": _SUBSCRIPTION_TYPE, "object_type_id": _OBJECT_TYPE_ID, "property": _PROPERTY_NAME}
+
+
+@functools.lru_cache(maxsize=4096)
+def _matches(kind: str, value: str) -> bool:
+    """``value`` matches the pattern of ``kind`` (cached: subscription types and property names repeat)."""
+    return _PATTERNS[kind].match(value) is not None
 
 
 def _check(kind: str, value: object, index: int, name: str) -> Any:

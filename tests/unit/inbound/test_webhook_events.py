@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 
 import orjson
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from libs.hubspot.signatures import SignatureError, verify_request
 from services.inbound.webhook_events import (
     MAX_INT,
+    WEBHOOK_NAMESPACE,
     MalformedWebhook,
     WebhookEvent,
     parse_webhook_body,
@@ -42,6 +44,19 @@ def test_a_valid_batch_keeps_known_fields_and_drops_the_rest() -> None:
     assert event.to_new_event(1).event_id == webhook_event_id(62515, 7)
 
 
+def test_recorded_event_ids_are_uuid5_of_portal_and_hubspot_event_id() -> None:
+    # Stored ids must never change between versions: a redelivery after an upgrade is still a duplicate.
+    assert webhook_event_id(62515, 7) == uuid.uuid5(WEBHOOK_NAMESPACE, "62515:7")
+    assert webhook_event_id(1, 2**63 - 1) == uuid.uuid5(WEBHOOK_NAMESPACE, f"1:{2**63 - 1}")
+
+
+def test_stream_names_are_those_of_the_record() -> None:
+    for kind, type_id in [("company", None), ("object", "0-970"), ("object", "2-123"), ("deal", None)]:
+        body = {**EVENT, "subscriptionType": f"{kind}.propertyChange"} | ({"objectTypeId": type_id} if type_id else {})
+        [event] = parse_webhook_body(orjson.dumps([body]))
+        assert event.stream("acme") == event.record().stream("acme")
+
+
 def test_recorded_data_parses_back_to_the_same_event() -> None:
     [event] = parse_webhook_body(orjson.dumps([EVENT]))
     again = WebhookEvent.from_data(event.to_new_event(123).data)
@@ -58,7 +73,8 @@ def test_projects_are_named_by_type_id() -> None:
 @pytest.mark.parametrize(
     "change",
     [{"eventId": -1}, {"eventId": MAX_INT + 1}, {"eventId": True}, {"portalId": 1.5}, {"subscriptionType": "nope"},
-     {"propertyName": "a b"}, {"propertyValue": "x" * 70_000}, {"objectTypeId": "project"}, {"sourceId": ["a"]}],
+     {"propertyName": "a b"}, {"propertyValue": "x" * 70_000}, {"objectTypeId": "project"}, {"sourceId": ["a"]},
+     {"changeSource": "x" * 201}, {"subscriptionType": "company.property change"}, {"propertyName": ""}],
 )
 def test_wrong_types_and_ranges_are_malformed(change: dict[str, object]) -> None:
     with pytest.raises(MalformedWebhook):
