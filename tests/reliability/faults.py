@@ -8,6 +8,9 @@ against a ``System``. Kinds:
   restarted after a short random pause;
 - ``broker_restart``: the broker is SIGKILLed and starts empty (every topic, message
   and offset lost);
+- ``postgres_restart``: the scenario's private PostgreSQL cluster is stopped
+  (``pg_ctl stop -m fast`` or ``-m immediate``, drawn from the seed), stays down
+  for a few seconds and starts again; every connection of every service breaks;
 - ``hubspot_429_storm``, ``hubspot_5xx_burst``, ``hubspot_slow``,
   ``hubspot_drops``: the HubSpot simulator's ``/_sim/faults`` for a window;
 - ``kleer_outage`` (every API call 503), ``kleer_slow``, ``kleer_lost_answers``
@@ -20,7 +23,8 @@ against a ``System``. Kinds:
   request sent again as captured): bad input whose answer and effect the
   invariants check.
 
-Postgres is not restarted: it is the machine's shared server.
+The Postgres restarts need ``SystemConfig(private_postgres=True)``: the
+machine's shared server is never restarted.
 """
 
 from __future__ import annotations
@@ -43,14 +47,16 @@ KILL_KINDS = tuple(f"kill:{name}" for name in SERVICES)
 WINDOW_KINDS = ("hubspot_429_storm", "hubspot_5xx_burst", "hubspot_slow", "hubspot_drops", "kleer_outage",
                 "kleer_slow", "kleer_lost_answers", "webhooks_dup_shuffle")
 WEBHOOK_KINDS = ("webhook_forged", "webhook_stale", "webhook_cross_portal", "webhook_replay")
-ALL_KINDS = (*KILL_KINDS, "broker_restart", *WINDOW_KINDS, *WEBHOOK_KINDS)
+ALL_KINDS = (*KILL_KINDS, "broker_restart", "postgres_restart", *WINDOW_KINDS, *WEBHOOK_KINDS)
+POSTGRES_STOP_MODES = ("fast", "immediate")
 
 
 @dataclass(frozen=True)
 class Fault:
     at: float  # seconds after the fault phase starts
     kind: str
-    duration: float = 0.0  # windows; for kills the pause before the restart
+    duration: float = 0.0  # windows; for kills and restarts the pause before the start
+    mode: str = ""  # postgres_restart: how it is stopped (fast or immediate)
 
 
 @dataclass
@@ -70,9 +76,11 @@ def plan_faults(seed: int, duration: float, *, every_kind_once: bool, mean_gap: 
     rng = random.Random(seed)
     faults: list[Fault] = []
 
-    def make(kind: str, at: float) -> Fault:
+    def make(kind: str, at: float, mode: str = "") -> Fault:
         if kind.startswith("kill:"):
             return Fault(at, kind, rng.uniform(0.2, 2.0))
+        if kind == "postgres_restart":
+            return Fault(at, kind, rng.uniform(2.0, 5.0), mode or rng.choice(POSTGRES_STOP_MODES))
         if kind in WINDOW_KINDS:
             return Fault(at, kind, rng.uniform(*window))
         return Fault(at, kind)
@@ -80,6 +88,11 @@ def plan_faults(seed: int, duration: float, *, every_kind_once: bool, mean_gap: 
     if every_kind_once:
         for kind in ALL_KINDS:
             faults.append(make(kind, rng.uniform(0.03 * duration, 0.85 * duration)))
+        # The Postgres restart once more, so both stop modes run: fast (clients told, checkpoint) and
+        # immediate (connections cut, crash recovery at the start).
+        first = next(f for f in faults if f.kind == "postgres_restart")
+        other = next(m for m in POSTGRES_STOP_MODES if m != first.mode)
+        faults.append(make("postgres_restart", rng.uniform(0.03 * duration, 0.85 * duration), other))
     else:
         at = rng.expovariate(1 / mean_gap)
         while at < 0.9 * duration:
@@ -184,7 +197,6 @@ class FaultInjector:
         self.sim_faults = SimFaults(system)
         self.log = FaultLog()
         self._tasks: list[asyncio.Task[None]] = []
-        self._process_locks: dict[str, asyncio.Lock] = {}
         self._event_ids = iter(range(9 * 10**15 + (seed % 10_000) * 10**8, 10**16))
         self.started = 0.0
 
@@ -204,6 +216,8 @@ class FaultInjector:
         entry: dict[str, Any] = {"at_s": at, "kind": fault.kind}
         if fault.duration:
             entry["duration_s"] = round(fault.duration, 2)
+        if fault.mode:
+            entry["mode"] = fault.mode
         self.log.entries.append(entry)
         self.log.injected[fault.kind] += 1
         try:
@@ -211,6 +225,8 @@ class FaultInjector:
                 await self._kill(fault.kind.partition(":")[2], fault.duration, entry)
             elif fault.kind == "broker_restart":
                 await self.system.restart_broker()
+            elif fault.kind == "postgres_restart":
+                await self.system.restart_postgres(fault.mode, fault.duration)
             elif fault.kind == "webhooks_dup_shuffle":
                 await self._dup_shuffle(fault.duration)
             elif fault.kind in _WINDOWS:
@@ -224,8 +240,7 @@ class FaultInjector:
             entry["error"] = f"{type(exc).__name__}: {exc}"
 
     async def _kill(self, name: str, pause: float, entry: dict[str, Any]) -> None:
-        lock = self._process_locks.setdefault(name, asyncio.Lock())
-        async with lock:
+        async with self.system.process_lock(name):
             await self.system.sigkill(name)
             await asyncio.sleep(pause)
             seconds = await self.system.restart(name)

@@ -483,13 +483,26 @@ def check_no_secrets(system: System, extra_files: Iterable[Any] = ()) -> Invaria
 
 
 def check_processes(system: System) -> InvariantResult:
+    """Every process runs at the end, and none exited on its own while running.
+
+    The supervisor restarts a service that exits (as Kubernetes would), so the
+    run goes on, but an exit is a failure of this invariant: services retry
+    what fails (the broker, the database, Kleer, HubSpot) instead of crashing.
+    The one exit allowed: a service (re)started while Postgres was down may
+    refuse to start (``cannot connect to PostgreSQL``), and is started again.
+    """
     problems = []
     for process in system.processes.values():
         try:
             process.check_running()
         except ProcessFailed as exc:
             problems.append(str(exc))
-    figures = {name: {"starts": p.starts, "sigkills": p.kills} for name, p in system.processes.items()}
+    for exit_ in system.exits:
+        if not (exit_["phase"] == "start-up" and exit_["while_postgres_down"]):
+            problems.append(f"{exit_['process']} exited with code {exit_['exit_code']} ({exit_['phase']}, "
+                            f"{exit_['at_s']}s after the start; restarted by the runner): {exit_['detail']}")
+    figures = {name: {"starts": p.starts, "sigkills": p.kills, "own_exits": len(p.exits)}
+               for name, p in system.processes.items()}
     return InvariantResult("processes_stayed_up", not problems, problems, figures)
 
 

@@ -5,7 +5,10 @@
 the webhook load held while faults ran, and every invariant's result with the
 divergences it found. Phases:
 
-1. start: fresh database, broker, simulators, ``hubspot setup``, services;
+1. start: a private Postgres cluster with a fresh database, broker, simulators,
+   ``hubspot setup``, services; from here on a supervisor restarts any service
+   that exits on its own, as Kubernetes would, and records the exit (the
+   ``processes_stayed_up`` invariant reports it);
 2. first sync: wait (bounded) until HubSpot holds the seeded book;
 3. faults: the workload runs while the seeded fault plan is injected;
 4. settle: faults cleared, workload stopped; poll (bounded) until HubSpot
@@ -59,6 +62,7 @@ class ScenarioReport:
     settle: dict[str, Any] = field(default_factory=dict)
     invariants: list[inv.InvariantResult] = field(default_factory=list)
     diagnosis: dict[str, list[str]] = field(default_factory=dict)  # event timelines of diverging records
+    processes: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
     @property
@@ -85,6 +89,7 @@ class ScenarioReport:
             "webhook_load": self.webhook_load,
             "workload": self.workload,
             "settle": self.settle,
+            "processes": self.processes,
             "invariants": [r.to_json() for r in self.invariants],
             "diagnosis": self.diagnosis,
             "lost": _figure(self.invariants, "webhooks_recorded", "lost")
@@ -189,11 +194,11 @@ async def run_scenario(config: ScenarioConfig) -> ScenarioReport:
         "every_kind_once": config.every_kind_once, "poll_interval_s": config.poll_interval,
         "webhook_load_target_rps": config.workload.load_rate,
         "webhook_load_events_per_request": config.workload.load_events_per_request,
-        "postgres_restart": "not injected: the Postgres server is shared by every test on this machine",
+        "postgres": "a private PostgreSQL 15 cluster per run (restarted by postgres_restart faults)",
         "simulators_killed": "never: they hold Kleer's and HubSpot's own data",
     })
     system = System(SystemConfig(config.workdir, clients=config.clients, seed=config.seed,
-                                 poll_interval=config.poll_interval))
+                                 poll_interval=config.poll_interval, private_postgres=True))
     ledger = Ledger()
     injector = FaultInjector(system, config.seed)
     workload = Workload(system, config.workload, config.seed, ledger)
@@ -201,9 +206,11 @@ async def run_scenario(config: ScenarioConfig) -> ScenarioReport:
                                     mean_gap=config.mean_fault_gap)
     t0 = time.monotonic()
     failed = True
+    supervisor: asyncio.Task[None] | None = None
     try:
         say(f"starting the system (logs in {system.logs})")
         await system.start()
+        supervisor = asyncio.create_task(system.supervise(), name="supervisor")
         report.phases["start"] = round(time.monotonic() - t0, 1)
         report.phases.update({f"start_{k}": v for k, v in system.start_timings.items()})
         say(f"started in {report.phases['start']}s {system.start_timings}; waiting for the first sync")
@@ -215,9 +222,7 @@ async def run_scenario(config: ScenarioConfig) -> ScenarioReport:
         deadline = fault_start + config.fault_seconds
         while time.monotonic() < deadline:
             await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
-            for name, process in system.processes.items():
-                if name not in ("sim-kleer", "sim-hubspot") and not process.alive and not _being_killed(injector, name):
-                    process.check_running()
+            system.check_processes()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(faults_task), timeout=30)
         fault_end = time.monotonic()
@@ -241,6 +246,8 @@ async def run_scenario(config: ScenarioConfig) -> ScenarioReport:
             "restart_seconds": injector.log.restart_seconds,
             "injection_errors": injector.log.errors,
             "broker_restarts": system.broker_restarts,
+            "postgres_restarts": system.postgres_restarts,
+            "postgres_down_seconds": [round(up - down, 1) for down, up in system.postgres_down],
         }
         load = ledger.load
         duration = max(1e-9, fault_end - fault_start)
@@ -267,6 +274,11 @@ async def run_scenario(config: ScenarioConfig) -> ScenarioReport:
         report.error = f"{type(exc).__name__}: {exc}"
     finally:
         report.phases["total"] = round(time.monotonic() - t0, 1)
+        if supervisor is not None:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await supervisor
+        report.processes = process_report(system)
         with contextlib.suppress(Exception):
             await injector.stop()
         with contextlib.suppress(Exception):
@@ -360,6 +372,11 @@ def _timeline_line(row: Any) -> str:
     return f"{row['position']} {row['recorded_at']:%H:%M:%S.%f} {row['type']}: {what}"[:300]
 
 
-def _being_killed(injector: FaultInjector, name: str) -> bool:
-    lock = injector._process_locks.get(name)
-    return lock is not None and lock.locked()
+def process_report(system: System) -> dict[str, Any]:
+    """Per process: starts, the runner's SIGKILLs and the exits it did not cause (restarted like Kubernetes)."""
+    return {
+        "by_process": {name: {"starts": p.starts, "sigkills": p.kills, "own_exits": len(p.exits)}
+                       for name, p in system.processes.items()},
+        "exits_restarted_by_the_runner": len(system.exits),
+        "exits": system.exits,
+    }

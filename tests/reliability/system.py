@@ -236,6 +236,11 @@ class System:
         self.broker_restarts = 0
         self.cluster = PrivateCluster(self.logs / "postgres.log") if config.private_postgres else None
         self.postgres_restarts = 0
+        self.postgres_down: list[tuple[float, float]] = []  # (stopped, accepting again), monotonic
+        self._postgres_down_since: float | None = None
+        self.supervised = False  # ``supervise`` restarts services that exit, as Kubernetes would
+        self.exits: list[dict[str, Any]] = []  # every service exit the runner did not cause
+        self._process_locks: dict[str, asyncio.Lock] = {}
         self.started_at = 0.0
         self.pool: asyncpg.Pool | None = None
         self.start_timings: dict[str, float] = {}
@@ -294,7 +299,7 @@ class System:
             self.server_dsn = self.cluster.dsn
             lap("private_postgres")
         self.dsn = await create_database(self.server_dsn)
-        self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4)
+        self.pool = await asyncpg.create_pool(self.dsn, min_size=0, max_size=4)
         if self.config.service_role:
             self.service_role, self.service_dsn = await create_service_role(self.dsn)
         lap("database")
@@ -406,9 +411,60 @@ class System:
     async def sigkill(self, name: str) -> None:
         self.processes[name].sigkill()
 
-    async def restart(self, name: str) -> float:
-        """Start a killed service again; returns the seconds until it was healthy."""
-        return await self.start_service(name)
+    def process_lock(self, name: str) -> asyncio.Lock:
+        """Held while the runner kills or restarts ``name`` (the supervisor leaves it alone meanwhile)."""
+        return self._process_locks.setdefault(name, asyncio.Lock())
+
+    async def restart(self, name: str, timeout: float = 120.0) -> float:
+        """Start a stopped service again until it is healthy (a start-up that exits is retried with
+        backoff, as Kubernetes would, and recorded in ``exits``); returns the seconds it took."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                await self.start_service(name)
+                return time.monotonic() - started
+            except ProcessFailed as exc:
+                process = self.processes[name]
+                if process.alive or time.monotonic() - started > timeout:
+                    raise
+                self._record_exit(process, "start-up", str(exc))
+                attempt += 1
+                await asyncio.sleep(min(8.0, 0.5 * 2**attempt))
+
+    def _record_exit(self, process: ManagedProcess, phase: str, detail: str) -> None:
+        code = process.popen.returncode if process.popen is not None else None
+        process.exits.append(code if code is not None else -1)
+        now = time.monotonic()
+        self.exits.append({
+            "process": process.name, "phase": phase, "exit_code": code,
+            "at_s": round(now - self.started_at, 1), "while_postgres_down": self.postgres_was_down(now),
+            "detail": detail[-1500:],
+        })
+
+    def postgres_was_down(self, when: float, grace: float = 5.0) -> bool:
+        """Whether ``when`` falls in a Postgres restart (or ``grace`` seconds after it)."""
+        if self._postgres_down_since is not None and when >= self._postgres_down_since:
+            return True
+        return any(down <= when <= up + grace for down, up in self.postgres_down)
+
+    async def supervise(self, interval: float = 0.5) -> None:
+        """Restart every service that exits on its own (``restartPolicy: Always``); each exit is recorded."""
+        self.supervised = True
+        while True:
+            await asyncio.sleep(interval)
+            for name in SERVICES:
+                process = self.processes.get(name)
+                lock = self.process_lock(name)
+                if process is None or process.popen is None or process.alive or lock.locked():
+                    continue
+                async with lock:
+                    if process.alive:
+                        continue
+                    self._record_exit(process, "running", f"exited on its own; last lines of {process.log_path}:\n"
+                                      f"{tail(process.log_path)}")
+                    with contextlib.suppress(ProcessFailed):  # recorded; the invariants report it
+                        await self.restart(name)
 
     async def restart_broker(self) -> None:
         """SIGKILL the broker and start it again on the same port: every topic, message and offset is gone."""
@@ -425,13 +481,19 @@ class System:
         if self.cluster is None:
             raise RuntimeError("a Postgres restart needs the private cluster (SystemConfig(private_postgres=True)): "
                                "the shared server serves every other test on the machine")
-        await asyncio.to_thread(self.cluster.restart, mode, pause)
+        self._postgres_down_since = stopped = time.monotonic()
+        try:
+            await asyncio.to_thread(self.cluster.restart, mode, pause)
+        finally:
+            self.postgres_down.append((stopped, time.monotonic()))
+            self._postgres_down_since = None
         self.postgres_restarts += 1
 
     def check_processes(self) -> None:
-        """Raise if a process died that the runner did not kill."""
-        for process in self.processes.values():
-            process.check_running()
+        """Raise if a process died that the runner did not kill (under ``supervise``: a simulator)."""
+        for name, process in self.processes.items():
+            if not (self.supervised and name in SERVICES):
+                process.check_running()
 
     # --- talking to the simulators ------------------------------------------------------------------
 

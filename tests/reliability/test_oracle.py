@@ -100,8 +100,12 @@ def test_a_number_written_differently_is_the_same_value() -> None:
 
 def test_the_short_plan_has_every_fault_kind_once_and_the_same_seed_gives_the_same_plan() -> None:
     plan = plan_faults(7, 65.0, every_kind_once=True)
-    assert sorted(f.kind for f in plan) == sorted(ALL_KINDS)
+    # Every kind once, and the Postgres restart twice: once stopped fast, once immediate.
+    assert sorted(f.kind for f in plan) == sorted([*ALL_KINDS, "postgres_restart"])
+    assert sorted(f.mode for f in plan if f.kind == "postgres_restart") == ["fast", "immediate"]
+    assert all(2.0 <= f.duration <= 5.0 for f in plan if f.kind == "postgres_restart")
     assert plan == plan_faults(7, 65.0, every_kind_once=True)
     assert all(0 < f.at < 65.0 for f in plan)
     soak = plan_faults(7, 1800.0, every_kind_once=False, mean_gap=8.0)
     assert len(soak) > 150 and len({f.kind for f in soak}) == len(ALL_KINDS)
+    assert {f.mode for f in soak if f.kind == "postgres_restart"} == {"fast", "immediate"}

@@ -8,6 +8,8 @@ a component that gives up shows as a finished task, not as a dead process.
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -188,3 +190,35 @@ def test_restart_without_the_private_cluster_is_refused(tmp_path: Path) -> None:
     system = System(SystemConfig(tmp_path))
     with pytest.raises(RuntimeError, match="private cluster"):
         asyncio.run(system.restart_postgres("fast", 0.1))
+
+
+async def test_supervisor_restarts_a_service_that_exits_and_the_invariant_reports_it(tmp_path: Path) -> None:
+    from tests.reliability.invariants import check_processes
+    from tests.reliability.processes import ManagedProcess
+    from tests.reliability.system import System, SystemConfig
+
+    marker = tmp_path / "crashed-once"
+    # Exits with 3 the first time (a crash), runs the second time (after the supervisor's restart).
+    script = (f"import pathlib, sys, time\nm = pathlib.Path({str(marker)!r})\n"
+              "if not m.exists():\n    m.touch(); time.sleep(0.3); sys.exit(3)\ntime.sleep(60)\n")
+    system = System(SystemConfig(tmp_path))
+    system.started_at = time.monotonic()
+    system.session = aiohttp.ClientSession()
+    process = ManagedProcess("relay", [sys.executable, "-c", script], dict(os.environ), tmp_path / "relay.log",
+                             module_cli=False)
+    system.processes["relay"] = process
+    process.start()
+    supervisor = asyncio.create_task(system.supervise(interval=0.1))
+    try:
+        async def restarted() -> bool:
+            return process.starts == 2 and process.alive
+
+        await _wait_until(restarted, 20, "the supervisor did not restart the crashed process")
+        result = check_processes(system)
+    finally:
+        supervisor.cancel()
+        process.stop(grace=1)
+        await system.session.close()
+    assert [(e["process"], e["phase"], e["exit_code"]) for e in system.exits] == [("relay", "running", 3)]
+    assert not result.ok and "relay exited with code 3 (running" in result.problems[0]
+    assert result.figures["relay"] == {"starts": 2, "sigkills": 0, "own_exits": 1}
