@@ -1,7 +1,7 @@
 """``python -m tests.reliability.soak --minutes 30 --report bench/results/soak.json`` (``make soak``).
 
-Runs the reliability scenario (``runner.py``) with a random stream of faults
-for the given minutes, prints progress and the figures, writes the JSON
+Runs the reliability scenario (``runner.py``, on a private PostgreSQL cluster
+it restarts among the faults) with a random stream of faults for the given minutes, prints progress and the figures, writes the JSON
 report and exits non-zero if an invariant failed.
 """
 
@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({k: document[k] for k in ("ok", "lost", "duplicated")}, indent=None))
     print("faults:", json.dumps(document["faults"].get("injected_by_kind", {})))
     print("webhook load:", json.dumps(document["webhook_load"]))
+    print("postgres restarts:", document["faults"].get("postgres_restarts"),
+          "| exits restarted by the runner:", document["processes"].get("exits_restarted_by_the_runner"))
     for result in document["invariants"]:
         print(f"  {'ok  ' if result['ok'] else 'FAIL'} {result['name']}: {json.dumps(result['figures'])[:300]}")
     if not report.ok:
