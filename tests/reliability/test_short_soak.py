@@ -33,11 +33,6 @@ REPORT = Path(__file__).resolve().parents[2] / "bench" / "results" / "soak-short
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug, open: under the full fault mix a company created in HubSpot sometimes gets two Kleer "
-    "clients (seen once in three runs: hubspot_created_companies_linked failed with two clients of one "
-    "name); suspected path: a Kleer create whose answer was lost (kleer_lost_answers) racing a handler "
-    "restart. Every other invariant held in those runs. Remove this marker with the fix."))
 async def test_every_fault_kind_once_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     config = ScenarioConfig(
         workdir=tmp_path,
