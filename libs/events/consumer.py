@@ -92,6 +92,9 @@ class ConsumerConfig:
     bootstrap_servers: str
     max_batch: int = 500
     poll_timeout_ms: int = 200
+    # How long the broker may hold a fetch with no data. Kafka answers as soon as data arrives; the dev
+    # broker (Tansu) does not, so there it bounds the delivery delay (about a quarter of it at p50).
+    fetch_max_wait_ms: int = 500
     max_attempts: int = 5
     retry_base: float = 0.2
     # The relay's router and partition count: needed to read a gap back from Postgres.
@@ -133,6 +136,7 @@ class EventConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.config.max_batch,
+            fetch_max_wait_ms=self.config.fetch_max_wait_ms,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
             request_timeout_ms=15_000,
@@ -324,36 +328,49 @@ class EventConsumer:
         """Effects and checkpoint in one transaction; False if the checkpoint moved under us."""
         new_checkpoint = events[-1].position
         async with self.pool.acquire() as conn, conn.transaction():
-            stored = await conn.fetchval(
-                "SELECT position FROM consumer_checkpoints WHERE consumer = $1 AND topic = $2 AND partition = $3 "
-                "FOR UPDATE",
-                self.config.name,
-                tp.topic,
-                tp.partition,
-            )
+            stored = await self._lock_checkpoint(conn, tp)
             if stored is not None and stored > checkpoint:
                 self._checkpoints[(tp.topic, tp.partition)] = stored
                 return False
-            for write in result.writes:
-                await write(conn)
-            if result.appends:
-                await self.store.append_batch(result.appends, conn=conn)
-            await conn.execute(
-                "INSERT INTO consumer_checkpoints (consumer, topic, partition, position, kafka_offset, epoch) "
-                "VALUES ($1, $2, $3, $4, $5, $6) "
-                "ON CONFLICT (consumer, topic, partition) DO UPDATE SET position = EXCLUDED.position, "
-                "kafka_offset = EXCLUDED.kafka_offset, epoch = EXCLUDED.epoch, updated_at = now()",
-                self.config.name,
-                tp.topic,
-                tp.partition,
-                new_checkpoint,
-                kafka_offset,
-                self._epoch or 0,
-            )
+            await self._apply(conn, result, [(tp, new_checkpoint, kafka_offset)])
         self._checkpoints[(tp.topic, tp.partition)] = new_checkpoint
         self.handled += len(events)
         metrics.CONSUMER_HANDLED.labels(consumer=self.config.name, outcome="handled").inc(len(events))
         return True
+
+    async def _lock_checkpoint(self, conn: asyncpg.Connection, tp: TopicPartition) -> int | None:
+        """The stored checkpoint of a partition, locked until the transaction ends (None: no row yet)."""
+        stored: int | None = await conn.fetchval(
+            "SELECT position FROM consumer_checkpoints WHERE consumer = $1 AND topic = $2 AND partition = $3 "
+            "FOR UPDATE",
+            self.config.name,
+            tp.topic,
+            tp.partition,
+        )
+        return stored
+
+    async def _apply(
+        self,
+        conn: asyncpg.Connection,
+        result: HandlerResult,
+        checkpoints: Sequence[tuple[TopicPartition, int, int]],
+    ) -> None:
+        """The handler's writes and appends, then the new checkpoints ``(partition, position, kafka offset)``,
+        in the caller's transaction."""
+        for write in result.writes:
+            await write(conn)
+        if result.appends:
+            await self.store.append_batch(result.appends, conn=conn)
+        await conn.executemany(
+            "INSERT INTO consumer_checkpoints (consumer, topic, partition, position, kafka_offset, epoch) "
+            "VALUES ($1, $2, $3, $4, $5, $6) "
+            "ON CONFLICT (consumer, topic, partition) DO UPDATE SET position = EXCLUDED.position, "
+            "kafka_offset = EXCLUDED.kafka_offset, epoch = EXCLUDED.epoch, updated_at = now()",
+            [
+                (self.config.name, tp.topic, tp.partition, position, offset, self._epoch or 0)
+                for tp, position, offset in checkpoints
+            ],
+        )
 
     async def _run_handler(self, events: list[RecordedEvent]) -> HandlerResult:
         attempt = 0

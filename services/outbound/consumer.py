@@ -207,36 +207,14 @@ class BatchingConsumer(EventConsumer):
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 for tp in batch.events:
-                    stored = await conn.fetchval(
-                        "SELECT position FROM consumer_checkpoints WHERE consumer = $1 AND topic = $2 "
-                        "AND partition = $3 FOR UPDATE",
-                        self.config.name,
-                        tp.topic,
-                        tp.partition,
-                    )
+                    stored = await self._lock_checkpoint(conn, tp)
                     if stored is not None and stored > batch.after[tp]:
                         moved[(tp.topic, tp.partition)] = stored
                 if not moved:
-                    for write in result.writes:
-                        await write(conn)
-                    if result.appends:
-                        await self.store.append_batch(result.appends, conn=conn)
-                    await conn.executemany(
-                        "INSERT INTO consumer_checkpoints (consumer, topic, partition, position, kafka_offset, epoch) "
-                        "VALUES ($1, $2, $3, $4, $5, $6) "
-                        "ON CONFLICT (consumer, topic, partition) DO UPDATE SET position = EXCLUDED.position, "
-                        "kafka_offset = EXCLUDED.kafka_offset, epoch = EXCLUDED.epoch, updated_at = now()",
-                        [
-                            (
-                                self.config.name,
-                                tp.topic,
-                                tp.partition,
-                                events[-1].position,
-                                batch.offsets[tp],
-                                self._epoch or 0,
-                            )
-                            for tp, events in batch.events.items()
-                        ],
+                    await self._apply(
+                        conn,
+                        result,
+                        [(tp, events[-1].position, batch.offsets[tp]) for tp, events in batch.events.items()],
                     )
         if moved:
             # Nothing of this batch was committed: back to where it started (a later batch then reads the

@@ -428,11 +428,8 @@ class Pusher:
         snapshot = change.snapshot
         assert snapshot is not None
         outcome.id_rows.append(
-            IdRow(
-                change.connection,
-                change.kind,
-                change.kleer_id,
-                change.hubspot_object,
+            _id_row(
+                change,
                 hubspot_id,
                 snapshot.fingerprint,
                 sorted(_associated(before, hubspot_id)),
@@ -533,16 +530,7 @@ class Pusher:
         flagged = how == "flagged"
         outcome.removed.append(change.key)
         outcome.id_rows.append(
-            IdRow(
-                change.connection,
-                change.kind,
-                change.kleer_id,
-                change.hubspot_object,
-                hubspot_id,
-                None,
-                sorted(before.associated) if flagged else [],
-                removed=True,
-            )
+            _id_row(change, hubspot_id, None, sorted(before.associated) if flagged else [], removed=True)
         )
         data: dict[str, Any] = {
             "kleer_id": change.kleer_id,
@@ -767,6 +755,29 @@ def _with_links(
         parents = by_key.pop((row.connection, row.kind, row.kleer_id), None)
         folded.append(replace(row, associated=[*row.associated, *parents]) if parents else row)
     return folded, [(key, parent) for key, parents in by_key.items() for parent in parents]
+
+
+def _id_row(
+    change: Change,
+    hubspot_id: str,
+    fingerprint: str | None,
+    associated: Sequence[str],
+    *,
+    removed: bool = False,
+    properties: Mapping[str, str] | None = None,
+) -> IdRow:
+    """The ``hubspot_ids`` row of a record this push wrote (or removed)."""
+    return IdRow(
+        change.connection,
+        change.kind,
+        change.kleer_id,
+        change.hubspot_object,
+        hubspot_id,
+        fingerprint,
+        associated,
+        removed=removed,
+        properties=properties,
+    )
 
 
 def _changed_properties(current: Mapping[str, str], previous: Mapping[str, str] | None) -> Mapping[str, str]:
