@@ -136,6 +136,8 @@ class Relay:
                 except Stopped:
                     return
                 while not self._stopping.is_set():
+                    if lock_conn.is_closed():  # the server restarted: another relay may hold the lock now
+                        raise asyncpg.ConnectionDoesNotExistError("the relay's lock session has ended")
                     try:
                         published = await self.publish_once()
                     except Exception as exc:

@@ -23,7 +23,7 @@ from libs.events.consumer import ConsumerConfig, EventConsumer, HandlerResult
 from libs.events.dlq import DeadLetterQueue
 from libs.events.envelope import NewEvent, RecordedEvent
 from libs.events.outage import database_unavailable
-from libs.events.relay import Relay, RelayConfig
+from libs.events.relay import RELAY_LOCK, Relay, RelayConfig
 from libs.events.store import AppendRequest, PostgresEventStore, create_pool
 from services.outbound.consumer import BatchingConsumer
 from services.topics import all_topic_names, make_router
@@ -130,6 +130,10 @@ async def test_postgres_restart_mid_stream_loses_duplicates_and_parks_nothing(
 
         await _wait_until(all_in, 90, f"not every event took effect after the restart ({await _effects(pool)})")
         assert not any(t.done() for t in tasks), [t.exception() for t in tasks if t.done()]
+        # The single-active lock died with its session: the relay publishes only once it holds it again.
+        assert await pool.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND ((classid::bigint << 32) | objid::bigint) = $1", RELAY_LOCK) == 1
     finally:
         await consumer.stop()
         await relay.stop()
@@ -222,3 +226,38 @@ async def test_supervisor_restarts_a_service_that_exits_and_the_invariant_report
     assert [(e["process"], e["phase"], e["exit_code"]) for e in system.exits] == [("relay", "running", 3)]
     assert not result.ok and "relay exited with code 3 (running" in result.problems[0]
     assert result.figures["relay"] == {"starts": 2, "sigkills": 0, "own_exits": 1}
+
+
+async def _relay_lock_holder(pool: asyncpg.Pool) -> int | None:
+    pid = await pool.fetchval(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+        "AND ((classid::bigint << 32) | objid::bigint) = $1", RELAY_LOCK)
+    return int(pid) if pid is not None else None
+
+
+async def test_relay_whose_lock_session_is_killed_takes_the_lock_again(
+    store: PostgresEventStore, own_broker: TansuBroker
+) -> None:
+    """An idle lock session can end alone (idle timeouts, a proxy, pg_terminate_backend) while the
+    relay's other connections work: it must not go on publishing without the lock."""
+    pool = store.pool
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    relay = Relay(store, make_router(prefix), RelayConfig(own_broker.bootstrap_servers, all_topic_names(prefix)))  # type: ignore[arg-type]
+    task = asyncio.create_task(relay.run())
+    try:
+        async def locked() -> bool:
+            return await _relay_lock_holder(pool) is not None
+
+        await _wait_until(locked, 30, "the relay never took its lock")
+        first = await _relay_lock_holder(pool)
+        await pool.execute("SELECT pg_terminate_backend($1)", first)
+
+        async def locked_again() -> bool:
+            holder = await _relay_lock_holder(pool)
+            return holder is not None and holder != first
+
+        await _wait_until(locked_again, 30, "the relay went on without its lock")
+        assert not task.done(), task.exception()
+    finally:
+        await relay.stop()
+        await asyncio.wait_for(task, 30)
