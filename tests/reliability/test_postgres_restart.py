@@ -33,7 +33,7 @@ from tests.reliability.system import create_database
 
 pytestmark = pytest.mark.slow
 
-TOTAL = 6000
+TOTAL = 3000
 
 
 @pytest.fixture(scope="module")
