@@ -20,7 +20,8 @@ Guarantees every implementation gives (checked by one shared test suite,
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -129,16 +130,51 @@ def _record(row: asyncpg.Record) -> RecordedEvent:
     )
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    # jsonb travels as text; we encode/decode with orjson ourselves.
-    await conn.set_type_codec("jsonb", encoder=lambda v: v, decoder=lambda v: v, schema="pg_catalog")
+class _PooledConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A pooled connection that knows when its release needs no session reset.
+
+    asyncpg resets every connection it takes back (one more round trip: unlock
+    advisory locks, close cursors, unlisten, reset settings). The store's own
+    statements change none of that, so after one of them succeeds on a
+    connection the store acquired, the store marks it and the reset is skipped;
+    any other use of the pool gets the full reset.
+    """
+
+    __slots__ = ("_needs_no_reset",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._needs_no_reset = False
+
+    def mark_session_untouched(self) -> None:
+        self._needs_no_reset = True
+
+    def take_session_untouched(self) -> bool:
+        untouched, self._needs_no_reset = self._needs_no_reset, False
+        return untouched
+
+
+async def _reset_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset (its open transaction, if any, was rolled back before)."""
+    if isinstance(conn, _PooledConnection) and conn.take_session_untouched():
+        return
+    await conn.execute(conn.get_reset_query())
 
 
 async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
-    """An asyncpg pool set up for the event store. Raises a clear error when Postgres is unreachable."""
+    """An asyncpg pool set up for the event store. Raises a clear error when Postgres is unreachable.
+
+    json and jsonb travel as str (asyncpg's built-in binary codecs); the store
+    encodes and decodes them with orjson.
+    """
     try:
         pool: asyncpg.Pool = await asyncpg.create_pool(
-            dsn, min_size=min_size, max_size=max_size, init=_init_connection, **kwargs
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            connection_class=_PooledConnection,
+            reset=_reset_session,
+            **kwargs,
         )
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise EventStoreError(
@@ -165,6 +201,15 @@ class PostgresEventStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        """A pooled connection for one of the store's own statements (released without a session reset)."""
+        async with self.pool.acquire() as conn:
+            yield conn
+            mark = getattr(conn, "mark_session_untouched", None)
+            if mark is not None:
+                mark()
+
     async def append(
         self, stream: str, events: Sequence[NewEvent], expected_version: int = ANY, *, conn: Any = None
     ) -> list[AppendResult]:
@@ -182,7 +227,7 @@ class PostgresEventStore:
                 if conn is not None:
                     rows = await conn.fetch(_APPEND_SQL, *args)
                 else:
-                    async with self.pool.acquire() as own:
+                    async with self._connection() as own:
                         rows = await own.fetch(_APPEND_SQL, *args)
             except asyncpg.PostgresError as exc:
                 if getattr(exc, "sqlstate", None) == CONCURRENCY_SQLSTATE:
@@ -190,8 +235,8 @@ class PostgresEventStore:
                     raise ConcurrencyError(detail["stream"], detail["expected"], detail["actual"]) from None
                 raise
         results = [AppendResult(r[0], r[1], r[2], r[3]) for r in rows]
-        results.sort(key=lambda r: r.position)
-        _count_appended(requests, {r.event_id for r in results if r.inserted})
+        results.sort(key=_by_position)
+        _count_appended(requests, results)
         return results
 
     async def read_stream(
@@ -200,7 +245,7 @@ class PostgresEventStore:
         sql = f"SELECT {_COLUMNS} FROM events WHERE stream = $1 AND version >= $2 ORDER BY version"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        async with self.pool.acquire() as conn:
+        async with self._connection() as conn:
             rows = await conn.fetch(sql, stream, from_version)
         return [_record(r) for r in rows]
 
@@ -208,7 +253,7 @@ class PostgresEventStore:
         self, after: int = 0, limit: int = 1000, types: Sequence[str] | None = None
     ) -> list[RecordedEvent]:
         """Events with position > ``after`` in position order, at most ``limit``."""
-        async with self.pool.acquire() as conn:
+        async with self._connection() as conn:
             if types:
                 rows = await conn.fetch(
                     f"SELECT {_COLUMNS} FROM events WHERE position > $1 AND type = ANY($3::text[]) "
@@ -226,26 +271,31 @@ class PostgresEventStore:
         return [_record(r) for r in rows]
 
     async def get(self, event_id: uuid.UUID) -> RecordedEvent | None:
-        async with self.pool.acquire() as conn:
+        async with self._connection() as conn:
             row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM events WHERE event_id = $1", event_id)
         return _record(row) if row else None
 
     async def stream_version(self, stream: str) -> int:
-        async with self.pool.acquire() as conn:
+        async with self._connection() as conn:
             version = await conn.fetchval(
                 "SELECT COALESCE(max(version), 0) FROM events WHERE stream = $1", stream
             )
         return int(version)
 
     async def head(self) -> int:
-        async with self.pool.acquire() as conn:
+        async with self._connection() as conn:
             head = await conn.fetchval("SELECT COALESCE(max(position), 0) FROM events")
         metrics.LOG_HEAD_POSITION.set(head)
         return int(head)
 
 
-def _count_appended(requests: Iterable[AppendRequest], inserted: set[uuid.UUID]) -> None:
+def _by_position(result: AppendResult) -> int:
+    return result.position
+
+
+def _count_appended(requests: Iterable[AppendRequest], results: Sequence[AppendResult]) -> None:
     counts: dict[str, int] = {}
+    inserted = {r.event_id for r in results if r.inserted}
     for request in requests:
         for event in request.events:
             if event.event_id in inserted:

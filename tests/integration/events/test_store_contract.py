@@ -42,6 +42,36 @@ async def test_appending_the_same_event_id_twice_stores_it_once(store: PostgresE
     assert await store.head() == 1
 
 
+async def test_a_retried_batch_skips_its_stored_events_and_appends_the_rest(store: PostgresEventStore) -> None:
+    first, second = NewEvent("T", {"i": 1}), NewEvent("T", {"i": 2})
+    await store.append("c1/k/1", [first], NO_STREAM)
+    await store.append("c1/k/2", [NewEvent("T", {})])
+    # The answer to the first append was lost; the writer retries it with one more event.
+    results = await store.append_batch([AppendRequest("c1/k/1", [first, second], NO_STREAM)])
+    assert [(r.event_id, r.position, r.version, r.inserted) for r in results] == [
+        (first.event_id, 1, 1, False),
+        (second.event_id, 3, 2, True),
+    ]
+    assert [e.data["i"] for e in await store.read_stream("c1/k/1")] == [1, 2]
+
+
+async def test_a_retried_batch_with_a_conflict_stores_nothing(store: PostgresEventStore) -> None:
+    stored = NewEvent("T", {})
+    await store.append("c1/m/1", [stored])
+    await store.append("c1/m/2", [NewEvent("T", {})])
+    with pytest.raises(ConcurrencyError) as caught:
+        await store.append_batch(
+            [
+                AppendRequest("c1/m/1", [stored, NewEvent("T", {})]),
+                AppendRequest("c1/m/3", [NewEvent("T", {})]),
+                AppendRequest("c1/m/2", [NewEvent("T", {})], NO_STREAM),  # it exists
+            ]
+        )
+    assert (caught.value.stream, caught.value.expected, caught.value.actual) == ("c1/m/2", 0, 1)
+    assert await store.head() == 2
+    assert await store.read_stream("c1/m/3") == []
+
+
 async def test_a_batch_is_atomic_when_one_stream_conflicts(store: PostgresEventStore) -> None:
     await store.append("c1/a/1", [NewEvent("T", {})])
     with pytest.raises(ConcurrencyError):

@@ -1,0 +1,90 @@
+"""What the Postgres event store does beyond the shared contract: plans and pooled sessions."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from libs.events.envelope import NewEvent
+from libs.events.store import AppendRequest, PostgresEventStore, create_pool
+
+
+async def test_the_append_keeps_to_the_indexes_after_the_log_outgrows_its_first_plans(
+    database_url: str,
+) -> None:
+    """Plans cached while the log was empty must not scan the whole log once it is big."""
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    store = PostgresEventStore(pool)
+    try:
+        async with pool.acquire() as conn:
+            stored = NewEvent("T", {})
+            await store.append("c1/plan/0", [stored], conn=conn)
+            for i in range(1, 7):  # past the point where Postgres settles on a cached plan
+                await store.append_batch(
+                    [AppendRequest(f"c1/plan/{i}-{k}", [NewEvent("T", {})]) for k in range(20)]
+                    + [AppendRequest("c1/plan/0", [stored])],
+                    conn=conn,
+                )
+                await store.append_batch([AppendRequest(f"c1/plan/{i}", [NewEvent("T", {})])], conn=conn)
+            await conn.execute(
+                "INSERT INTO events (position, event_id, stream, version, type, data, metadata) "
+                "SELECT 127 + n, gen_random_uuid(), 'c1/bulk/' || n, 1, 'T', '{}', '{}' "
+                "FROM generate_series(1, 5000) AS n"
+            )
+            plans: list[str] = []
+
+            def collect(_conn: object, message: asyncpg.PostgresLogMessage) -> None:
+                plans.append(message.message)
+
+            conn.add_log_listener(collect)
+            await conn.execute(
+                "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; "
+                "SET auto_explain.log_nested_statements = on; SET auto_explain.log_level = notice"
+            )
+            await store.append("c1/plan/new", [NewEvent("T", {})], conn=conn)  # the fast path
+            await store.append_batch(  # a retry: the path that skips stored events
+                [AppendRequest("c1/plan/0", [stored]), AppendRequest("c1/plan/7", [NewEvent("T", {})])], conn=conn
+            )
+            await conn.execute("RESET auto_explain.log_min_duration")
+            conn.remove_log_listener(collect)
+        inserts = [p for p in plans if "INSERT INTO events" in p]
+        assert len(inserts) == 2, plans
+        assert all("Seq Scan on events" not in p for p in plans), "\n\n".join(plans)
+        assert all("Index" in p for p in inserts)
+        assert await store.head() == 5129
+    finally:
+        await pool.close()
+
+
+async def test_session_state_never_passes_to_the_next_user_of_a_pooled_connection(database_url: str) -> None:
+    """The store skips the pool's session reset after its own statements, and only then."""
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    store = PostgresEventStore(pool)
+    try:
+        await store.append("c1/s/1", [NewEvent("T", {})])
+        async with pool.acquire() as conn:
+            await conn.execute("SET application_name = 'leaky'")
+            await conn.execute("SELECT pg_advisory_lock(4242999999)")
+            await store.append("c1/s/1", [NewEvent("T", {})], conn=conn)
+        for _ in range(2):
+            async with pool.acquire() as conn:
+                assert await conn.fetchval("SHOW application_name") != "leaky"
+                assert not await conn.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+                )
+                await conn.execute("SET application_name = 'leaky'")
+            assert len(await store.read_all(0, 10)) == 2
+    finally:
+        await pool.close()
+
+
+async def test_a_pool_made_elsewhere_works_with_the_store(database_url: str) -> None:
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    try:
+        store = PostgresEventStore(pool)
+        event = NewEvent("T", {"id": str(uuid.uuid4())})
+        await store.append("c1/e/1", [event])
+        assert (await store.get(event.event_id)) is not None
+    finally:
+        await pool.close()
