@@ -11,7 +11,12 @@
    ``KleerClientUpdated`` (after the Kleer write). Targets: p50 < 250 ms, p99 < 1 s.
 
 The load generator is in-repo: one aiohttp client process with N concurrent
-connections, requests signed ahead of time (signing is HubSpot's cost, not ours).
+keep-alive connections, requests signed ahead of time (signing is HubSpot's
+cost, not ours). It shares the machine with the server, so every phase reports
+the CPU seconds of the load generator, of the server process and of the
+PostgreSQL backends serving the benchmark's database, per event, with the load
+average before and after: on a shared machine compare those and the ratios,
+not the absolute rates.
 """
 
 from __future__ import annotations
@@ -32,7 +37,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import aiohttp
 import orjson
 
-from bench.common import drop_database_async, fresh_database, progress, write_results
+from bench.common import (
+    backend_pids,
+    cpu_seconds,
+    drop_database_async,
+    fresh_database,
+    progress,
+    write_results,
+)
 from libs.events.migrate import migrate
 from libs.hubspot.signatures import v3_headers
 from sim.broker import free_port
@@ -95,15 +107,17 @@ async def _load(url: str, requests: list[tuple[bytes, dict[str, str]]], concurre
 
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
-        # warm-up: open the connections
         started = time.perf_counter()
+        cpu_started = time.process_time()
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
+        load_generator_cpu = time.process_time() - cpu_started
     latencies.sort()
     return {
         "requests": len(latencies),
         "seconds": round(elapsed, 3),
         "requests_per_s": round(len(latencies) / elapsed, 1),
+        "load_generator_cpu_s": round(load_generator_cpu, 3),
         "statuses": {str(k): v for k, v in statuses.items()},
         "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2) if latencies else None,
         "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2) if latencies else None,
@@ -125,6 +139,29 @@ async def _wait_up(url: str, process: subprocess.Popen[bytes], timeout: float = 
             except aiohttp.ClientError:
                 await asyncio.sleep(0.1)
     raise RuntimeError(f"{url} did not come up")
+
+
+async def _measured(label: str, url: str, requests: list[tuple[bytes, dict[str, str]]], per_request: int,
+                    server: subprocess.Popen[bytes], database: str | None, args: argparse.Namespace) -> dict[str, Any]:
+    """One load phase, with the CPU seconds it cost the load generator, the server and PostgreSQL."""
+    progress(f"{label}: {per_request} event(s)/request, {args.concurrency} connections, {args.seconds}s")
+    pg_before = {pid: cpu_seconds(pid) for pid in (await backend_pids(database) if database else [])}
+    server_before = cpu_seconds(server.pid)
+    load_before = os.getloadavg()[0]
+    result = await _load(url, requests, args.concurrency, args.seconds)
+    server_cpu = cpu_seconds(server.pid) - server_before
+    # backends that opened during the phase count whole; the ones that closed are lost (rare: the pool keeps them)
+    pg_cpu = sum(cpu_seconds(pid) - pg_before.get(pid, 0.0) for pid in
+                 (await backend_pids(database) if database else []))
+    events = result["requests"] * per_request
+    result["events_per_s"] = round(events / result["seconds"], 1)
+    result["cpu_s"] = {"load_generator": result.pop("load_generator_cpu_s"), "server": round(server_cpu, 3),
+                       "postgres": round(pg_cpu, 3)}
+    result["cpu_us_per_event"] = {k: round(v / events * 1e6, 1) if events else None
+                                  for k, v in result["cpu_s"].items()}
+    result["load_average_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    progress(f"  {result}")
+    return result
 
 
 def _start_bare(port: int) -> subprocess.Popen[bytes]:
@@ -153,22 +190,17 @@ async def intake(args: argparse.Namespace) -> dict[str, Any]:
         await _wait_up(bare_url, bare)
         await _wait_up(f"http://127.0.0.1:{full_port}/healthz", full)
         total = int(args.seconds * 12_000)
-        progress(f"bare aiohttp 204, 1 event/request, {args.concurrency} connections, {args.seconds}s")
-        results["bare_1_event"] = await _load(bare_url, _signed_requests(bare_url, total, 1, 1), args.concurrency,
-                                              args.seconds)
-        progress(f"  {results['bare_1_event']}")
-        progress("kleer-sync inbound (verify + durable append), 1 event/request")
-        results["inbound_1_event"] = await _load(full_url, _signed_requests(full_url, total, 1, 10_000_000),
-                                                 args.concurrency, args.seconds)
-        progress(f"  {results['inbound_1_event']}")
+        results["bare_1_event"] = await _measured("bare aiohttp 204", bare_url,
+                                                  _signed_requests(bare_url, total, 1, 1), 1, bare, None, args)
+        results["inbound_1_event"] = await _measured(
+            "kleer-sync inbound (verify + durable append)", full_url,
+            _signed_requests(full_url, total, 1, 10_000_000), 1, full, name, args)
         results["ratio_to_bare"] = round(
             results["inbound_1_event"]["requests_per_s"] / results["bare_1_event"]["requests_per_s"], 3)
-        progress("kleer-sync inbound, 100 events/request")
-        batched = await _load(full_url, _signed_requests(full_url, int(args.seconds * 400), 100, 50_000_000),
-                              args.concurrency, args.seconds)
-        batched["events_per_s"] = round(batched["requests_per_s"] * 100, 1)
+        batched = await _measured("kleer-sync inbound", full_url,
+                                  _signed_requests(full_url, int(args.seconds * 400), 100, 50_000_000), 100, full,
+                                  name, args)
         results["inbound_100_events"] = batched
-        progress(f"  {batched}")
         import asyncpg
 
         conn = await asyncpg.connect(dsn)
@@ -197,11 +229,9 @@ async def latency(args: argparse.Namespace) -> dict[str, Any]:
     from aiohttp import web
 
     from libs.config import Secret, Settings
-    from libs.events.consumer import ConsumerConfig, EventConsumer
     from libs.events.dlq import DeadLetterQueue
     from libs.events.group_commit import GroupCommitter
     from libs.events.kafka import ensure_topics
-    from libs.events.relay import Relay, RelayConfig
     from libs.events.store import PostgresEventStore, create_pool
     from libs.hubspot.client import HubSpotClient
     from libs.hubspot.rate_budget import UnlimitedBudget
@@ -211,10 +241,11 @@ async def latency(args: argparse.Namespace) -> dict[str, Any]:
     from libs.mapping.properties import custom_properties
     from services.inbound.app import app_runner, create_app
     from services.inbound.deps import InboundDeps
-    from services.inbound.handlers import CONSUMER_NAME, InboundHandlers
+    from services.inbound.handlers import InboundHandlers
     from services.inbound.hubspot_port import ClientHubSpotPort
     from services.inbound.options import InboundOptions
-    from services.topics import INBOUND_WEBHOOKS, all_topic_names, make_router, topic_name
+    from services.inbound.service import handlers_consumer, relay_component
+    from services.topics import all_topic_names
     from sim.broker import TansuBroker
     from sim.hubspot.app import create_app as hubspot_app
     from sim.hubspot.config import SimConfig
@@ -229,6 +260,8 @@ async def latency(args: argparse.Namespace) -> dict[str, Any]:
     samples: list[float] = []
     transport_s: list[float] = []
     handler_s: list[float] = []
+    kafka_s: list[float] = []
+    process_cpu_share = 0.0
     with TansuBroker() as broker:
         pool = await create_pool(dsn, min_size=2, max_size=12)
         store = PostgresEventStore(pool)
@@ -259,24 +292,33 @@ async def latency(args: argparse.Namespace) -> dict[str, Any]:
                                    committer, default_mappings(), broker.bootstrap_servers, prefix, kleer,
                                    ClientHubSpotPort(hubspot_client))
                 handlers = InboundHandlers.from_deps(deps)
-                transport_s: list[float] = []
-                handler_s: list[float] = []
+                handle = handlers.handle
 
                 async def timed_handle(events: Any) -> Any:
                     # Stage timings: recorded -> in the handler (relay + Kafka + consumer), and the handler itself.
                     started = time.time()
                     transport_s.extend(started - e.recorded_at.timestamp() for e in events)
-                    result = await handlers.handle(events)
+                    kafka_s.extend(started - published_at[e.position] for e in events if e.position in published_at)
+                    result = await handle(events)
                     handler_s.append(time.time() - started)
                     return result
 
+                handlers.handle = timed_handle  # type: ignore[method-assign]
                 await ensure_topics(broker.bootstrap_servers, all_topic_names(prefix))
-                consumers = [EventConsumer(store, timed_handle, ConsumerConfig(
-                    name=CONSUMER_NAME, topics=[topic_name(INBOUND_WEBHOOKS, prefix)],
-                    bootstrap_servers=broker.bootstrap_servers, router=make_router(prefix),  # type: ignore[arg-type]
-                    poll_timeout_ms=20), deps.dlq) for _ in range(args.consumers)]
-                relay = Relay(store, make_router(prefix), RelayConfig(  # type: ignore[arg-type]
-                    broker.bootstrap_servers, all_topic_names(prefix), idle_sleep=0.005))
+                # The service's own consumer and relay settings (poll intervals, fetch waits, idle sleeps).
+                consumers = [handlers_consumer(deps, handlers) for _ in range(args.consumers)]
+                relay = relay_component(deps)
+                published_at: dict[int, float] = {}  # log position -> when the relay had it acknowledged by Kafka
+                publish_once = relay.publish_once
+
+                async def timed_publish_once() -> int:
+                    before = relay.published_position
+                    count = await publish_once()
+                    now = time.time()
+                    published_at.update((p, now) for p in range(before + 1, relay.published_position + 1))
+                    return count
+
+                relay.publish_once = timed_publish_once  # type: ignore[method-assign]
                 runner = app_runner(create_app(deps, routes=()))
                 await runner.setup()
                 await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -299,6 +341,7 @@ async def latency(args: argparse.Namespace) -> dict[str, Any]:
                     simulator.configure_webhooks({"target_url": base_url + "/webhooks/hubspot", "batch_window_ms": 5})
                     progress(f"latency: {args.edits} UI edits over {args.companies} companies, one every "
                              f"{args.interval_ms} ms")
+                    edits_started, edits_cpu = time.perf_counter(), time.process_time()
                     for n in range(args.edits):
                         simulator.ui_edit("companies", str(companies[n % len(companies)]),
                                           {"properties": {"name": f"Edited {n} AB"}})
@@ -310,6 +353,8 @@ async def latency(args: argparse.Namespace) -> dict[str, Any]:
                         if done >= args.edits * 0.95:
                             break
                         await asyncio.sleep(0.1)
+                    # Everything here (both simulators, intake, relay, handlers) shares this one process.
+                    process_cpu_share = (time.process_time() - edits_cpu) / (time.perf_counter() - edits_started)
                     await asyncio.sleep(0.5)
                     rows = await pool.fetch(
                         "SELECT u.recorded_at AS done, min(w.recorded_at) AS received FROM events u "
@@ -339,8 +384,11 @@ async def latency(args: argparse.Namespace) -> dict[str, Any]:
         "p90_ms": round(samples[int(len(samples) * 0.9)] * 1000, 1),
         "p99_ms": round(samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1000, 1),
         "max_ms": round(samples[-1] * 1000, 1),
+        "bench_process_cpu_share": round(process_cpu_share, 2),
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "stages_p50_ms": {
             "recorded_to_handler": round(statistics.median(transport_s) * 1000, 1) if transport_s else None,
+            "published_to_handler": round(statistics.median(kafka_s) * 1000, 1) if kafka_s else None,
             "handler_batch": round(statistics.median(handler_s) * 1000, 1) if handler_s else None,
         },
     }
@@ -360,6 +408,8 @@ async def main(args: argparse.Namespace) -> None:
         "events_per_s_at_100 >= 20000": intake_results["inbound_100_events"]["events_per_s"] >= 20_000,
         "p50 < 250 ms": lat.get("p50_ms", 1e9) < 250,
         "p99 < 1000 ms": lat.get("p99_ms", 1e9) < 1000,
+        "every event answered 200 is recorded": intake_results["events_recorded"]
+        >= intake_results["events_answered_200"],
     }
     print()
     print(f"bare aiohttp (204):          {intake_results['bare_1_event']['requests_per_s']:>10,.0f} requests/s")
@@ -369,6 +419,9 @@ async def main(args: argparse.Namespace) -> None:
           "(target >= 20,000)")
     print(f"webhook -> Kleer write:      p50 {lat.get('p50_ms')} ms, p99 {lat.get('p99_ms')} ms "
           "(targets 250 ms / 1 s)")
+    for phase in ("bare_1_event", "inbound_1_event", "inbound_100_events"):
+        print(f"CPU us/event {phase + ':':20s} {intake_results[phase]['cpu_us_per_event']} "
+              f"(load average {intake_results[phase]['load_average_1m']})")
     write_results("inbound", results)
 
 
