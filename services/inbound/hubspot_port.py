@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from libs.config import Settings
 from libs.hubspot.client import HubSpotClient
 from libs.hubspot.errors import HubSpotError
-from libs.hubspot.models import RecordInput
+from libs.hubspot.models import InputFailed, RecordInput
 from libs.hubspot.objects import ObjectType, object_type
 from libs.hubspot.rate_budget import PostgresRateBudget
 
@@ -45,6 +45,14 @@ class HubSpotPort(Protocol):
         ...
 
 
+def _refusal_status(failed: InputFailed) -> int:
+    """The HTTP status of one refused input: a refusal inside a 2xx/207 answer counts as a 400.
+
+    (The 207 of a batch that refused one input is not a transient failure: retrying it refuses again.)
+    """
+    return failed.status if failed.status is not None and failed.status >= 400 else 400
+
+
 def _kind(object_name: str) -> ObjectType:
     kind = object_type(object_name)
     if kind is None:
@@ -69,7 +77,7 @@ class ClientHubSpotPort:
             if failed.category != "OBJECT_NOT_FOUND" and failed.status != 404:
                 raise HubSpotPortError(
                     f"HubSpot refused to read {object_name}: {failed.category}: {failed.message}",
-                    status=failed.status,
+                    status=_refusal_status(failed),
                     category=failed.category,
                 )
         return {
@@ -86,7 +94,7 @@ class ClientHubSpotPort:
         for failed in result.failed:
             raise HubSpotPortError(
                 f"HubSpot refused to update {object_name} {hubspot_id}: {failed.category}: {failed.message}",
-                status=failed.status or 400,
+                status=_refusal_status(failed),
                 category=failed.category,
             )
 
