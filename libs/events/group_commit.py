@@ -28,7 +28,6 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Sequence
@@ -108,18 +107,27 @@ class GroupCommitter:
 
     async def submit(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
         """Append ``requests`` in the next group; returns once they are committed."""
+        return await asyncio.shield(self.enqueue(requests))
+
+    def enqueue(self, requests: Sequence[AppendRequest]) -> asyncio.Future[list[AppendResult]]:
+        """Queue ``requests`` for the next group; the future resolves once they are committed.
+
+        ``submit`` without a coroutine of its own (no task per caller: the webhook intake's hot path). The
+        future is the committer's: await it through ``asyncio.shield`` so a cancelled caller cannot cancel it.
+        """
         if self._closed or self._task is None:
             raise GroupCommitClosed("the group committer is not running")
+        future: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
         events = sum(len(r.events) for r in requests)
         if events == 0:
-            return []
-        future: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
+            future.set_result([])
+            return future
         self._queue.append(_Pending(requests, future, events))
         self._queued_events += events
         self._wake.set()
         if self._queued_events >= self.max_events:
             self._full.set()
-        return await asyncio.shield(future)
+        return future
 
     # -- the flusher -------------------------------------------------------------------
     async def _run(self) -> None:
@@ -131,10 +139,13 @@ class GroupCommitter:
                 await self._wake.wait()
                 continue
             if self.max_delay > 0 and self._queued_events < self.max_events and not self._closed:
-                # Give concurrent callers a moment to join this group.
+                # Give concurrent callers a moment to join this group (a timer, not a wait_for task per group).
                 self._full.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self.max_delay)
+                timer = asyncio.get_running_loop().call_later(self.max_delay, self._full.set)
+                try:
+                    await self._full.wait()
+                finally:
+                    timer.cancel()
             group = self._take_group()
             await self._commit(group)
 

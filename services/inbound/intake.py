@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from libs.events.group_commit import GroupCommitter
@@ -40,6 +41,12 @@ _READ_CHUNK = 64 * 1024
 
 class BodyTooLarge(Exception):
     pass
+
+
+# The labelled counters of the hot path, bound once.
+_REQUESTS = {outcome: metrics.WEBHOOK_REQUESTS.labels(outcome=outcome) for outcome in ("accepted", "error")}
+_RECORDED = metrics.WEBHOOK_EVENTS.labels(outcome="recorded")
+_DUPLICATES = metrics.WEBHOOK_EVENTS.labels(outcome="duplicate")
 
 
 def error_response(status: int, error: str, message: str, **extra: Any) -> web.Response:
@@ -86,7 +93,8 @@ class WebhookIntake:
             response, outcome = await self._handle(request)
             return response
         finally:
-            metrics.WEBHOOK_REQUESTS.labels(outcome=outcome).inc()
+            counter = _REQUESTS.get(outcome)
+            (counter or metrics.WEBHOOK_REQUESTS.labels(outcome=outcome)).inc()
             metrics.WEBHOOK_REQUEST_SECONDS.observe(time.perf_counter() - started)
 
     async def _handle(self, request: web.Request) -> tuple[web.Response, str]:
@@ -122,16 +130,22 @@ class WebhookIntake:
         except Exception as exc:
             log.error("webhook not recorded; HubSpot will retry", error=repr(exc), events=len(ours))
             return error_response(503, "unavailable", "the event log is unavailable; retry later"), "error"
-        metrics.WEBHOOK_EVENTS.labels(outcome="recorded").inc(recorded)
+        _RECORDED.inc(recorded)
         if duplicates:
-            metrics.WEBHOOK_EVENTS.labels(outcome="duplicate").inc(duplicates)
+            _DUPLICATES.inc(duplicates)
         answer = {"recorded": recorded, "duplicates": duplicates, "refused": len(foreign)}
-        return web.json_response(answer), "accepted"
+        return web.Response(body=orjson.dumps(answer), content_type="application/json"), "accepted"
 
     async def _read_body(self, request: web.Request) -> bytes:
         limit = self.options.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise BodyTooLarge
+        length = request.content_length
+        if length is not None:
+            if length > limit:
+                raise BodyTooLarge
+            try:
+                return await request.content.readexactly(length)
+            except asyncio.IncompleteReadError as short:
+                return short.partial  # the client went away mid-body: it fails the signature check
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.content.iter_chunked(_READ_CHUNK):
@@ -160,7 +174,7 @@ class WebhookIntake:
         requests = [AppendRequest(stream, new) for stream, new in by_stream.items()]
         # shield: a commit that finishes after we gave up still counts (a retry is then a duplicate).
         results = await asyncio.wait_for(
-            asyncio.shield(self.committer.submit(requests)), self.options.answer_within_seconds
+            asyncio.shield(self.committer.enqueue(requests)), self.options.answer_within_seconds
         )
         recorded = sum(1 for r in results if r.inserted)
         return recorded, len(events) - recorded
