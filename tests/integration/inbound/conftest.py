@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -87,9 +88,8 @@ def inbound_options(base_url: str, **overrides: Any) -> InboundOptions:
     return InboundOptions(
         client_secret=Secret(SECRET),
         public_base_url=base_url,
-        portals={PORTAL: CONNECTION},
         app_id=APP_ID,
-        **overrides,
+        **{"portals": {PORTAL: CONNECTION}, **overrides},
     )
 
 
@@ -97,16 +97,19 @@ def inbound_settings(database_url: str, **values: str) -> Settings:
     return Settings({"DATABASE_URL": database_url, "CONNECTION_ID": CONNECTION, **values})
 
 
-@pytest.fixture
-async def inbound_server(
-    pool: asyncpg.Pool, store: PostgresEventStore, database_url: str
+@contextlib.asynccontextmanager
+async def serve_inbound(
+    pool: asyncpg.Pool, store: PostgresEventStore, database_url: str,
+    portals: dict[int, str] | None = None,
 ) -> AsyncIterator[InboundServer]:
+    """The intake app (no optional routes) on a free port; ``portals`` served besides PORTAL."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
+    options = inbound_options(base_url, portals={PORTAL: CONNECTION, **(portals or {})})
     async with GroupCommitter(store) as committer:
         deps = InboundDeps(
             settings=inbound_settings(database_url),
-            options=inbound_options(base_url),
+            options=options,
             pool=pool,
             store=store,
             dlq=DeadLetterQueue(store),
@@ -116,15 +119,24 @@ async def inbound_server(
         runner = app_runner(create_app(deps, routes=()))
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
-        async with aiohttp.ClientSession() as session:
-            yield InboundServer(base_url, deps, session)
-        await runner.cleanup()
+        try:
+            async with aiohttp.ClientSession() as session:
+                yield InboundServer(base_url, deps, session)
+        finally:
+            await runner.cleanup()
+
+
+@pytest.fixture
+async def inbound_server(
+    pool: asyncpg.Pool, store: PostgresEventStore, database_url: str
+) -> AsyncIterator[InboundServer]:
+    async with serve_inbound(pool, store, database_url) as server:
+        yield server
 
 
 # --- the whole inbound path: HubSpot simulator -> intake -> log -> relay -> Kafka -> handlers -> Kleer simulator ---
 
 import asyncio  # noqa: E402
-import contextlib  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Awaitable, Callable  # noqa: E402
 

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
 import asyncpg
 import pytest
-from aiohttp import web
 
-from libs.events.dlq import DeadLetterQueue
-from libs.events.group_commit import GroupCommitter
 from libs.events.store import PostgresEventStore
-from libs.mapping.loader import default_mappings
-from services.inbound.app import app_runner, create_app
-from services.inbound.deps import InboundDeps
 from services.inbound.webhook_events import WEBHOOK_RECEIVED, webhook_event_id
-from sim.broker import free_port
 
-from .conftest import CONNECTION, PORTAL, InboundServer, company_change, inbound_options, inbound_settings
+from .conftest import CONNECTION, PORTAL, InboundServer, company_change, serve_inbound
 
 OTHER_PORTAL = PORTAL + 1000
 OTHER_CONNECTION = "beta"
@@ -28,19 +20,8 @@ OTHER_CONNECTION = "beta"
 async def two_portal_server(
     pool: asyncpg.Pool, store: PostgresEventStore, database_url: str
 ) -> AsyncIterator[InboundServer]:
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    options = inbound_options(base_url)
-    options.portals[OTHER_PORTAL] = OTHER_CONNECTION
-    async with GroupCommitter(store) as committer:
-        deps = InboundDeps(settings=inbound_settings(database_url), options=options, pool=pool, store=store,
-                           dlq=DeadLetterQueue(store), committer=committer, mappings=default_mappings())
-        runner = app_runner(create_app(deps, routes=()))
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        async with aiohttp.ClientSession() as session:
-            yield InboundServer(base_url, deps, session)
-        await runner.cleanup()
+    async with serve_inbound(pool, store, database_url, {OTHER_PORTAL: OTHER_CONNECTION}) as server:
+        yield server
 
 
 async def _received(server: InboundServer) -> dict[str, list[str]]:
