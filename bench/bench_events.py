@@ -26,9 +26,12 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -36,6 +39,7 @@ from bench.common import (
     SERVER_DSN,
     drop_database,
     drop_database_async,
+    dsn_for,
     fresh_database,
     progress,
     write_results,
@@ -153,34 +157,79 @@ class Peer:
 
 
 Side = Ours | Peer
+_TICK = os.sysconf("SC_CLK_TCK")
 
 
-async def timed(run: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
-    start = time.perf_counter()
-    result = await run()
-    return time.perf_counter() - start, result
+async def backend_cpu_seconds(database: str) -> float | None:
+    """CPU seconds used so far by the server processes serving ``database`` (None: server not local)."""
+    if urlparse(SERVER_DSN).hostname not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    admin = await asyncpg.connect(dsn_for("postgres"))
+    try:
+        pids = [r[0] for r in await admin.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", database)]
+    finally:
+        await admin.close()
+    total = 0.0
+    for pid in pids:
+        try:
+            proc = Path(f"/proc/{pid}")
+            if proc.joinpath("comm").read_text().strip() != "postgres":
+                return None
+            fields = proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        total += (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+    return total
+
+
+@dataclass
+class Tally:
+    """One side's sums over the rounds of one phase."""
+
+    seconds: float = 0.0
+    events: int = 0
+    client_cpu: float = 0.0
+    server_cpu: float | None = 0.0
+
+    def add(self, seconds: float, events: int, client_cpu: float, server_cpu: float | None) -> None:
+        self.seconds += seconds
+        self.events += events
+        self.client_cpu += client_cpu
+        self.server_cpu = None if server_cpu is None or self.server_cpu is None else self.server_cpu + server_cpu
+
+    def numbers(self) -> dict[str, float | None]:
+        """Events/s, and CPU microseconds per event on each side of the connection."""
+        per_event = 1e6 / self.events
+        return {
+            "per_s": self.events / self.seconds,
+            "client_cpu_us_per_event": self.client_cpu * per_event,
+            "server_cpu_us_per_event": None if self.server_cpu is None else self.server_cpu * per_event,
+        }
 
 
 async def interleaved(
     sides: list[Side], rounds: int, phase: Callable[[Side], Awaitable[int]]
-) -> dict[str, float]:
-    """Events/s per side over ``rounds`` rounds of ``phase``, the sides' order rotating each round."""
-    spent = {side.label: 0.0 for side in sides}
-    events = {side.label: 0 for side in sides}
+) -> dict[str, Tally]:
+    """Each side's tally over ``rounds`` rounds of ``phase``, the sides' order rotating each round."""
+    tallies = {side.label: Tally() for side in sides}
     for r in range(rounds):
-        for side in sides[r % len(sides):] + sides[: r % len(sides)]:
-            seconds, count = await timed(lambda side=side: phase(side))  # type: ignore[misc]
-            spent[side.label] += seconds
-            events[side.label] += count
-    return {label: events[label] / spent[label] for label in spent}
+        for side in sides[r % len(sides) :] + sides[: r % len(sides)]:
+            server_before = await backend_cpu_seconds(side.name)
+            client_before, start = time.process_time(), time.perf_counter()
+            count = await phase(side)
+            seconds, client = time.perf_counter() - start, time.process_time() - client_before
+            server_after = await backend_cpu_seconds(side.name)
+            server = None if server_before is None or server_after is None else server_after - server_before
+            tallies[side.label].add(seconds, count, client, server)
+    return tallies
 
 
-async def run(singles: int, batches: int, read_total: int, rounds: int) -> dict[str, dict[str, float]]:
+async def run(singles: int, batches: int, read_total: int, rounds: int) -> dict[str, dict[str, Any]]:
     sides: list[Side] = [Ours(), Peer(db_functions=False), Peer(db_functions=True)]
     for side in sides:
         await side.open()
     try:
-        results: dict[str, dict[str, float]] = {side.label: {} for side in sides}
+        results: dict[str, dict[str, Any]] = {side.label: {} for side in sides}
 
         async def single_phase(side: Side) -> int:
             await side.singles(singles)
@@ -190,19 +239,31 @@ async def run(singles: int, batches: int, read_total: int, rounds: int) -> dict[
             await side.batches(batches)
             return batches * BATCH
 
-        for key, phase in (("single_appends_per_s", single_phase), ("batched_events_per_s", batch_phase)):
-            for label, rate in (await interleaved(sides, rounds, phase)).items():
-                results[label][key] = rate
-            progress(f"{key}: " + ", ".join(f"{s.label} {results[s.label][key]:,.0f}" for s in sides))
-        for side in sides:
-            await side.fill(read_total)
-        for label, rate in (await interleaved(sides, rounds, lambda side: side.read_all())).items():
-            results[label]["read_events_per_s"] = rate
-        progress("read_events_per_s: " + ", ".join(f"{s.label} {results[s.label]['read_events_per_s']:,.0f}" for s in sides))
+        async def read_phase(side: Side) -> int:
+            return await side.read_all()
+
+        phases = (("single_appends", single_phase), ("batched_events", batch_phase), ("read_events", read_phase))
+        for name, phase in phases:
+            if name == "read_events":
+                for side in sides:
+                    await side.fill(read_total)
+            for label, tally in (await interleaved(sides, rounds, phase)).items():
+                numbers = tally.numbers()
+                results[label][f"{name}_per_s"] = numbers["per_s"]
+                results[label][f"{name}_cpu_us"] = {
+                    "client": numbers["client_cpu_us_per_event"],
+                    "server": numbers["server_cpu_us_per_event"],
+                }
+            progress(f"{name}/s: " + ", ".join(f"{s.label} {results[s.label][f'{name}_per_s']:,.0f}" for s in sides))
         return results
     finally:
         for side in sides:
             await side.close()
+
+
+def _cpu(numbers: dict[str, float | None]) -> str:
+    server = numbers["server"]
+    return f"cpu/event client {numbers['client']:6.1f} us, server " + ("  n/a" if server is None else f"{server:6.1f} us")
 
 
 def main() -> None:
@@ -218,19 +279,21 @@ def main() -> None:
     load_after = os.getloadavg()
     mine = results["ours"]
     peers = {label: numbers for label, numbers in results.items() if label != "ours"}
-    best = {k: max(p[k] for p in peers.values()) for k in METRICS}
-    ratios = {k: mine[k] / best[k] for k in METRICS}
+    best = {k: max(peers.values(), key=lambda p: p[k]) for k in METRICS}
+    ratios = {k: mine[k] / best[k][k] for k in METRICS}
     targets = {"single_appends_per_s": 1.0, "batched_events_per_s": 2.0}
     for key in METRICS:
         note = f" (target >= {targets[key]:.1f}x)" if key in targets else ""
-        print(f"  {key:24} ours {mine[key]:>10,.0f}  peer {best[key]:>10,.0f}  ratio {ratios[key]:5.2f}x{note}")
+        print(f"  {key:24} ours {mine[key]:>10,.0f}  peer {best[key][key]:>10,.0f}  ratio {ratios[key]:5.2f}x{note}")
+        cpu_key = key.replace("_per_s", "_cpu_us")
+        print(f"  {'':24} ours {_cpu(mine[cpu_key])};  that peer {_cpu(best[key][cpu_key])}")
     print(f"  read-all target >= 100,000 events/s: ours {mine['read_events_per_s']:,.0f}")
     print(f"  load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
     write_results(
         "events",
         {
             "ours": mine,
-            "peer_eventsourcing_best": best,
+            "peer_eventsourcing_best": {k: best[k][k] for k in METRICS},
             "peer_runs": peers,
             "ratios_ours_over_peer": ratios,
             "targets": {**{k: f">= {v}x peer" for k, v in targets.items()}, "read_events_per_s": ">= 100000"},

@@ -20,7 +20,7 @@ Guarantees every implementation gives (checked by one shared test suite,
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -87,33 +87,57 @@ class EventStore(Protocol):
     async def head(self) -> int: ...
 
 
-def _flatten(requests: Sequence[AppendRequest]) -> tuple[list[Any], ...]:
-    ids: list[uuid.UUID] = []
-    streams: list[str] = []
-    types: list[str] = []
-    data: list[str] = []
-    metadata: list[str] = []
-    expected: list[int] = []
+_Row = tuple[uuid.UUID, str, str, dict[str, Any], dict[str, Any], int]
+
+
+def _batch_rows(requests: Sequence[AppendRequest]) -> list[_Row]:
+    """The batch as the append function's rows, each event once, checked (see migration 011)."""
+    rows: list[_Row] = []
     seen: set[uuid.UUID] = set()
     for request in requests:
-        if not request.stream:
+        stream = request.stream
+        if not stream:
             raise EventDataError("an event stream name must not be empty")
         for i, event in enumerate(request.events):
-            if event.event_id in seen:
+            event_id = event.event_id
+            if event_id in seen:
                 continue
-            seen.add(event.event_id)
-            if not event.type:
-                raise EventDataError(f"an event in stream {request.stream!r} has no type")
-            ids.append(event.event_id)
-            streams.append(request.stream)
-            types.append(event.type)
-            data.append(encode_json_object(event.data, "data", event.type))
-            metadata.append(encode_json_object(event.metadata, "metadata", event.type))
-            expected.append(request.expected_version if i == 0 else ANY)
-    return ids, streams, types, data, metadata, expected
+            seen.add(event_id)
+            event_type = event.type
+            if not event_type:
+                raise EventDataError(f"an event in stream {stream!r} has no type")
+            data, metadata = event.data, event.metadata
+            if not isinstance(data, dict):
+                encode_json_object(data, "data", event_type)  # raises, naming the event type
+            if not isinstance(metadata, dict):
+                encode_json_object(metadata, "metadata", event_type)
+            rows.append((event_id, stream, event_type, data, metadata, request.expected_version if i == 0 else ANY))
+    return rows
 
 
-_APPEND_SQL = "SELECT event_id, position, version, inserted FROM kleer_sync_append($1, $2, $3, $4::jsonb[], $5::jsonb[], $6)"
+def _batch_document(rows: Sequence[_Row]) -> str:
+    """One JSON document for the whole batch (one orjson call, not two per event)."""
+    try:
+        return orjson.dumps(rows).decode()
+    except TypeError as exc:
+        for _, _, event_type, data, metadata, _ in rows:  # name the event that cannot be stored
+            encode_json_object(data, "data", event_type)
+            encode_json_object(metadata, "metadata", event_type)
+        raise EventDataError(f"an event of the batch is not JSON-serialisable: {exc}") from exc
+
+
+# $2 = skip stored: true looks stored event ids up first; false leaves them to the unique index.
+_APPEND_SQL = "SELECT event_id, position, version, inserted FROM kleer_sync_append($1::jsonb, $2::boolean)"
+_EVENT_ID_KEY = "events_event_id_key"
+
+
+def _first_attempt_needs_the_lookup(exc: asyncpg.PostgresError) -> bool:
+    """A first attempt (stored ids not looked up) failed in a way a stored id can cause."""
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return getattr(exc, "constraint_name", None) == _EVENT_ID_KEY
+    return getattr(exc, "sqlstate", None) == CONCURRENCY_SQLSTATE
+
+
 _COLUMNS = "position, event_id, stream, version, type, data, metadata, recorded_at"
 
 
@@ -219,16 +243,25 @@ class PostgresEventStore:
         self, requests: Sequence[AppendRequest], *, conn: Any = None
     ) -> list[AppendResult]:
         """Append every request's events in one transaction (``conn``'s, if given)."""
-        args = _flatten(requests)
-        if not args[0]:
+        batch = _batch_rows(requests)
+        if not batch:
             return []
+        document = _batch_document(batch)
         with metrics.EVENT_APPEND_SECONDS.time():
             try:
                 if conn is not None:
-                    rows = await conn.fetch(_APPEND_SQL, *args)
+                    # The caller's transaction: one attempt, stored ids looked up first.
+                    rows = await conn.fetch(_APPEND_SQL, document, True)
                 else:
                     async with self._connection() as own:
-                        rows = await own.fetch(_APPEND_SQL, *args)
+                        try:
+                            rows = await own.fetch(_APPEND_SQL, document, False)
+                        except asyncpg.PostgresError as exc:
+                            if not _first_attempt_needs_the_lookup(exc):
+                                raise
+                            # Nothing was written (the attempt was its own transaction): a retry
+                            # after a lost answer, or a real conflict. Looking stored ids up tells.
+                            rows = await own.fetch(_APPEND_SQL, document, True)
             except asyncpg.PostgresError as exc:
                 if getattr(exc, "sqlstate", None) == CONCURRENCY_SQLSTATE:
                     detail = orjson.loads(exc.detail or "{}")
@@ -236,7 +269,7 @@ class PostgresEventStore:
                 raise
         results = [AppendResult(r[0], r[1], r[2], r[3]) for r in rows]
         results.sort(key=_by_position)
-        _count_appended(requests, results)
+        _count_appended(batch, results)
         return results
 
     async def read_stream(
@@ -293,12 +326,11 @@ def _by_position(result: AppendResult) -> int:
     return result.position
 
 
-def _count_appended(requests: Iterable[AppendRequest], results: Sequence[AppendResult]) -> None:
-    counts: dict[str, int] = {}
+def _count_appended(batch: Sequence[_Row], results: Sequence[AppendResult]) -> None:
     inserted = {r.event_id for r in results if r.inserted}
-    for request in requests:
-        for event in request.events:
-            if event.event_id in inserted:
-                counts[event.type] = counts.get(event.type, 0) + 1
+    counts: dict[str, int] = {}
+    for row in batch:
+        if row[0] in inserted:
+            counts[row[2]] = counts.get(row[2], 0) + 1
     for event_type, count in counts.items():
         metrics.EVENTS_APPENDED.labels(type=event_type).inc(count)
