@@ -46,7 +46,7 @@ from libs.events.envelope import EventDataError, NewEvent, RecordedEvent
 from libs.events.store import AppendRequest
 from libs.kleer import KleerNotFound, KleerValidationError
 from libs.kleer.errors import KleerError, KleerUnavailable
-from libs.mapping.convert import fingerprint, to_hubspot, to_kleer
+from libs.mapping.convert import to_kleer
 from libs.mapping.errors import MappingError
 from libs.mapping.model import Mappings
 from libs.mapping.objects import CLIENT, KLEER_ID
@@ -74,7 +74,13 @@ from services.inbound.planning import (
     merged_away,
 )
 from services.inbound.webhook_events import WEBHOOK_RECEIVED, MalformedWebhook, WebhookEvent
-from services.outbound.snapshots import archived_type, changed_type, push_requested_type, upserted_type
+from services.outbound.snapshots import (
+    archived_type,
+    changed_type,
+    push_requested_type,
+    record_snapshot,
+    upserted_type,
+)
 
 log = get_logger(__name__)
 
@@ -489,6 +495,9 @@ class InboundHandlers:
         kleer_id = made.kleer_id
         if made.created:
             metrics.WEBHOOK_TO_KLEER_SECONDS.observe(max(0.0, time.time() - work.received_at))
+        # Before HubSpot has the kleer_id (its write may take long in a 429 storm), a poll must not take the
+        # new client for a change: the pusher would upsert it by kleer_id as a second company.
+        new_fingerprint = await self._mark_polled(connection, kleer_id)
         try:
             await self.hubspot.set_properties(COMPANIES, hubspot_id, {KLEER_ID: kleer_id})
         except HubSpotPortError as exc:
@@ -499,13 +508,6 @@ class InboundHandlers:
                 ) from exc
             raise
         metrics.INBOUND_COMMANDS.labels(object_type=CLIENT, outcome="created").inc()
-        created_record = {**body, "id": int(kleer_id)}
-        try:
-            new_fingerprint: str | None = fingerprint(
-                CLIENT, to_hubspot(CLIENT, created_record, mappings=self.mappings)
-            )
-        except MappingError:
-            new_fingerprint = None
         event = NewEvent(
             CLIENT_CREATED,
             {
@@ -528,6 +530,16 @@ class InboundHandlers:
 
         stream = RecordRef("kleer", CLIENT, kleer_id).stream(connection)
         return Outcome(appends=[AppendRequest(stream, [event])], writes=[remember])
+
+    async def _mark_polled(self, connection: str, kleer_id: str) -> str | None:
+        """Store the new client's fingerprint as the poller computes it, unless a poll stored one already."""
+        try:
+            snapshot = record_snapshot(CLIENT, await self.kleer.clients.get(int(kleer_id)), mappings=self.mappings)
+        except MappingError:
+            return None
+        async with self.pool.acquire() as conn, conn.transaction():
+            await bookkeeping.save_fingerprint_if(conn, connection, CLIENT, kleer_id, snapshot.fingerprint, expected=None)
+        return snapshot.fingerprint
 
     async def _deleted(self, work: RecordWork) -> Outcome:
         links = await bookkeeping.known_links(self.pool, work.connection, work.hubspot_object, [work.hubspot_id])
