@@ -16,11 +16,12 @@ Guarantees:
   requests are retried alone, so one caller's bad data (or a concurrency
   conflict on its stream) fails that caller only. A database outage fails
   every caller of the group with the database's error.
-- **Bounded waiting.** A caller waits at most ``max_delay`` for company
-  before its group is flushed (less when ``max_events`` are reached), plus the
-  commit of the group ahead of it. One group commits at a time: while it
-  commits, the next one gathers, so throughput grows with load instead of
-  latency.
+- **Bounded waiting.** A caller that finds the committer idle waits at most
+  ``max_delay`` for company before its group is flushed (less when
+  ``max_events`` are reached); one that arrives while a group commits waits
+  for that commit only, then goes in the next group at once. One group commits
+  at a time: while it commits, the next one gathers, so throughput grows with
+  load instead of latency.
 - ``stop`` flushes what was submitted before it and refuses new submissions
   (``GroupCommitClosed``).
 """
@@ -137,15 +138,16 @@ class GroupCommitter:
                     return
                 self._wake.clear()
                 await self._wake.wait()
+                if self.max_delay > 0 and self._queued_events < self.max_events and not self._closed:
+                    # Woken from idle: give concurrent callers a moment to join this group. Submissions that
+                    # queued while a commit ran have waited already: they go in the next group at once.
+                    self._full.clear()
+                    timer = asyncio.get_running_loop().call_later(self.max_delay, self._full.set)
+                    try:
+                        await self._full.wait()
+                    finally:
+                        timer.cancel()
                 continue
-            if self.max_delay > 0 and self._queued_events < self.max_events and not self._closed:
-                # Give concurrent callers a moment to join this group (a timer, not a wait_for task per group).
-                self._full.clear()
-                timer = asyncio.get_running_loop().call_later(self.max_delay, self._full.set)
-                try:
-                    await self._full.wait()
-                finally:
-                    timer.cancel()
             group = self._take_group()
             await self._commit(group)
 
