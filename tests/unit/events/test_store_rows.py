@@ -1,0 +1,39 @@
+"""Decoding rows of the event log (no database: rows are plain tuples here)."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from libs.events.envelope import RecordedEvent
+from libs.events.store import _record, _record_by_init
+
+
+def _row(metadata: dict[str, str]) -> tuple[object, ...]:
+    data = {"name": "Nordic Timber AB", "city": "Göteborg", "rows": [1, 2.5, None]}
+    return (
+        42, uuid.uuid4(), "c1/kleer-client/7", 3, "KleerClientChanged",
+        orjson.dumps(data).decode(), orjson.dumps(metadata).decode(), datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )
+
+
+@pytest.mark.parametrize("metadata", [{}, {"correlation_id": "c-1", "actor": "poller"}])
+def test_a_row_decodes_to_the_same_event_as_the_constructor_builds(metadata: dict[str, str]) -> None:
+    row = _row(metadata)
+    event = _record(row)
+    assert type(event) is RecordedEvent
+    assert event == _record_by_init(row)
+    assert event.metadata == metadata and event.data["rows"] == [1, 2.5, None]
+    assert event.to_json() == _record_by_init(row).to_json()
+
+
+def test_a_decoded_event_is_still_frozen_and_owns_its_dicts() -> None:
+    first, second = _record(_row({})), _record(_row({}))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.position = 7  # type: ignore[misc]
+    first.metadata["actor"] = "someone"
+    assert second.metadata == {}
