@@ -14,6 +14,8 @@ event that caused this one), ``actor`` (who: ``poller``, ``pusher``,
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,7 +31,21 @@ class EventDataError(ValueError):
 
 
 def new_event_id() -> uuid.UUID:
-    return uuid.uuid4()
+    """A time-ordered UUID (version 7, RFC 9562): unix milliseconds, then 74 random bits.
+
+    Ids made one after another sort one after another, so the log's unique
+    index on event_id takes them at its right edge (one cached page) instead
+    of at a random leaf per event, as version 4 ids would.
+    """
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    return uuid.UUID(
+        int=(millis & _MILLIS_MASK) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64 | 0b10 << 62 | rand & _RAND_B_MASK
+    )
+
+
+_MILLIS_MASK = (1 << 48) - 1
+_RAND_B_MASK = (1 << 62) - 1
 
 
 @dataclass(frozen=True, slots=True)
