@@ -20,9 +20,11 @@ Guarantees every implementation gives (checked by one shared test suite,
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import Any, Protocol
 
 import asyncpg
@@ -100,9 +102,10 @@ def _batch_rows(requests: Sequence[AppendRequest]) -> list[_Row]:
             raise EventDataError("an event stream name must not be empty")
         for i, event in enumerate(request.events):
             event_id = event.event_id
-            if event_id in seen:
-                continue
+            known = len(seen)
             seen.add(event_id)
+            if len(seen) == known:  # twice in this batch: stored once
+                continue
             event_type = event.type
             if not event_type:
                 raise EventDataError(f"an event in stream {stream!r} has no type")
@@ -129,6 +132,7 @@ def _batch_document(rows: Sequence[_Row]) -> str:
 # $2 = skip stored: true looks stored event ids up first; false leaves them to the unique index.
 _APPEND_SQL = "SELECT event_id, position, version, inserted FROM kleer_sync_append($1::jsonb, $2::boolean)"
 _EVENT_ID_KEY = "events_event_id_key"
+_POSITION = attrgetter("position")
 
 
 def _first_attempt_needs_the_lookup(exc: asyncpg.PostgresError) -> bool:
@@ -299,7 +303,7 @@ class PostgresEventStore:
                     raise ConcurrencyError(detail["stream"], detail["expected"], detail["actual"]) from None
                 raise
         results = [AppendResult(r[0], r[1], r[2], r[3]) for r in rows]
-        results.sort(key=_by_position)
+        results.sort(key=_POSITION)
         _count_appended(batch, results)
         return results
 
@@ -353,15 +357,11 @@ class PostgresEventStore:
         return int(head)
 
 
-def _by_position(result: AppendResult) -> int:
-    return result.position
-
-
 def _count_appended(batch: Sequence[_Row], results: Sequence[AppendResult]) -> None:
-    inserted = {r.event_id for r in results if r.inserted}
-    counts: dict[str, int] = {}
-    for row in batch:
-        if row[0] in inserted:
-            counts[row[2]] = counts.get(row[2], 0) + 1
-    for event_type, count in counts.items():
+    if len(results) == len(batch) and all(r.inserted for r in results):
+        types = Counter(row[2] for row in batch)
+    else:
+        inserted = {r.event_id for r in results if r.inserted}
+        types = Counter(row[2] for row in batch if row[0] in inserted)
+    for event_type, count in types.items():
         metrics.EVENTS_APPENDED.labels(type=event_type).inc(count)

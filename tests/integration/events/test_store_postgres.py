@@ -88,3 +88,17 @@ async def test_a_pool_made_elsewhere_works_with_the_store(database_url: str) -> 
         assert (await store.get(event.event_id)) is not None
     finally:
         await pool.close()
+
+
+async def test_the_appended_counter_counts_each_newly_stored_event_once_by_type(store: PostgresEventStore) -> None:
+    from prometheus_client import REGISTRY
+
+    def counted(event_type: str) -> float:
+        return REGISTRY.get_sample_value("kleer_sync_events_appended_total", {"type": event_type}) or 0.0
+
+    kinds = (f"Counted{uuid.uuid4().hex[:8]}", f"Counted{uuid.uuid4().hex[:8]}")
+    before = [counted(k) for k in kinds]
+    stored = NewEvent(kinds[0], {})
+    await store.append_batch([AppendRequest("c1/n/1", [stored, NewEvent(kinds[1], {}), NewEvent(kinds[0], {})])])
+    await store.append_batch([AppendRequest("c1/n/1", [stored, NewEvent(kinds[1], {})])])  # a retry plus one new
+    assert [counted(k) - b for k, b in zip(kinds, before, strict=True)] == [2, 2]
