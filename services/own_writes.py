@@ -22,19 +22,27 @@ async def record_own_writes(
     object_type: str,
     writes: Iterable[tuple[str, Mapping[str, str]]],
 ) -> None:
-    """Remember ``(hubspot_id, {property: value})`` pairs we just wrote."""
-    rows = [
-        (connection, object_type, str(object_id), prop, "" if value is None else str(value))
-        for object_id, properties in writes
-        for prop, value in properties.items()
-    ]
-    if not rows:
+    """Remember ``(hubspot_id, {property: value})`` pairs we just wrote (a later pair for the same property wins).
+
+    One set-based statement for the whole batch (tens of thousands of rows per pusher batch).
+    """
+    latest: dict[tuple[str, str], str] = {}
+    for object_id, properties in writes:
+        for prop, value in properties.items():
+            latest[(str(object_id), prop)] = "" if value is None else str(value)
+    if not latest:
         return
-    await conn.executemany(
-        "INSERT INTO own_writes (connection, object_type, object_id, property, value) VALUES ($1, $2, $3, $4, $5) "
+    await conn.execute(
+        "INSERT INTO own_writes (connection, object_type, object_id, property, value) "
+        "SELECT $1, $2, w.object_id, w.property, w.value "
+        "FROM unnest($3::text[], $4::text[], $5::text[]) AS w(object_id, property, value) "
         "ON CONFLICT (connection, object_type, object_id, property) "
         "DO UPDATE SET value = EXCLUDED.value, written_at = now()",
-        rows,
+        connection,
+        object_type,
+        [key[0] for key in latest],
+        [key[1] for key in latest],
+        list(latest.values()),
     )
 
 
