@@ -12,7 +12,7 @@ Contract:
 * A 401 with OAuth credentials refreshes the access token once and retries;
   a second 401 raises ``HubSpotAuthError``. Tokens never reach logs or errors.
 * Batch calls take any number of inputs, send them in chunks of 100 (a few
-  chunks in parallel) and return a ``BatchResult`` with one outcome per input:
+  chunks in parallel: ``concurrency`` per client) and return a ``BatchResult`` with one outcome per input:
   a 207 answer is split per input, and a chunk HubSpot refuses as a whole
   marks each of its inputs failed (``whole_chunk=True``). Retried chunks are
   safe for upserts, updates, reads and archives; prefer upserts over creates,
@@ -153,6 +153,7 @@ class HubSpotClient:
         self.retry_base_s = retry_base_s
         self.retry_cap_s = retry_cap_s
         self._concurrency = max(1, concurrency)
+        self._slots = asyncio.Semaphore(self._concurrency)
         self.association_chunk_size = association_chunk_size
         self._session: aiohttp.ClientSession | None = None
 
@@ -308,7 +309,13 @@ class HubSpotClient:
             self.budget.observe(headers, status)
 
     async def _gather(self, jobs: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
-        semaphore = asyncio.Semaphore(self._concurrency)
+        """Run batch chunks, at most ``concurrency`` in flight across every batch call of this client.
+
+        The cap is per client, not per call: a pusher upserting four object types at once must not put
+        four times as many requests in HubSpot's queue (its rate window counts a request when it gets
+        to it, so a long queue there means more padding in the budget's window, and a slower push).
+        """
+        semaphore = self._slots
 
         async def run(job: Callable[[], Awaitable[T]]) -> T:
             async with semaphore:

@@ -42,6 +42,9 @@ from services.topics import OUTBOUND_CHANGES, all_topic_names, make_router, topi
 log = get_logger(__name__)
 
 PUSHER_GROUP = "outbound-pusher"
+# Batch requests in flight per batch call: enough to keep the portal's rate budget spent while answers
+# take their time (the budget, not this, paces the requests).
+PUSH_CONCURRENCY = 8
 # Garbage-collector thresholds of the outbound processes (the defaults are 700, 10, 10).
 GC_THRESHOLDS = (100_000, 50, 100)
 
@@ -110,7 +113,7 @@ def relay(store: PostgresEventStore, settings: Settings) -> Relay:
 def hubspot_client(settings: Settings, pool: asyncpg.Pool | None) -> HubSpotClient:
     """The portal's client. With ``pool`` its rate budget (``HUBSPOT_RATE_LIMIT`` per 10 s) is shared through
     Postgres by every process of the portal; ``HUBSPOT_RATE_LIMIT=0`` turns the budget off."""
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"concurrency": PUSH_CONCURRENCY}
     limit = settings.get_int("HUBSPOT_RATE_LIMIT")
     if limit == 0:
         options["budget"] = UnlimitedBudget()
