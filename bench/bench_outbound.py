@@ -144,28 +144,21 @@ def _spawn_pusher(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return _spawn(*profile, "-m", "services.cli", "outbound", "pusher", env=env, output=None)
 
 
-def _cpu_seconds(process: subprocess.Popen[bytes]) -> float:
-    """CPU time (user + system) a child has used so far (Linux /proc)."""
+def _cpu_seconds(process: subprocess.Popen[bytes] | int) -> float:
+    """CPU time (user + system) a process has used so far (Linux /proc; 0 if it is gone)."""
+    pid = process if isinstance(process, int) else process.pid
     try:
-        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _postgres_cpu_seconds() -> float:
-    """CPU time of every PostgreSQL server process so far (machine-wide: other users count too)."""
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        name, _, rest = text.partition(")")
-        if name.endswith("(postgres"):
-            fields = rest.split()
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+async def _postgres_cpu_seconds(pool: Any, database: str) -> float:
+    """CPU time the PostgreSQL backends now serving ``database`` have used (connections already closed,
+    such as the migration's, are not counted)."""
+    pids = [r[0] for r in await pool.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", database)]
+    return sum(_cpu_seconds(pid) for pid in pids)
 
 
 def _own_cpu_seconds() -> float:
@@ -219,12 +212,12 @@ async def hubspot_simulator(rate: int, time_scale: float = TIME_SCALE) -> AsyncI
         del CHILDREN["hubspot_sim"]
 
 
-def _cpu_now(pusher: subprocess.Popen[bytes] | None) -> dict[str, float]:
+async def _cpu_now(pusher: subprocess.Popen[bytes] | None, pool: Any, database: str) -> dict[str, float]:
     """CPU seconds used so far by each process of the pipeline."""
     now = {name: _cpu_seconds(process) for name, process in CHILDREN.items()}
     now["bench (poller + relay)"] = _own_cpu_seconds()
     now["pusher"] = _cpu_seconds(pusher) if pusher is not None else 0.0
-    now["postgres (all, machine-wide)"] = _postgres_cpu_seconds()
+    now["postgres (this run's backends)"] = await _postgres_cpu_seconds(pool, database)
     return now
 
 
@@ -335,7 +328,7 @@ async def full_sync(
     pool = await create_pool(dsn, min_size=1, max_size=4)
     settings = load_settings(env=env)
     pusher: subprocess.Popen[bytes] | None = None
-    cpu_before = _cpu_now(None)
+    cpu_before = await _cpu_now(None, pool, run.database)
     try:
         async with outbound_runtime(settings, kleer=True, hubspot=False) as runtime:
             relay = runtime.relay()
@@ -358,7 +351,7 @@ async def full_sync(
             records = await pool.fetchval("SELECT count(*) FROM hubspot_ids")
             progress(f"pushed {records:,} records, {finished - started:.1f}s after the poll began")
             pusher_cpu = _cpu_seconds(pusher)
-            cpu_after = _cpu_now(pusher)
+            cpu_after = await _cpu_now(pusher, pool, run.database)
             progress(
                 "CPU seconds: "
                 + ", ".join(f"{k} {v - cpu_before.get(k, 0.0):.1f}" for k, v in cpu_after.items())
