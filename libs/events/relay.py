@@ -58,6 +58,7 @@ Router = Callable[[RecordedEvent], str | None]
 """Maps an event to its topic, or None for events nobody consumes (audit-only facts)."""
 
 RELAY_LOCK = 4242000002
+LAG_UPDATE_SECONDS = 1.0
 
 
 @dataclass
@@ -83,6 +84,7 @@ class Relay:
         self._last_offsets: dict[tuple[str, int], int] = {}
         self._last_positions: dict[tuple[str, int], int] = {}
         self._last_loss_check = 0.0
+        self._lag_updated = float("-inf")
         self.published_position = 0
 
     # -- lifecycle ---------------------------------------------------------------
@@ -243,6 +245,12 @@ class Relay:
         metrics.RELAY_PUBLISHED_POSITION.set(self.published_position)
 
     async def _update_lag(self) -> None:
+        """Refresh the lag gauge, at most once per ``LAG_UPDATE_SECONDS`` (the head query was one more
+        round trip after every batch and every idle pass; idle passes make a skipped refresh soon after)."""
+        now = time.monotonic()
+        if now - self._lag_updated < LAG_UPDATE_SECONDS:
+            return
+        self._lag_updated = now
         head = await self.store.head()
         metrics.RELAY_LAG_EVENTS.set(max(0, head - self.published_position))
 
