@@ -75,6 +75,7 @@ from services.inbound.planning import (
 )
 from services.inbound.webhook_events import WEBHOOK_RECEIVED, MalformedWebhook, WebhookEvent
 from services.outbound.snapshots import (
+    Snapshot,
     archived_type,
     changed_type,
     push_requested_type,
@@ -496,8 +497,9 @@ class InboundHandlers:
         if made.created:
             metrics.WEBHOOK_TO_KLEER_SECONDS.observe(max(0.0, time.time() - work.received_at))
         # Before HubSpot has the kleer_id (its write may take long in a 429 storm), a poll must not take the
-        # new client for a change: the pusher would upsert it by kleer_id as a second company.
-        new_fingerprint = await self._mark_polled(connection, kleer_id)
+        # new client for a change: the pusher would upsert it by kleer_id as a second company. Kleer's whole
+        # record (with its defaults) reaches the company through the snapshot recorded with the outcome.
+        snapshot = await self._mark_polled(connection, kleer_id)
         try:
             await self.hubspot.set_properties(COMPANIES, hubspot_id, {KLEER_ID: kleer_id})
         except HubSpotPortError as exc:
@@ -521,25 +523,30 @@ class InboundHandlers:
             },
             {"actor": CONSUMER_NAME, "source": "hubspot"},
         ).caused_by(work.cause)
+        events = [event]
+        if snapshot is not None:
+            # Committed after HubSpot has the kleer_id: the pusher's upsert by kleer_id finds this company.
+            events.append(NewEvent(changed_type(CLIENT), snapshot.to_event_data(), {"actor": CONSUMER_NAME,
+                                                                                   "source": "kleer"}).caused_by(work.cause))
 
         async def remember(conn: asyncpg.Connection) -> None:
             await bookkeeping.upsert_link(conn, connection, COMPANIES, hubspot_id, CLIENT, kleer_id)
             await own_writes.record_own_writes(conn, connection, COMPANIES, [(hubspot_id, {KLEER_ID: kleer_id})])
-            if new_fingerprint is not None:
-                await bookkeeping.save_fingerprint(conn, connection, CLIENT, kleer_id, new_fingerprint)
+            if snapshot is not None:
+                await bookkeeping.save_fingerprint(conn, connection, CLIENT, kleer_id, snapshot.fingerprint)
 
         stream = RecordRef("kleer", CLIENT, kleer_id).stream(connection)
-        return Outcome(appends=[AppendRequest(stream, [event])], writes=[remember])
+        return Outcome(appends=[AppendRequest(stream, events)], writes=[remember])
 
-    async def _mark_polled(self, connection: str, kleer_id: str) -> str | None:
-        """Store the new client's fingerprint as the poller computes it, unless a poll stored one already."""
+    async def _mark_polled(self, connection: str, kleer_id: str) -> Snapshot | None:
+        """The new client as the poller maps it; its fingerprint is stored unless a poll stored one already."""
         try:
             snapshot = record_snapshot(CLIENT, await self.kleer.clients.get(int(kleer_id)), mappings=self.mappings)
         except MappingError:
             return None
         async with self.pool.acquire() as conn, conn.transaction():
             await bookkeeping.save_fingerprint_if(conn, connection, CLIENT, kleer_id, snapshot.fingerprint, expected=None)
-        return snapshot.fingerprint
+        return snapshot
 
     async def _deleted(self, work: RecordWork) -> Outcome:
         links = await bookkeeping.known_links(self.pool, work.connection, work.hubspot_object, [work.hubspot_id])

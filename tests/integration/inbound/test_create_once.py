@@ -283,6 +283,11 @@ async def test_a_poll_before_the_kleer_id_reaches_hubspot_makes_no_second_compan
     assert report.kinds["client"].seen == 1
     await sync.push()
     await commit(sync.store, await sync.handlers.handle(events))
+    await sync.sync(["client"])
     named = [r for r in sync.hubspot_sim.records("companies") if r.get("name") == "Snabbpollad AB"]
     assert len(named) == 1, f"HubSpot holds {len(named)} companies for one: {named}"
-    assert named[0]["hs_object_id"] == str(company.id) and named[0].get("kleer_id") == str(sync.kleer_sim.book.clients.ids()[0])
+    kleer_id = sync.kleer_sim.book.clients.ids()[0]
+    assert named[0]["hs_object_id"] == str(company.id) and named[0].get("kleer_id") == str(kleer_id)
+    # Kleer's record, with the values Kleer filled in itself, reached the company.
+    kleer = sync.kleer_sim.book.clients.get(kleer_id)
+    assert named[0].get("kleer_payment_days") == str(kleer["payment-days"]), named[0]
