@@ -252,28 +252,30 @@ class Run:
 
 
 async def _pushed(pool: Any, prefix: str, timeout: float) -> None:
-    from libs.events.kafka import DEFAULT_PARTITIONS, partition_for
+    """Wait until the pusher has handled every change event the poll recorded.
+
+    Once the relay has published past the last change event, ``relay_partitions`` holds, per
+    partition of the changes topic, the position of the last event published there: the pusher is
+    done when its checkpoint of every such partition has reached it. (Everything in SQL: this process
+    also runs the relay, which must not wait for a hash of every stream name.)
+    """
     from services.outbound.app import PUSHER_GROUP
     from services.topics import OUTBOUND_CHANGES, topic_name
 
     topic = topic_name(OUTBOUND_CHANGES, prefix)
-    needed: dict[int, int] = {}
-    for stream, position in await pool.fetch(
-        "SELECT stream, max(position) FROM events WHERE type ~ '^Kleer[A-Za-z]+(Changed|Removed)$' GROUP BY stream"
-    ):
-        partition = partition_for(stream, DEFAULT_PARTITIONS)
-        needed[partition] = max(needed.get(partition, 0), position)
+    last_change = await pool.fetchval(
+        "SELECT COALESCE(max(position), 0) FROM events WHERE type ~ '^Kleer[A-Za-z]+(Changed|Removed)$'"
+    )
     deadline = time.monotonic() + timeout
     while True:
-        done = {
-            r[0]: r[1]
-            for r in await pool.fetch(
-                "SELECT partition, position FROM consumer_checkpoints WHERE consumer = $1 AND topic = $2",
-                PUSHER_GROUP,
-                topic,
-            )
-        }
-        if all(done.get(p, 0) >= pos for p, pos in needed.items()):
+        relayed = await pool.fetchval("SELECT COALESCE(max(position), 0) FROM relay_state")
+        if relayed >= last_change and not await pool.fetchval(
+            "SELECT count(*) FROM relay_partitions r LEFT JOIN consumer_checkpoints c "
+            "ON c.consumer = $1 AND c.topic = r.topic AND c.partition = r.partition "
+            "WHERE r.topic = $2 AND COALESCE(c.position, 0) < r.last_position",
+            PUSHER_GROUP,
+            topic,
+        ):
             return
         if time.monotonic() > deadline:
             raise RuntimeError("the pusher did not finish in time")

@@ -20,9 +20,12 @@ class HubSpotRecord:
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> HubSpotRecord:
         props = raw.get("properties") or {}
+        properties = dict(props)
+        if not all(v is None or type(v) is str for v in properties.values()):  # HubSpot sends strings
+            properties = {str(k): (None if v is None else str(v)) for k, v in props.items()}
         return cls(
             id=str(raw.get("id")),
-            properties={str(k): (None if v is None else str(v)) for k, v in props.items()},
+            properties=properties,
             created_at=raw.get("createdAt"),
             updated_at=raw.get("updatedAt"),
             archived=bool(raw.get("archived", False)),

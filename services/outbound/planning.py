@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from typing import TypeVar
 
 from libs.events.envelope import RecordedEvent
@@ -70,8 +71,8 @@ class Change:
     snapshot: Snapshot | None  # None for a removal
     force: bool  # a push was requested: write even if HubSpot has this fingerprint
 
-    @property
-    def key(self) -> RecordKey:
+    @cached_property
+    def key(self) -> RecordKey:  # looked up a dozen times per record and push: built once
         return (self.connection, self.kind, self.kleer_id)
 
     @property
