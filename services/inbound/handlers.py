@@ -10,7 +10,8 @@ hands a batch of ``WebhookReceived`` events to ``InboundHandlers.handle``:
    property, so a late or reordered webhook can never write stale data;
 4. per record, concurrently: update the linked Kleer client/project with all
    mapped fields (only if something differs: duplicates cost no write),
-   create a client for a new company (policy), handle deletions and merges;
+   create a client for a new company (policy; exactly once, also across workers and
+   lost answers: ``services.inbound.client_creation``), handle deletions and merges;
    the values written are a three-way merge (``services.inbound.kleer_write``)
    of HubSpot's record, Kleer's record and what HubSpot held after the last
    sync (from the log), so a Kleer change the pusher has not delivered yet is
