@@ -137,8 +137,13 @@ class PrivateCluster:
                            f"see {self.log_path}")
 
     def stop(self, mode: str = "fast", timeout: float = 30.0) -> None:
-        """Stop the server like ``pg_ctl stop -m <mode>`` (fast: SIGINT, immediate: SIGQUIT)."""
+        """``pg_ctl stop -m <mode>`` (fast: SIGINT, immediate: SIGQUIT to the postmaster named in
+        ``postmaster.pid``, whichever process started it); waits until it is down."""
         process, self._process = self._process, None
+        if (self.data / "postmaster.pid").exists():
+            subprocess.run([self._binary("pg_ctl"), "stop", "-D", str(self.data), "-m", mode, "-w",
+                            "-t", str(int(timeout))],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, **self._as)
         if process is None or process.poll() is not None:
             return
         process.send_signal(STOP_SIGNALS[mode])

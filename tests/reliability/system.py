@@ -238,6 +238,7 @@ class System:
         self.postgres_restarts = 0
         self.postgres_down: list[tuple[float, float]] = []  # (stopped, accepting again), monotonic
         self._postgres_down_since: float | None = None
+        self._postgres_lock = asyncio.Lock()
         self.supervised = False  # ``supervise`` restarts services that exit, as Kubernetes would
         self.exits: list[dict[str, Any]] = []  # every service exit the runner did not cause
         self._process_locks: dict[str, asyncio.Lock] = {}
@@ -481,12 +482,13 @@ class System:
         if self.cluster is None:
             raise RuntimeError("a Postgres restart needs the private cluster (SystemConfig(private_postgres=True)): "
                                "the shared server serves every other test on the machine")
-        self._postgres_down_since = stopped = time.monotonic()
-        try:
-            await asyncio.to_thread(self.cluster.restart, mode, pause)
-        finally:
-            self.postgres_down.append((stopped, time.monotonic()))
-            self._postgres_down_since = None
+        async with self._postgres_lock:  # one restart at a time: overlapping faults queue up
+            self._postgres_down_since = stopped = time.monotonic()
+            try:
+                await asyncio.to_thread(self.cluster.restart, mode, pause)
+            finally:
+                self.postgres_down.append((stopped, time.monotonic()))
+                self._postgres_down_since = None
         self.postgres_restarts += 1
 
     def check_processes(self) -> None:

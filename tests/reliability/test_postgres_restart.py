@@ -261,3 +261,19 @@ async def test_relay_whose_lock_session_is_killed_takes_the_lock_again(
     finally:
         await relay.stop()
         await asyncio.wait_for(task, 30)
+
+
+async def test_overlapping_postgres_restart_faults_run_one_after_the_other(tmp_path: Path) -> None:
+    from tests.reliability.system import System, SystemConfig
+
+    system = System(SystemConfig(tmp_path, private_postgres=True))
+    assert system.cluster is not None
+    await asyncio.to_thread(system.cluster.start)
+    try:
+        await asyncio.gather(system.restart_postgres("fast", 0.3), system.restart_postgres("immediate", 0.3))
+        assert system.postgres_restarts == 2 and system.cluster.running
+        conn = await asyncpg.connect(system.cluster.dsn)
+        assert await conn.fetchval("SELECT 1") == 1
+        await conn.close()
+    finally:
+        system.cluster.destroy()
