@@ -76,6 +76,13 @@ class PrivateCluster:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    def postmaster_pid(self) -> int | None:
+        """The pid in ``postmaster.pid``: the postmaster that owns the data directory, if any."""
+        try:
+            return int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+
     def _binary(self, name: str) -> str:
         path = PG_BIN / name
         if not path.exists():
@@ -130,8 +137,8 @@ class PrivateCluster:
                 [self._binary("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port), "-t", "1"],
                 check=False,
             )
-            if ready.returncode == 0:
-                return
+            if ready.returncode == 0 and self.postmaster_pid() == self._process.pid:  # type: ignore[union-attr]
+                return  # ours answers (not a postmaster left over from before)
             time.sleep(0.1)
         raise ClusterError(f"the private PostgreSQL cluster did not accept connections within {timeout:.0f}s; "
                            f"see {self.log_path}")

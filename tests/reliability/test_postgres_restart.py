@@ -169,7 +169,9 @@ def test_private_cluster_keeps_committed_rows_across_an_immediate_restart(cluste
         await conn.execute("CREATE TABLE IF NOT EXISTS kept (n int)")
         await conn.execute("INSERT INTO kept VALUES (1)")
         before = int(await conn.fetchval("SELECT count(*) FROM kept"))
+        postmaster = cluster.postmaster_pid()
         await asyncio.to_thread(cluster.restart, "immediate", 0.2)
+        assert postmaster is not None and cluster.postmaster_pid() not in (None, postmaster)  # really restarted
         assert conn.is_closed() or not await _answers(conn)
         conn = await asyncpg.connect(cluster.dsn)
         after = int(await conn.fetchval("SELECT count(*) FROM kept"))
