@@ -214,9 +214,13 @@ class Workload:
             self.ledger.failures[f"{task.get_name()} crashed: {task.exception()!r}"] += 1
 
     async def stop(self) -> None:
+        """Stop the loops between actions: an action in flight finishes and is recorded in the ledger
+        (cancelled mid-call, an edit HubSpot already applied would be missing from it)."""
         self._stop.set()
-        for task in self._tasks:
-            task.cancel()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=30)
+            for task in pending:
+                task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -228,7 +232,10 @@ class Workload:
 
     async def _every(self, seconds: float, action: Any) -> None:
         while not self._stop.is_set():
-            await asyncio.sleep(self.rng.uniform(0.5 * seconds, 1.5 * seconds))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.rng.uniform(0.5 * seconds, 1.5 * seconds))
+            if self._stop.is_set():
+                return
             try:
                 await action()
             except (aiohttp.ClientError, TimeoutError, OSError, RuntimeError, KeyError, ValueError) as exc:
