@@ -73,9 +73,6 @@ log = get_logger(__name__)
 
 SqlWrite = Callable[[asyncpg.Connection], Awaitable[None]]
 EPOCH_CHECK_SECONDS = 1.0
-# The lag gauge is refreshed at most this often: a query after every batch was one more database round
-# trip between batches (20 ms each on a busy machine). A skipped refresh is made on a later poll.
-LAG_UPDATE_SECONDS = 1.0
 
 
 @dataclass
@@ -130,7 +127,7 @@ class EventConsumer:
         self._checkpoints: dict[tuple[str, int], int] = {}
         self._epoch: int | None = None
         self._epoch_checked = 0.0
-        self._lag_updated = float("-inf")
+        self._lag_task: asyncio.Task[None] | None = None
         self._lag_stale = False
         self.handled = 0
 
@@ -174,7 +171,7 @@ class EventConsumer:
                     await self._follow_broker_epoch()
                     for tp, messages in batches.items():
                         await self._handle_partition(tp, messages)
-                    if batches or self._lag_stale:
+                    if batches:
                         await self._update_lag()
                 except Exception as exc:
                     if not database_unavailable(exc):
@@ -186,6 +183,8 @@ class EventConsumer:
             kafka, self._kafka = self._kafka, None
             if kafka is not None:
                 await kafka.stop()
+            if self._lag_task is not None:
+                await asyncio.gather(self._lag_task, return_exceptions=True)
 
     # -- internals ---------------------------------------------------------------
     async def _follow_broker_epoch(self) -> None:
@@ -408,20 +407,29 @@ class EventConsumer:
         return park
 
     async def _update_lag(self) -> None:
-        """Lag = published positions not yet handled, worst partition (idle partitions count 0).
-
-        At most once per ``LAG_UPDATE_SECONDS``; a skipped refresh is left stale for the next poll to make.
-        """
-        now = time.monotonic()
-        if now - self._lag_updated < LAG_UPDATE_SECONDS:
+        """Refresh the lag gauge in the background: its query was one more database round trip between
+        batches (5-20 ms on a busy machine). One refresh at a time; asked again meanwhile, it runs once more
+        when the one in flight ends, so the gauge never stays behind the last batch."""
+        if self._lag_task is not None and not self._lag_task.done():
             self._lag_stale = True
             return
-        self._lag_updated, self._lag_stale = now, False
-        async with self.pool.acquire() as conn:
-            lag = await conn.fetchval(
-                "SELECT COALESCE(max(GREATEST(r.last_position - c.position, 0)), 0) "
-                "FROM consumer_checkpoints c JOIN relay_partitions r "
-                "ON r.topic = c.topic AND r.partition = c.partition WHERE c.consumer = $1",
-                self.config.name,
-            )
-        metrics.CONSUMER_LAG_EVENTS.labels(consumer=self.config.name).set(lag)
+        self._lag_task = asyncio.create_task(self._refresh_lag(), name=f"{self.config.name}-lag")
+
+    async def _refresh_lag(self) -> None:
+        """Lag = published positions not yet handled, worst partition (idle partitions count 0)."""
+        while True:
+            self._lag_stale = False
+            try:
+                async with self.pool.acquire() as conn:
+                    lag = await conn.fetchval(
+                        "SELECT COALESCE(max(GREATEST(r.last_position - c.position, 0)), 0) "
+                        "FROM consumer_checkpoints c JOIN relay_partitions r "
+                        "ON r.topic = c.topic AND r.partition = c.partition WHERE c.consumer = $1",
+                        self.config.name,
+                    )
+            except Exception as exc:  # a gauge: the next batch refreshes it again
+                log.debug("consumer lag not refreshed", consumer=self.config.name, error=repr(exc))
+                return
+            metrics.CONSUMER_LAG_EVENTS.labels(consumer=self.config.name).set(lag)
+            if not self._lag_stale:
+                return
