@@ -359,12 +359,14 @@ class EventConsumer:
         result: HandlerResult,
         checkpoints: Sequence[tuple[TopicPartition, int, int]],
     ) -> None:
-        """The handler's writes and appends, then the new checkpoints ``(partition, position, kafka offset)``,
-        in the caller's transaction."""
+        """The handler's writes, the new checkpoints ``(partition, position, kafka offset)``, then its appends,
+        in the caller's transaction.
+
+        Appends last: the append takes the log's append lock and holds it until COMMIT, so it is held for
+        the append and the commit only (a pusher batch of 20,000 events held it through its checkpoint upsert
+        too, while the poller's and the webhook intake's appends waited)."""
         for write in result.writes:
             await write(conn)
-        if result.appends:
-            await self.store.append_batch(result.appends, conn=conn)
         await conn.executemany(
             "INSERT INTO consumer_checkpoints (consumer, topic, partition, position, kafka_offset, epoch) "
             "VALUES ($1, $2, $3, $4, $5, $6) "
@@ -375,6 +377,8 @@ class EventConsumer:
                 for tp, position, offset in checkpoints
             ],
         )
+        if result.appends:
+            await self.store.append_batch(result.appends, conn=conn)
 
     async def _run_handler(self, events: list[RecordedEvent]) -> HandlerResult:
         attempt = 0
