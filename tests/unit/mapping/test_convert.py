@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -10,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from libs.mapping import MappingError, fingerprint, parse_mappings, to_hubspot, to_kleer
+from libs.mapping.convert import FINGERPRINT_VERSION
 from libs.mapping.loader import default_mappings
 from libs.mapping.model import Direction
 
@@ -469,6 +472,30 @@ def test_fingerprint_changes_with_any_key_or_value() -> None:
 def test_fingerprint_rejects_non_string_values() -> None:
     with pytest.raises(MappingError, match="string property values"):
         fingerprint("client", {"kleer_id": 1})  # type: ignore[dict-item]
+
+
+def _stdlib_fingerprint(object_type: str, props: dict[str, str]) -> str:
+    """The fingerprint as it was computed before orjson (stdlib json): what stored fingerprints hold."""
+    payload = json.dumps(
+        [FINGERPRINT_VERSION, object_type, sorted(props.items())], ensure_ascii=False, separators=(",", ":")
+    )
+    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# Any code point, surrogates and control characters included (st.text() leaves surrogates out).
+_ANY_TEXT = st.text(st.characters(blacklist_categories=()), max_size=40)
+
+
+@given(st.dictionaries(_ANY_TEXT, _ANY_TEXT, max_size=20), st.sampled_from(["client", "invoice", "line_item"]))
+def test_fingerprint_bytes_are_those_of_the_stdlib_encoder(props: dict[str, str], object_type: str) -> None:
+    # Stored fingerprints were made with json.dumps: a different byte would re-push every record once.
+    assert fingerprint(object_type, props) == _stdlib_fingerprint(object_type, props)
+
+
+def test_fingerprint_of_a_lone_surrogate_and_control_characters_is_the_stdlib_one() -> None:
+    for value in ("\ud800", "a\udfffb", "\x00\x1f\x7f\u2028\"\\/", "åäö 😀"):
+        props = {"kleer_id": "1", "name": value}
+        assert fingerprint("client", props) == _stdlib_fingerprint("client", props)
 
 
 @given(st.dictionaries(st.text(max_size=20), st.text(max_size=50), max_size=20), st.randoms())
