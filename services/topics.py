@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from libs.events.envelope import RecordedEvent
+from libs.events.relay import routes_by_type
 
 DEFAULT_PREFIX = "kleer-sync"
 
@@ -52,10 +52,11 @@ def route_topic(event_type: str) -> str | None:
 
 
 def make_router(topic_prefix: str | None = None) -> object:
+    """The relay's router: by event type only (so the relay leaves the events it does not publish undecoded)."""
     chosen = topic_prefix or prefix()
 
-    def route(event: RecordedEvent) -> str | None:
-        topic = route_topic(event.type)
+    def route(event_type: str) -> str | None:
+        topic = route_topic(event_type)
         return f"{chosen}.{topic}" if topic else None
 
-    return route
+    return routes_by_type(route)

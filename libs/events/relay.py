@@ -57,6 +57,17 @@ log = get_logger(__name__)
 Router = Callable[[RecordedEvent], str | None]
 """Maps an event to its topic, or None for events nobody consumes (audit-only facts)."""
 
+
+def routes_by_type(route_type: Callable[[str], str | None]) -> Router:
+    """A router that decides by the event type alone. The relay reads through it without decoding the
+    events it does not publish (``PostgresEventStore.read_all_of_types``)."""
+
+    def route(event: RecordedEvent) -> str | None:
+        return route_type(event.type)
+
+    route.route_type = route_type  # type: ignore[attr-defined]
+    return route
+
 RELAY_LOCK = 4242000002
 LAG_UPDATE_SECONDS = 1.0
 
@@ -178,10 +189,18 @@ class Relay:
 
     # -- publishing --------------------------------------------------------------
     async def publish_once(self) -> int:
-        """Publish one batch after the checkpoint; returns how many events were read."""
+        """Publish one batch after the checkpoint; returns how many positions it moved past (0: none new)."""
         assert self._producer is not None, "start() the relay first"
-        events = await self.store.read_all(self.published_position, self.config.batch_size)
-        if not events:
+        after = self.published_position
+        route_type = getattr(self.router, "route_type", None)
+        if route_type is None:
+            events = await self.store.read_all(after, self.config.batch_size)
+            last = events[-1].position if events else after
+        else:  # the events nobody consumes are skipped undecoded; the checkpoint still moves past them
+            events, last = await self.store.read_all_of_types(
+                after, self.config.batch_size, lambda event_type: route_type(event_type) is not None
+            )
+        if last == after:
             await self._update_lag()
             return 0
         futures = []
@@ -211,10 +230,10 @@ class Relay:
             metrics.RELAY_PUBLISHED.labels(topic=topic).inc()
         if loss:
             await self._rewind("the broker handed out offsets it had given before")
-            return len(events)
-        await self._save_state(events[-1].position, partitions)
+            return last - after
+        await self._save_state(last, partitions)
         await self._update_lag()
-        return len(events)
+        return last - after
 
     def _advance_offset(self, key: tuple[str, int], offset: int) -> bool:
         """Remember the newest offset of a partition; False if the broker went backwards (lost data)."""

@@ -1,0 +1,95 @@
+"""The relay passes over the events nobody consumes without decoding them; what it publishes is unchanged."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from libs.events.envelope import NewEvent, RecordedEvent
+from libs.events.kafka import DEFAULT_PARTITIONS, PREVIOUS_POSITION_HEADER, header, partition_for
+from libs.events.relay import Relay, RelayConfig
+from libs.events.store import AppendRequest, PostgresEventStore
+from services.topics import OUTBOUND_CHANGES, all_topic_names, make_router, topic_name
+from sim.broker import TansuBroker
+
+pytestmark = pytest.mark.slow
+
+
+async def test_read_all_of_types_decodes_the_wanted_and_moves_past_the_rest(store: PostgresEventStore) -> None:
+    await store.append_batch(
+        [AppendRequest(f"s/{i}", [NewEvent("Skipped" if i % 3 else "Wanted", {"i": i})]) for i in range(9)]
+    )
+    everything = await store.read_all(0, 100)
+    wanted, last = await store.read_all_of_types(0, 5, lambda t: t == "Wanted")
+    assert [e.data["i"] for e in wanted] == [0, 3]
+    assert wanted == [e for e in everything[:5] if e.type == "Wanted"]
+    assert last == everything[4].position
+    assert await store.read_all_of_types(everything[-1].position, 5, lambda t: True) == ([], everything[-1].position)
+    none, last = await store.read_all_of_types(everything[0].position, 2, lambda t: t == "Wanted")
+    assert (none, last) == ([], everything[2].position)  # a page of skipped events still moves the reader on
+
+
+async def _published(broker: TansuBroker, topic: str, expected: int) -> list[tuple[int, int, int]]:
+    """(partition, position, previous-position header) of the topic's messages, once ``expected`` arrived
+    (and whatever else came with them)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(DEFAULT_PARTITIONS)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        found: list[tuple[int, int, int]] = []
+        deadline = time.monotonic() + 30
+        while len(found) < expected and time.monotonic() < deadline:
+            for tp, messages in (await consumer.getmany(timeout_ms=500)).items():
+                for message in messages:
+                    event = RecordedEvent.from_json(message.value)
+                    link = header(message, PREVIOUS_POSITION_HEADER)
+                    found.append((tp.partition, event.position, int(link or b"-2")))
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def test_the_relay_publishes_exactly_the_routed_events_with_their_chain_and_checkpoints_past_the_rest(
+    store: PostgresEventStore, pool: asyncpg.Pool, broker: TansuBroker
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    # Routed changes interleaved with HubSpot...Upserted facts nobody consumes, and a run of facts alone.
+    requests = []
+    for i in range(40):
+        event_type = "KleerClientChanged" if i % 2 == 0 and i < 30 else "HubSpotCompanyUpserted"
+        requests.append(AppendRequest(f"c1/kleer-client/{i % 7}", [NewEvent(event_type, {"i": i})]))
+    await store.append_batch(requests)
+    everything = await store.read_all(0, 100)
+    relay = Relay(
+        store,
+        make_router(prefix),  # type: ignore[arg-type]
+        RelayConfig(bootstrap_servers=broker.bootstrap_servers, topics=all_topic_names(prefix), batch_size=4),
+    )
+    await relay.start()
+    try:
+        while await relay.publish_once():
+            pass
+    finally:
+        await relay._close_producer()
+    assert relay.published_position == everything[-1].position  # past the trailing unrouted run too
+    assert await pool.fetchval("SELECT position FROM relay_state WHERE relay = 'relay'") == everything[-1].position
+
+    routed = [e for e in everything if e.type == "KleerClientChanged"]
+    published = await _published(broker, topic_name(OUTBOUND_CHANGES, prefix), len(routed))
+    assert sorted(p for _, p, _ in published) == [e.position for e in routed]
+    previous: dict[int, int] = {}
+    for event in routed:  # each message links to the one before it in its partition, skipped events aside
+        partition = partition_for(event.stream, DEFAULT_PARTITIONS)
+        assert (partition, event.position, previous.get(partition, -1)) in published
+        previous[partition] = event.position
+    last_positions = dict(
+        await pool.fetch("SELECT partition, last_position FROM relay_partitions WHERE relay = 'relay'")
+    )
+    assert last_positions == previous
