@@ -74,6 +74,10 @@ POLL_ERRORS = Counter(PREFIX + "poll_errors_total", "Failed polls.", ["connectio
 HUBSPOT_RECORDS_UPSERTED = Counter(
     PREFIX + "hubspot_records_upserted_total", "Records upserted into HubSpot.", ["object_type"]
 )
+HUBSPOT_EDITS_HELD = Counter(
+    PREFIX + "hubspot_edits_held_total",
+    "Trigger properties the pusher did not overwrite because HubSpot held an edit not yet synced to Kleer.",
+)
 HUBSPOT_ASSOCIATIONS_WRITTEN = Counter(
     PREFIX + "hubspot_associations_written_total",
     "Associations written to HubSpot.",

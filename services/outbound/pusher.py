@@ -13,7 +13,11 @@
    budget paces them). A new record gets every mapped property; a record
    HubSpot already has from us gets only the properties that changed since our
    last push (the previous values are those of its last ``…Upserted`` event), so
-   an edit someone made in HubSpot to another property is not reverted;
+   an edit someone made in HubSpot to another property is not reverted; and a
+   trigger property someone edited in HubSpot since our last push (an edit the
+   inbound sync has yet to bring to Kleer) is *held back*, not overwritten: the
+   inbound handlers merge it into Kleer (a conflict there is decided by the
+   conflict policy and recorded), and the next poll converges HubSpot;
 4. writes the associations with v4 batch create (≤ 2,000 per request): invoice
    → company, subscription → company, project → company, line item → invoice
    or subscription, and deals where a workflow action named one. A parent not
@@ -95,6 +99,7 @@ log = get_logger(__name__)
 
 PUSHER_SOURCE = "outbound-pusher"
 REMOVED_FLAG = "kleer_deleted"  # the property a removal sets under RemovalPolicy.FLAG
+HELD_PREFIX = "held:"  # a pushed fingerprint with properties held back (never equal to a snapshot's)
 
 
 def echoing_properties(mappings: Mappings | None = None) -> dict[str, frozenset[str]]:
@@ -111,6 +116,15 @@ def echoing_properties(mappings: Mappings | None = None) -> dict[str, frozenset[
         names = mapping.mapped_properties if kind == PROJECT else mapping.triggers
         found[mapping.hubspot_object.name] = frozenset(names)
     return found
+
+
+def inbound_triggers(mappings: Mappings | None = None) -> dict[str, frozenset[str]]:
+    """Per HubSpot object that syncs back to Kleer, the properties whose HubSpot edits reach Kleer."""
+    resolved = resolve(mappings)
+    return {
+        (mapping := resolved.object(kind)).hubspot_object.name: frozenset(mapping.triggers)
+        for kind in INBOUND_OBJECT_TYPES
+    }
 
 
 @dataclass(frozen=True)
@@ -215,6 +229,7 @@ class Pusher:
         self.actor = actor
         self.source = source
         self._echoing = echoing_properties(mappings)
+        self._triggers = inbound_triggers(mappings)
         self._overlays: deque[_Overlay] = deque(maxlen=2)  # the last batches, newest last
 
     # --- entry points ---------------------------------------------------------------------------
@@ -339,6 +354,7 @@ class Pusher:
         """
         previous = await self._previous_properties(changes, pushed)
         sending = {c.key: _changed_properties(_snapshot(c).properties, previous.get(c.key)) for c in changes}
+        held = await self._hold_hubspot_edits(changes, previous, sending)
         results = await self._upsert_groups(changes, sending)
         # A partial update that created the record (someone deleted it in HubSpot): send it whole.
         recreated = [c for c, r in results if isinstance(r, tuple) and r[1] and c.key in previous]
@@ -355,7 +371,8 @@ class Pusher:
             hubspot_id, created = result
             written.append((change, hubspot_id))
             self._record_upsert(
-                outcome, change, hubspot_id, created, pushed.get(change.key), sending[change.key]
+                outcome, change, hubspot_id, created, pushed.get(change.key), sending[change.key],
+                held.get(change.key),
             )
         for hubspot_object, count in Counter(c.hubspot_object for c, _ in written).items():
             metrics.HUBSPOT_RECORDS_UPSERTED.labels(object_type=hubspot_object).inc(count)
@@ -377,6 +394,52 @@ class Pusher:
                 unknown.append(change.key)
         found.update(await idmap.last_pushed_properties(self.pool, unknown))
         return found
+
+    async def _hold_hubspot_edits(
+        self,
+        changes: Sequence[Change],
+        previous: Mapping[RecordKey, Mapping[str, str]],
+        sending: dict[RecordKey, Mapping[str, str]],
+    ) -> dict[RecordKey, dict[str, str]]:
+        """Take out of ``sending`` the trigger properties HubSpot holds an unsynced edit of; returns them.
+
+        A trigger property whose HubSpot value is neither what we last pushed nor what we would
+        send now was edited in HubSpot after our last push, and that edit is on its way to Kleer
+        (the inbound handlers merge it, deciding a conflict by the configured policy). Writing the
+        older Kleer value over it would lose the edit without a trace, so it is held back: the
+        record's pushed properties keep the value we last sent for it (the merge base), and the
+        next poll of the Kleer record, after the inbound write, sends what Kleer then holds.
+        Returns, per record, the held properties with the value we last pushed.
+        """
+        asking: dict[tuple[str, str], list[tuple[Change, list[str]]]] = {}
+        for change in changes:
+            before = previous.get(change.key)
+            triggers = self._triggers.get(change.hubspot_object)
+            if before is None or not triggers:
+                continue
+            names = [name for name in sending[change.key] if name in triggers]
+            if names:
+                asking.setdefault((change.connection, change.hubspot_object), []).append((change, names))
+        held: dict[RecordKey, dict[str, str]] = {}
+        for (connection, hubspot_object), wanted in asking.items():
+            properties = sorted({name for _, names in wanted for name in names})
+            result = await self.portals[connection].batch_read(
+                ObjectType(hubspot_object), [c.kleer_id for c, _ in wanted], properties=properties,
+                id_property=KLEER_ID)
+            for read in result.succeeded:  # a record HubSpot no longer has is not held: the upsert recreates it
+                change, names = wanted[read.index]
+                before, now = previous[change.key], read.record.properties
+                keep = {name: before.get(name, "") for name in names
+                        if (now.get(name) or "") not in {before.get(name) or "", sending[change.key][name] or ""}}
+                if keep:
+                    held[change.key] = keep
+                    sending[change.key] = {k: v for k, v in sending[change.key].items() if k not in keep} or {
+                        KLEER_ID: change.kleer_id}
+        if held:
+            metrics.HUBSPOT_EDITS_HELD.inc(sum(len(v) for v in held.values()))
+            log.info("HubSpot edits not yet in Kleer held back from the push", records=len(held),
+                     properties=sorted({name for v in held.values() for name in v})[:20])
+        return held
 
     async def _upsert_groups(
         self, changes: Sequence[Change], sending: Mapping[RecordKey, Mapping[str, str]]
@@ -424,16 +487,21 @@ class Pusher:
         created: bool,
         before: Pushed | None,
         sent: Mapping[str, str],
+        held: Mapping[str, str] | None = None,
     ) -> None:
         snapshot = change.snapshot
         assert snapshot is not None
+        # What HubSpot holds from us: the snapshot, but the value we last sent for a held-back property
+        # (and a fingerprint no snapshot has, so the next snapshot of the record is pushed again).
+        properties = {**snapshot.properties, **held} if held else snapshot.properties
+        fingerprint = f"{HELD_PREFIX}{snapshot.fingerprint}" if held else snapshot.fingerprint
         outcome.id_rows.append(
             _id_row(
                 change,
                 hubspot_id,
-                snapshot.fingerprint,
+                fingerprint,
                 sorted(_associated(before, hubspot_id)),
-                properties=snapshot.properties,
+                properties=properties,
             )
         )
         event = NewEvent(
@@ -444,9 +512,10 @@ class Pusher:
                 "hubspot_object": change.hubspot_object,
                 "hubspot_id": hubspot_id,
                 "created": created,
-                "properties": snapshot.properties,  # what HubSpot holds from us now
-                "written": sorted(sent),  # the properties this write sent (the rest were unchanged)
-                "fingerprint": snapshot.fingerprint,
+                "properties": properties,  # what HubSpot holds from us now
+                "written": sorted(sent),  # the properties this write sent (the rest were unchanged or held)
+                "fingerprint": fingerprint,
+                **({"held": sorted(held)} if held else {}),
             },
             _event_metadata(self.actor, self.source),
         )

@@ -76,3 +76,40 @@ async def test_a_kleer_change_pushed_after_a_hubspot_edit_of_another_field_keeps
         again = _company(hubspot_sim, kleer_id)
         assert again["id"] != hubspot_id
         assert (again["invoice_email"], again["name"]) == ("tredje@kleer.example.se", client["name"])
+
+
+async def test_a_hubspot_edit_of_the_same_trigger_property_not_yet_in_kleer_is_not_overwritten(
+    store: PostgresEventStore, kleer_sim: KleerSimServer, hubspot_sim: HubSpotSim
+) -> None:
+    kleer_sim.seed(n_clients=2, seed=92)
+    client = next(iter(kleer_sim.book.clients))
+    kleer_id = str(client["id"])
+    async with hubspot_sim.client() as hubspot:
+        await setup_hubspot(hubspot)
+        pusher = Pusher(store, {CONNECTION: hubspot})
+        await _push(store, pusher, record_snapshot("client", client))
+        hubspot_id = _company(hubspot_sim, kleer_id)["id"]
+
+        # Someone edits the phone in HubSpot; before the inbound sync brings it to Kleer, a Kleer change
+        # of the phone (and the e-mail) made earlier reaches the pusher.
+        hubspot_sim.ui_edit("companies", hubspot_id, {"phone": "08-765 43 21"})
+        older = {**client, "phone": "031-11 22 33", "email": "ny@kleer.example.se"}
+        await _push(store, pusher, record_snapshot("client", older))
+
+        company = _company(hubspot_sim, kleer_id)
+        assert (company["phone"], company["invoice_email"]) == ("08-765 43 21", "ny@kleer.example.se")
+        held = [e for e in await store.read_all(0, 100) if e.type == "HubSpotCompanyUpserted"][-1]
+        assert (held.data["written"], held.data["held"]) == (["invoice_email"], ["phone"])
+        assert held.data["properties"]["phone"] == client["phone"]  # the merge base keeps what we last sent
+
+        # The inbound sync brought HubSpot's phone to Kleer; the next poll's snapshot converges quietly.
+        await _push(store, pusher, record_snapshot("client", {**older, "phone": "08-765 43 21"}))
+
+        assert _company(hubspot_sim, kleer_id)["phone"] == "08-765 43 21"
+        settled = [e for e in await store.read_all(0, 100) if e.type == "HubSpotCompanyUpserted"][-1]
+        assert "held" not in settled.data and settled.data["properties"]["phone"] == "08-765 43 21"
+        assert settled.data["fingerprint"] == record_snapshot("client", {**older, "phone": "08-765 43 21"}).fingerprint
+
+        # A Kleer change of a trigger property HubSpot did not touch is written as before.
+        await _push(store, pusher, record_snapshot("client", {**older, "phone": "08-765 43 21", "name": "Nytt AB"}))
+        assert _company(hubspot_sim, kleer_id)["name"] == "Nytt AB"
