@@ -53,10 +53,15 @@ async def test_an_event_id_stored_before_or_sent_twice_in_a_group_is_inserted_on
 
 async def test_a_caller_that_gives_up_does_not_cancel_the_commit(store: PostgresEventStore) -> None:
     event_id = uuid.uuid4()
-    async with GroupCommitter(store, max_delay=0.2) as committer:
+    async with GroupCommitter(store) as committer, store.pool.acquire() as blocker:
+        # Another session holds the log still: the commit cannot finish before the caller gives up.
+        blocking = blocker.transaction()
+        await blocking.start()
+        await blocker.execute("LOCK TABLE events IN EXCLUSIVE MODE")
         future = committer.enqueue([_request("t/hubspot-company/3", event_id)])
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(future), 0.01)
+            await asyncio.wait_for(asyncio.shield(future), 0.05)
+        await blocking.rollback()
         [result] = await asyncio.shield(future)
     assert result.inserted
     assert await _stored(store, [event_id]) == 1
