@@ -40,6 +40,11 @@ def database_unavailable(exc: BaseException) -> bool:
             return True
         if isinstance(current, asyncpg.InterfaceError) and "connection" in str(current).lower():
             return True  # "connection is closed", "... has been released back to the pool"
+        if isinstance(current, asyncpg.InternalClientError) and "cannot switch to state" in str(current):
+            # The connection's protocol was left mid-operation when the server went away (seen in soaks
+            # while Postgres restarted: the pool's reset of a released connection raised this). The pool
+            # terminates that connection; the next acquire gets a new one, as after any lost connection.
+            return True
         current = current.__cause__ or current.__context__
     return False
 
