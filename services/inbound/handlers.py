@@ -207,6 +207,8 @@ class InboundHandlers:
         by_key: dict[tuple[str, str], list[tuple[str, str, str | None]]] = {}
         for w in work:
             for change in w.changes:
+                if change.not_ours:  # a person's edit, even to a value we wrote before, is no echo
+                    continue
                 by_key.setdefault((w.connection, w.hubspot_object), []).append(
                     (w.hubspot_id, change.property, change.value)
                 )

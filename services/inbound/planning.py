@@ -31,6 +31,11 @@ COMPANIES = "companies"
 PROJECTS = "projects"
 PROJECT_TYPE_ID = "0-970"
 INTEGRATION = "INTEGRATION"
+# changeSource values that name a person or HubSpot's own automation: such a change is never our echo,
+# whatever value it sets (a person may well set a value back to one we wrote earlier).
+NOT_OURS_SOURCES = frozenset({
+    "CRM_UI", "CRM_UI_BULK_ACTION", "MOBILE_IOS", "MOBILE_ANDROID", "IMPORT", "WORKFLOWS", "FORM", "MERGE",
+})
 
 #: HubSpot object -> Kleer object type, for the objects inbound sync handles.
 KLEER_TYPE: Mapping[str, str] = {COMPANIES: CLIENT, PROJECTS: PROJECT}
@@ -49,6 +54,7 @@ class Change:
     value: str
     occurred_at: int
     cause: RecordedEvent
+    not_ours: bool = False  # the metadata names a person or HubSpot automation: the own-write log is not asked
 
 
 @dataclass(frozen=True)
@@ -141,7 +147,8 @@ def _work(
     for recorded, event in items:
         kind = event.change
         if kind == "propertyChange" and event.property_name:
-            change = Change(event.property_name, event.property_value or "", event.occurred_at, recorded)
+            change = Change(event.property_name, event.property_value or "", event.occurred_at, recorded,
+                            not_ours=event.change_source in NOT_OURS_SOURCES)
             previous = latest.get(change.property)
             if previous is None or (change.occurred_at, recorded.position) >= (
                 previous[0].occurred_at,

@@ -113,6 +113,27 @@ async def test_our_own_write_echoed_back_writes_nothing_and_does_not_ping_pong(s
     assert await shared_stack.stream_events("kleer", "client", linked["kleer_id"], "KleerClientUpdated") == []
 
 
+async def test_a_person_setting_a_value_we_once_wrote_is_no_echo(shared_stack: InboundStack) -> None:
+    """Found by the 30-minute soak: a user set payment days back to a value we had pushed; the own-write log
+    took it for our echo and the edit was lost. A change the metadata names a person's is never an echo."""
+    from services.own_writes import record_own_writes
+
+    linked = await shared_stack.new_client(**{"payment-days": 45})
+    async with shared_stack.deps.pool.acquire() as conn:  # we pushed 45 (the pusher's own-write log)
+        await record_own_writes(conn, shared_stack.connection, "companies",
+                                [(linked["company_id"], {"kleer_payment_days": "45"})])
+    shared_stack.hubspot.ui_edit("companies", linked["company_id"], {"kleer_payment_days": "20"})
+
+    async def kleer_has(days: int) -> bool:
+        return shared_stack.kleer_record(linked["kleer_id"])["payment-days"] == days
+
+    await shared_stack.wait_for(lambda: kleer_has(20), 10.0)
+    # Back to 45, the value of our own last write, by a person in HubSpot's UI (changeSource CRM_UI).
+    shared_stack.hubspot.ui_edit("companies", linked["company_id"], {"kleer_payment_days": "45"})
+
+    await shared_stack.wait_for(lambda: kleer_has(45), 10.0)
+
+
 async def test_company_created_in_hubspot_gets_a_kleer_client_and_its_id(shared_stack: InboundStack) -> None:
     hubspot = shared_stack.hubspot
     company = hubspot.ui_create("companies", {"name": "Nyföretaget AB", "phone": "+46 8 111"})
