@@ -58,12 +58,22 @@ from libs.kleer import CLIENT as CLIENT_RESOURCE
 from libs.kleer import INVOICE as INVOICE_RESOURCE
 from libs.kleer import PRODUCT as PRODUCT_RESOURCE
 from libs.kleer import PROJECT as PROJECT_RESOURCE
-from libs.kleer import KleerClient, Resource
+from libs.kleer import KleerClient, KleerNotFound, Resource
 from libs.kleer.resources import INVOICE_FROM_DATE_PARAM
 from libs.mapping.invoices import should_sync_invoice
 from libs.mapping.loader import resolve
 from libs.mapping.model import Mappings
-from libs.mapping.objects import AGREEMENT, CLIENT, INVOICE, LINE_ITEM, PRODUCT, PROJECT
+from libs.mapping.objects import (
+    AGREEMENT,
+    CLIENT,
+    FIRST,
+    INVOICE,
+    LINE_ITEM,
+    PRODUCT,
+    PROJECT,
+    RECURRING,
+    ROW,
+)
 from libs.observability import metrics
 from libs.observability.logging import get_logger
 from libs.records import RecordRef
@@ -387,8 +397,54 @@ class Poller:
         finally:
             if committing is not None:
                 total.add(await committing)
+        removed = await self._confirmed_removals(kind, removed, lists)
         total.add(await self._commit(kind, Detection(removed=removed), remembered, correlation))
         return total
+
+    async def _confirmed_removals(
+        self, kind: str, removed: Sequence[str], lists: Mapping[str, list[dict[str, Any]]]
+    ) -> list[str]:
+        """Of the records the lists no longer hold, those Kleer confirms gone: a GET answers 404.
+
+        A list can miss a record that still exists (offset paging over a book that changes while it is
+        read, a Kleer answer cut short); taken as removed, a live record would be flagged or archived in
+        HubSpot. A line item is gone when its invoice or agreement was listed without that row, or is
+        itself gone. An unconfirmed removal is left to the next poll (logged); a Kleer failure here fails
+        the pass before anything of the removals is recorded.
+        """
+        if not removed:
+            return []
+        parents: dict[str, tuple[str, str]] = {}  # record -> (resource kind, id) whose 404 confirms it
+        confirmed: list[str] = []
+        if kind == LINE_ITEM:
+            listed = {(k, str(r.get("id"))) for k in (INVOICE, AGREEMENT) for r in lists[k]}
+            for kleer_id in removed:
+                parent = _line_item_parent(kleer_id)
+                if parent is None or parent in listed:
+                    confirmed.append(kleer_id)  # its parent was listed without it: the row is gone
+                else:
+                    parents[kleer_id] = parent
+        else:
+            parents = {kleer_id: (kind, kleer_id) for kleer_id in removed}
+        checks = {parent for parent in parents.values() if parent[1].isdigit()}
+        confirmed.extend(k for k, parent in parents.items() if parent not in checks)  # no id to look up
+
+        async def gone(parent: tuple[str, str]) -> bool:
+            try:
+                await self.kleer.get(_RESOURCE_OF[parent[0]], int(parent[1]))
+            except KleerNotFound:
+                return True
+            return False
+
+        ordered = sorted(checks)
+        answers = dict(zip(ordered, await asyncio.gather(*(gone(p) for p in ordered)), strict=True))
+        confirmed.extend(k for k, parent in parents.items() if answers.get(parent))
+        kept = len(removed) - len(confirmed)
+        if kept:
+            log.warning("records missing from a Kleer list still exist: not removed; the next poll looks again",
+                        kind=kind, connection=self.config.connection, records=kept,
+                        examples=sorted(set(removed) - set(confirmed))[:5])
+        return confirmed
 
     def _sources(
         self, kind: str, lists: Mapping[str, list[dict[str, Any]]]
@@ -541,6 +597,15 @@ class Poller:
         # Appends last: they hold the log's append lock until this transaction commits.
         if appends:
             await self.store.append_batch(appends, conn=conn)
+
+
+def _line_item_parent(kleer_id: str) -> tuple[str, str] | None:
+    """The (kind, id) of the invoice or agreement a line item id belongs to; None for an id of no known form."""
+    for marker, parent_kind in ((f"-{ROW}-", INVOICE), (f"-{RECURRING}-", AGREEMENT), (f"-{FIRST}-", AGREEMENT)):
+        head, found, _ = kleer_id.rpartition(marker)
+        if found:
+            return parent_kind, head
+    return None
 
 
 def _record_builder(kind: str, record: Mapping[str, Any], mappings: Mappings) -> Callable[[], list[Any]]:
