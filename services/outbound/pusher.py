@@ -354,6 +354,11 @@ class Pusher:
         """
         previous = await self._previous_properties(changes, pushed)
         sending = {c.key: _changed_properties(_snapshot(c).properties, previous.get(c.key)) for c in changes}
+        for change in changes:
+            before = pushed.get(change.key)
+            if before is not None and before.removed and REMOVED_FLAG not in sending[change.key]:
+                # Back in Kleer after a removal (or a removal Kleer did not confirm): the flag goes.
+                sending[change.key] = {**sending[change.key], REMOVED_FLAG: "false"}
         held = await self._hold_hubspot_edits(changes, previous, sending)
         results = await self._upsert_groups(changes, sending)
         # A partial update that created the record (someone deleted it in HubSpot): send it whole.

@@ -113,3 +113,30 @@ async def test_a_hubspot_edit_of_the_same_trigger_property_not_yet_in_kleer_is_n
         # A Kleer change of a trigger property HubSpot did not touch is written as before.
         await _push(store, pusher, record_snapshot("client", {**older, "phone": "08-765 43 21", "name": "Nytt AB"}))
         assert _company(hubspot_sim, kleer_id)["name"] == "Nytt AB"
+
+
+async def test_a_record_back_in_kleer_after_a_removal_loses_its_deleted_flag(
+    store: PostgresEventStore, kleer_sim: KleerSimServer, hubspot_sim: HubSpotSim
+) -> None:
+    from services.outbound.snapshots import removal_event_data, removed_type
+
+    kleer_sim.seed(n_clients=2, seed=93)
+    client = next(iter(kleer_sim.book.clients))
+    kleer_id = str(client["id"])
+    async with hubspot_sim.client() as hubspot:
+        await setup_hubspot(hubspot)
+        pusher = Pusher(store, {CONNECTION: hubspot})
+        await _push(store, pusher, record_snapshot("client", client))
+        removal = RecordedEvent(next(_positions), uuid.uuid4(), f"{CONNECTION}/kleer-client/{kleer_id}", 2,
+                                removed_type("client"), removal_event_data("client", kleer_id), {}, datetime.now(UTC))
+        result = await pusher.handle([removal])
+        async with store.pool.acquire() as conn, conn.transaction():
+            for write in result.writes:
+                await write(conn)
+            await store.append_batch(result.appends, conn=conn)
+        assert _company(hubspot_sim, kleer_id)["kleer_deleted"] == "true"
+
+        await _push(store, pusher, record_snapshot("client", client))  # it is listed again
+
+        company = _company(hubspot_sim, kleer_id)
+        assert company["kleer_deleted"] == "false" and company["name"] == client["name"]
