@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,7 +37,12 @@ def _events(snapshots: Sequence[Snapshot]) -> list[RecordedEvent]:
 
 
 async def _push(store: PostgresEventStore, pusher: Pusher, snapshot: Snapshot) -> None:
-    result = await pusher.handle(_events([snapshot]))
+    await _handle(store, pusher, _events([snapshot]))
+
+
+async def _handle(store: PostgresEventStore, pusher: Pusher, events: Sequence[RecordedEvent]) -> None:
+    """The pusher's batch, committed as its consumer would."""
+    result = await pusher.handle(events)
     async with store.pool.acquire() as conn, conn.transaction():
         for write in result.writes:
             await write(conn)
@@ -48,17 +54,25 @@ def _company(hubspot_sim: HubSpotSim, kleer_id: str) -> dict[str, Any]:
     return {"id": record.id, **record.properties}
 
 
-async def test_a_kleer_change_pushed_after_a_hubspot_edit_of_another_field_keeps_that_edit(
-    store: PostgresEventStore, kleer_sim: KleerSimServer, hubspot_sim: HubSpotSim
-) -> None:
-    kleer_sim.seed(n_clients=2, seed=91)
-    client = next(iter(kleer_sim.book.clients))
+@asynccontextmanager
+async def _pushed_client(
+    store: PostgresEventStore, kleer_sim: KleerSimServer, hubspot_sim: HubSpotSim, seed: int
+) -> AsyncIterator[tuple[Pusher, dict[str, Any], str, int]]:
+    """A pusher and a Kleer client it has pushed: (pusher, client, kleer_id, HubSpot id)."""
+    kleer_sim.seed(n_clients=2, seed=seed)
+    client = dict(next(iter(kleer_sim.book.clients)))
     kleer_id = str(client["id"])
     async with hubspot_sim.client() as hubspot:
         await setup_hubspot(hubspot)
         pusher = Pusher(store, {CONNECTION: hubspot})
         await _push(store, pusher, record_snapshot("client", client))
-        hubspot_id = _company(hubspot_sim, kleer_id)["id"]
+        yield pusher, client, kleer_id, _company(hubspot_sim, kleer_id)["id"]
+
+
+async def test_a_kleer_change_pushed_after_a_hubspot_edit_of_another_field_keeps_that_edit(
+    store: PostgresEventStore, kleer_sim: KleerSimServer, hubspot_sim: HubSpotSim
+) -> None:
+    async with _pushed_client(store, kleer_sim, hubspot_sim, 91) as (pusher, client, kleer_id, hubspot_id):
 
         hubspot_sim.ui_edit("companies", hubspot_id, {"phone": "08-765 43 21"})  # someone edits the phone
         await _push(store, pusher, record_snapshot("client", {**client, "email": "ny@kleer.example.se"}))
@@ -81,14 +95,7 @@ async def test_a_kleer_change_pushed_after_a_hubspot_edit_of_another_field_keeps
 async def test_a_hubspot_edit_of_the_same_trigger_property_not_yet_in_kleer_is_not_overwritten(
     store: PostgresEventStore, kleer_sim: KleerSimServer, hubspot_sim: HubSpotSim
 ) -> None:
-    kleer_sim.seed(n_clients=2, seed=92)
-    client = next(iter(kleer_sim.book.clients))
-    kleer_id = str(client["id"])
-    async with hubspot_sim.client() as hubspot:
-        await setup_hubspot(hubspot)
-        pusher = Pusher(store, {CONNECTION: hubspot})
-        await _push(store, pusher, record_snapshot("client", client))
-        hubspot_id = _company(hubspot_sim, kleer_id)["id"]
+    async with _pushed_client(store, kleer_sim, hubspot_sim, 92) as (pusher, client, kleer_id, hubspot_id):
 
         # Someone edits the phone in HubSpot; before the inbound sync brings it to Kleer, a Kleer change
         # of the phone (and the e-mail) made earlier reaches the pusher.
@@ -120,20 +127,10 @@ async def test_a_record_back_in_kleer_after_a_removal_loses_its_deleted_flag(
 ) -> None:
     from services.outbound.snapshots import removal_event_data, removed_type
 
-    kleer_sim.seed(n_clients=2, seed=93)
-    client = next(iter(kleer_sim.book.clients))
-    kleer_id = str(client["id"])
-    async with hubspot_sim.client() as hubspot:
-        await setup_hubspot(hubspot)
-        pusher = Pusher(store, {CONNECTION: hubspot})
-        await _push(store, pusher, record_snapshot("client", client))
+    async with _pushed_client(store, kleer_sim, hubspot_sim, 93) as (pusher, client, kleer_id, _):
         removal = RecordedEvent(next(_positions), uuid.uuid4(), f"{CONNECTION}/kleer-client/{kleer_id}", 2,
                                 removed_type("client"), removal_event_data("client", kleer_id), {}, datetime.now(UTC))
-        result = await pusher.handle([removal])
-        async with store.pool.acquire() as conn, conn.transaction():
-            for write in result.writes:
-                await write(conn)
-            await store.append_batch(result.appends, conn=conn)
+        await _handle(store, pusher, [removal])
         assert _company(hubspot_sim, kleer_id)["kleer_deleted"] == "true"
 
         await _push(store, pusher, record_snapshot("client", client))  # it is listed again
