@@ -35,6 +35,8 @@ from tests.reliability.processes import ProcessFailed
 from tests.reliability.system import CONNECTION, System, SystemConfig
 from tests.reliability.workload import LOAD_SOURCES, Ledger, Workload, WorkloadConfig
 
+PROGRESS_EVERY = 60.0  # seconds between progress lines while faults run
+
 
 @dataclass
 class ScenarioConfig:
@@ -220,9 +222,16 @@ async def run_scenario(config: ScenarioConfig) -> ScenarioReport:
         fault_start = time.monotonic()
         faults_task = asyncio.create_task(injector.run(plan))
         deadline = fault_start + config.fault_seconds
+        next_progress = fault_start + PROGRESS_EVERY
         while time.monotonic() < deadline:
             await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
             system.check_processes()
+            if time.monotonic() >= next_progress:
+                next_progress += PROGRESS_EVERY
+                load = ledger.load
+                say(f"faults: {time.monotonic() - fault_start:.0f} of {config.fault_seconds:.0f}s, "
+                    f"{sum(injector.log.injected.values())} of {len(plan)} injected; webhooks sent {load.sent}, "
+                    f"accepted {len(load.accepted_at)}")
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(faults_task), timeout=30)
         fault_end = time.monotonic()
