@@ -51,6 +51,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
+import orjson
 
 from libs.events.consumer import HandlerResult
 from libs.events.dlq import DeadLetter, DeadLetterQueue
@@ -99,6 +100,8 @@ log = get_logger(__name__)
 
 PUSHER_SOURCE = "outbound-pusher"
 REMOVED_FLAG = "kleer_deleted"  # the property a removal sets under RemovalPolicy.FLAG
+# The inbound handlers' writes to Kleer, carrying the HubSpot properties they synced (services/inbound/handlers.py).
+INBOUND_SYNC_TYPES = ("KleerClientUpdated", "KleerProjectUpdated", "KleerClientCreated")
 HELD_PREFIX = "held:"  # a pushed fingerprint with properties held back (never equal to a snapshot's)
 
 
@@ -426,6 +429,7 @@ class Pusher:
             if names:
                 asking.setdefault((change.connection, change.hubspot_object), []).append((change, names))
         held: dict[RecordKey, dict[str, str]] = {}
+        synced = await self._inbound_synced([c for group in asking.values() for c, _ in group])
         for (connection, hubspot_object), wanted in asking.items():
             properties = sorted({name for _, names in wanted for name in names})
             result = await self.portals[connection].batch_read(
@@ -434,8 +438,10 @@ class Pusher:
             for read in result.succeeded:  # a record HubSpot no longer has is not held: the upsert recreates it
                 change, names = wanted[read.index]
                 before, now = previous[change.key], read.record.properties
+                inbound = synced.get(change.key, {})
+                known = [before, sending[change.key], inbound]  # values Kleer has or had: no unsynced edit
                 keep = {name: before.get(name, "") for name in names
-                        if (now.get(name) or "") not in {before.get(name) or "", sending[change.key][name] or ""}}
+                        if (now.get(name) or "") not in {str(k.get(name) or "") for k in known}}
                 if keep:
                     held[change.key] = keep
                     sending[change.key] = {k: v for k, v in sending[change.key].items() if k not in keep} or {
@@ -445,6 +451,26 @@ class Pusher:
             log.info("HubSpot edits not yet in Kleer held back from the push", records=len(held),
                      properties=sorted({name for v in held.values() for name in v})[:20])
         return held
+
+    async def _inbound_synced(self, changes: Sequence[Change]) -> dict[RecordKey, Mapping[str, Any]]:
+        """Per record, HubSpot's properties as the inbound handlers last synced them into Kleer."""
+        if not changes:
+            return {}
+        streams = {RecordRef("kleer", c.kind, c.kleer_id).stream(c.connection): c.key for c in changes}
+        rows = await self.pool.fetch(
+            "SELECT s.stream, b.props FROM unnest($1::text[]) AS s(stream) "
+            "JOIN LATERAL (SELECT e.data->'hubspot_properties' AS props FROM events e WHERE e.stream = s.stream "
+            "  AND e.type = ANY($2::text[]) AND e.data ? 'hubspot_properties' ORDER BY e.version DESC LIMIT 1) b ON true",
+            list(streams),
+            list(INBOUND_SYNC_TYPES),
+        )
+        found: dict[RecordKey, Mapping[str, Any]] = {}
+        for row in rows:
+            props = row["props"]
+            props = orjson.loads(props) if isinstance(props, str | bytes) else props
+            if isinstance(props, Mapping):
+                found[streams[row["stream"]]] = props
+        return found
 
     async def _upsert_groups(
         self, changes: Sequence[Change], sending: Mapping[RecordKey, Mapping[str, str]]

@@ -137,3 +137,25 @@ async def test_a_record_back_in_kleer_after_a_removal_loses_its_deleted_flag(
 
         company = _company(hubspot_sim, kleer_id)
         assert company["kleer_deleted"] == "false" and company["name"] == client["name"]
+
+
+async def test_a_hubspot_edit_already_synced_into_kleer_is_overwritten_by_a_later_kleer_change(
+    store: PostgresEventStore, kleer_sim: KleerSimServer, hubspot_sim: HubSpotSim
+) -> None:
+    """Found by the short soak: an edit the inbound handlers had written to Kleer was still held back."""
+    from libs.events.envelope import NewEvent
+    from services.inbound.handlers import CLIENT_CREATED, UPDATED
+    from services.outbound.pusher import INBOUND_SYNC_TYPES
+
+    assert set(INBOUND_SYNC_TYPES) == {*UPDATED.values(), CLIENT_CREATED}
+    async with _pushed_client(store, kleer_sim, hubspot_sim, 94) as (pusher, client, kleer_id, hubspot_id):
+        edited = hubspot_sim.ui_edit("companies", hubspot_id, {"invoice_email": "faktura@hubspot.example.se"})
+        synced = {"kleer_id": kleer_id, "hubspot_properties": dict(edited.properties), "fields": {}}
+        await store.append(f"{CONNECTION}/kleer-client/{kleer_id}", [NewEvent("KleerClientUpdated", synced, {})])
+
+        # Later, someone changes the e-mail in Kleer: that newer value goes to HubSpot.
+        await _push(store, pusher, record_snapshot("client", {**client, "email": "ekonomi@kleer.example.se"}))
+
+        assert _company(hubspot_sim, kleer_id)["invoice_email"] == "ekonomi@kleer.example.se"
+        last = [e for e in await store.read_all(0, 100) if e.type == "HubSpotCompanyUpserted"][-1]
+        assert "held" not in last.data
