@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -362,7 +362,8 @@ class Pusher:
             if before is not None and before.removed and REMOVED_FLAG not in sending[change.key]:
                 # Back in Kleer after a removal (or a removal Kleer did not confirm): the flag goes.
                 sending[change.key] = {**sending[change.key], REMOVED_FLAG: "false"}
-        held = await self._hold_hubspot_edits(changes, previous, sending)
+        first = {c.key for c in changes if pushed.get(c.key) is None and not c.force}
+        held = await self._hold_hubspot_edits(changes, previous, sending, first)
         results = await self._upsert_groups(changes, sending)
         # A partial update that created the record (someone deleted it in HubSpot): send it whole.
         recreated = [c for c, r in results if isinstance(r, tuple) and r[1] and c.key in previous]
@@ -408,6 +409,7 @@ class Pusher:
         changes: Sequence[Change],
         previous: Mapping[RecordKey, Mapping[str, str]],
         sending: dict[RecordKey, Mapping[str, str]],
+        first: Set[RecordKey] = frozenset(),
     ) -> dict[RecordKey, dict[str, str]]:
         """Take out of ``sending`` the trigger properties HubSpot holds an unsynced edit of; returns them.
 
@@ -417,19 +419,33 @@ class Pusher:
         older Kleer value over it would lose the edit without a trace, so it is held back: the
         record's pushed properties keep the value we last sent for it (the merge base), and the
         next poll of the Kleer record, after the inbound write, sends what Kleer then holds.
-        Returns, per record, the held properties with the value we last pushed.
+
+        The first push of a record (``first``) has no last push; if the inbound handlers created
+        or updated the Kleer record from HubSpot, HubSpot's values as they synced them are the
+        base instead: a company created in HubSpot and edited there again before the first push
+        of its new Kleer client keeps that edit. Without an inbound sync there is no base and
+        nothing is held. Returns, per record, the held properties with their base value.
         """
-        asking: dict[tuple[str, str], list[tuple[Change, list[str]]]] = {}
+        candidates: dict[RecordKey, tuple[Change, list[str]]] = {}
         for change in changes:
-            before = previous.get(change.key)
             triggers = self._triggers.get(change.hubspot_object)
-            if before is None or not triggers:
+            if not triggers or (change.key not in previous and change.key not in first):
                 continue
             names = [name for name in sending[change.key] if name in triggers]
             if names:
-                asking.setdefault((change.connection, change.hubspot_object), []).append((change, names))
+                candidates[change.key] = (change, names)
+        synced = await self._inbound_synced([c for c, _ in candidates.values()])
+        asking: dict[tuple[str, str], list[tuple[Change, list[str]]]] = {}
+        bases: dict[RecordKey, Mapping[str, str]] = {}
+        for key, (change, names) in candidates.items():
+            base = previous.get(key)
+            if base is None:
+                if key not in synced:
+                    continue  # never synced from HubSpot: no edit there to keep
+                base = {name: _text(value) for name, value in synced[key].items()}
+            bases[key] = base
+            asking.setdefault((change.connection, change.hubspot_object), []).append((change, names))
         held: dict[RecordKey, dict[str, str]] = {}
-        synced = await self._inbound_synced([c for group in asking.values() for c, _ in group])
         for (connection, hubspot_object), wanted in asking.items():
             properties = sorted({name for _, names in wanted for name in names})
             result = await self.portals[connection].batch_read(
@@ -437,11 +453,10 @@ class Pusher:
                 id_property=KLEER_ID)
             for read in result.succeeded:  # a record HubSpot no longer has is not held: the upsert recreates it
                 change, names = wanted[read.index]
-                before, now = previous[change.key], read.record.properties
-                inbound = synced.get(change.key, {})
-                known = [before, sending[change.key], inbound]  # values Kleer has or had: no unsynced edit
+                before, now = bases[change.key], read.record.properties
+                known = [before, sending[change.key], synced.get(change.key, {})]  # values Kleer has or had
                 keep = {name: before.get(name, "") for name in names
-                        if (now.get(name) or "") not in {str(k.get(name) or "") for k in known}}
+                        if _text(now.get(name)) not in {_text(k.get(name)) for k in known}}
                 if keep:
                     held[change.key] = keep
                     sending[change.key] = {k: v for k, v in sending[change.key].items() if k not in keep} or {
@@ -878,6 +893,11 @@ def _id_row(
         removed=removed,
         properties=properties,
     )
+
+
+def _text(value: Any) -> str:
+    """A property value as HubSpot returns it: a string, empty for none."""
+    return str(value) if value is not None else ""
 
 
 def _changed_properties(current: Mapping[str, str], previous: Mapping[str, str] | None) -> Mapping[str, str]:

@@ -35,11 +35,6 @@ REPORT = Path(__file__).resolve().parents[2] / "bench" / "results" / "soak-short
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug, open (#9): a HubSpot edit of a company created in HubSpot, made before the pusher's first push "
-    "of its new Kleer client, is overwritten by that first push (it sends every property, empty ones too, and "
-    "the held-back rule only applies to records pushed before); seen once in the clean-clone run at 17:48: "
-    "kleer_holds_hubspot_edits lost an invoice_email edit. Every other invariant held. Remove with the fix."))
 async def test_every_fault_kind_once_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     config = ScenarioConfig(
         workdir=tmp_path,

@@ -159,3 +159,56 @@ async def test_a_hubspot_edit_already_synced_into_kleer_is_overwritten_by_a_late
         assert _company(hubspot_sim, kleer_id)["invoice_email"] == "ekonomi@kleer.example.se"
         last = [e for e in await store.read_all(0, 100) if e.type == "HubSpotCompanyUpserted"][-1]
         assert "held" not in last.data
+
+
+async def test_a_hubspot_edit_of_a_company_created_in_hubspot_survives_the_first_push_of_its_client(
+    store: PostgresEventStore, kleer_sim: KleerSimServer, hubspot_sim: HubSpotSim
+) -> None:
+    """Found by the short soak: the first push of a Kleer client the inbound handlers created
+    from a HubSpot company sent every property and overwrote an edit made in HubSpot since."""
+    from libs.events.envelope import NewEvent
+    from services.inbound.handlers import CLIENT_CREATED
+
+    kleer_sim.seed(n_clients=1, seed=95)
+    client = dict(next(iter(kleer_sim.book.clients)))
+    kleer_id = str(client["id"])
+    created = record_snapshot("client", client).properties  # the company as the inbound creation synced it
+    async with hubspot_sim.client() as hubspot:
+        await setup_hubspot(hubspot)
+        company = hubspot_sim.ui_create("companies", {**created, "kleer_id": kleer_id})
+        synced = {"kleer_id": kleer_id, "hubspot_properties": {**company.properties}, "fields": {}}
+        await store.append(f"{CONNECTION}/kleer-client/{kleer_id}", [NewEvent(CLIENT_CREATED, synced, {})])
+        hubspot_sim.ui_edit("companies", company.id, {"phone": "08-765 43 21"})  # not yet in Kleer
+        pusher = Pusher(store, {CONNECTION: hubspot})
+
+        await _push(store, pusher, record_snapshot("client", {**client, "email": "ny@kleer.example.se"}))
+
+        now = _company(hubspot_sim, kleer_id)
+        assert (now["id"], now["phone"], now["invoice_email"]) == (company.id, "08-765 43 21", "ny@kleer.example.se")
+        first = [e for e in await store.read_all(0, 100) if e.type == "HubSpotCompanyUpserted"][-1]
+        assert first.data["held"] == ["phone"] and "phone" not in first.data["written"]
+        assert first.data["properties"]["phone"] == created["phone"]  # the base: what the creation synced
+
+        # The inbound sync brought the phone to Kleer: the next poll's snapshot converges with nothing held.
+        await _push(store, pusher, record_snapshot("client", {**client, "email": "ny@kleer.example.se",
+                                                             "phone": "08-765 43 21"}))
+        settled = [e for e in await store.read_all(0, 100) if e.type == "HubSpotCompanyUpserted"][-1]
+        assert "held" not in settled.data and _company(hubspot_sim, kleer_id)["phone"] == "08-765 43 21"
+
+
+async def test_the_first_push_of_a_record_never_synced_from_hubspot_sends_everything(
+    store: PostgresEventStore, kleer_sim: KleerSimServer, hubspot_sim: HubSpotSim
+) -> None:
+    kleer_sim.seed(n_clients=1, seed=96)
+    client = dict(next(iter(kleer_sim.book.clients)))
+    kleer_id = str(client["id"])
+    async with hubspot_sim.client() as hubspot:
+        await setup_hubspot(hubspot)
+        # A company someone linked by hand (kleer_id typed in HubSpot), with another phone: Kleer's wins.
+        hubspot_sim.ui_create("companies", {"name": "Hand AB", "kleer_id": kleer_id, "phone": "08-1"})
+        await _push(store, Pusher(store, {CONNECTION: hubspot}), record_snapshot("client", client))
+
+    company = _company(hubspot_sim, kleer_id)
+    assert (company["name"], company["phone"]) == (client["name"], record_snapshot("client", client).properties["phone"])
+    first = [e for e in await store.read_all(0, 100) if e.type == "HubSpotCompanyUpserted"][-1]
+    assert "held" not in first.data
