@@ -24,7 +24,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 from libs.mapping.errors import MappingError, TransformError
-from libs.mapping.transforms import as_ore, round_half_up, to_decimal
+from libs.mapping.transforms import as_ore, ore_to_units, round_half_up, to_decimal
 
 #: HubSpot ``recurringbillingfrequency`` option -> months between invoices.
 BILLING_FREQUENCY_MONTHS: Mapping[str, int] = {
@@ -89,6 +89,9 @@ def row_amount_ore(row: Mapping[str, object], object_type: str = "line_item") ->
     """Exact amount of one invoice or agreement row, in öre (may be fractional)."""
     if not isinstance(row, Mapping):
         raise MappingError("a row must be an object", object_type=object_type, field="rows", value=row)
+    quantity_value, price_value, discount = row.get("quantity"), row.get("price"), row.get("discount")
+    if type(quantity_value) is int and type(price_value) is int and (discount is None or discount == ""):
+        return Fraction(quantity_value * price_value)  # most rows: whole units, whole öre, no discount
     quantity = _number(row, "quantity", object_type)
     price = Fraction(_ore(row.get("price"), "price", object_type))
     absolute, percentage = _discount(row, object_type)
@@ -98,7 +101,10 @@ def row_amount_ore(row: Mapping[str, object], object_type: str = "line_item") ->
 
 def row_amount(row: Mapping[str, object], object_type: str = "line_item") -> Decimal:
     """A row's amount in currency units, rounded once to two decimals (half away from zero)."""
-    return round_half_up(row_amount_ore(row, object_type) / 100)
+    ore = row_amount_ore(row, object_type)
+    if ore.denominator == 1:
+        return ore_to_units(ore.numerator)  # whole öre: exact, nothing to round
+    return round_half_up(ore / 100)
 
 
 def row_unit_discount(row: Mapping[str, object], object_type: str = "line_item") -> Decimal | None:

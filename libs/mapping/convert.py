@@ -52,7 +52,9 @@ def _source_value(record: Mapping[str, object], field: FieldMapping, object_type
 # Per object mapping, its outbound fields with what to_hubspot needs of each, looked up once: the field's
 # properties (direction test, path split, transform look-up) were a third of its cost per record. Keyed by
 # id() with the mapping held, so an id cannot be reused while its entry lives.
-_OutboundField = tuple[str, Callable[[Mapping[str, object]], object] | None, str | None, object, Any, Any, FieldMapping]
+_OutboundField = tuple[
+    str, Callable[[Mapping[str, object]], object] | None, str | None, tuple[str, ...], object, Any, Any, FieldMapping
+]
 _PLANS: dict[int, tuple[ObjectMapping, tuple[_OutboundField, ...]]] = {}
 _MAX_PLANS = 64
 
@@ -66,6 +68,7 @@ def _outbound_plan(mapping: ObjectMapping) -> tuple[_OutboundField, ...]:
             field.hubspot_property,
             COMPUTED[field.compute] if field.compute is not None else None,
             field.path[0] if field.compute is None and len(field.path) == 1 else None,
+            field.path,
             field.default,
             field.codec.encode,
             field.values,
@@ -103,13 +106,21 @@ def to_hubspot(
     if not isinstance(kleer_record, Mapping):
         raise MappingError("a Kleer record must be a JSON object", object_type=kleer_type, value=kleer_record)
     result: dict[str, str] = {}
-    for prop, compute, key, default, encode, values, field in _outbound_plan(mapping):
+    for prop, compute, key, path, default, encode, values, field in _outbound_plan(mapping):
         if compute is not None:
             value = compute(kleer_record)
         elif key is not None:
             value = kleer_record.get(key)  # a top-level field: no path to walk
         else:
-            value = _get_path(kleer_record, field, kleer_type)
+            value = kleer_record
+            for part in path:  # plain JSON objects walked inline; anything else the careful way
+                if type(value) is dict:
+                    value = value.get(part)
+                elif value is None:
+                    break
+                else:
+                    value = _get_path(kleer_record, field, kleer_type)
+                    break
         if (value is None or value == "") and default is not None:
             value = default
         try:

@@ -46,6 +46,8 @@ _INT_TEXT = re.compile(r"^[+-]?\d+$")
 _DATE_PREFIX = re.compile(r"^(\d{4})-(\d{2})-(\d{2})")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _EPOCH_MS = re.compile(r"^-?\d{1,15}$")
+# Ints within this bound are written with str() (far below Python's limit on int-to-text digits).
+_PLAIN_INT = 10**18
 
 
 # ---------------------------------------------------------------- helpers
@@ -62,8 +64,8 @@ def to_decimal(value: object) -> Decimal:
     if isinstance(value, bool):
         raise TransformError(f"expected a number, got a boolean {value!r}")
     if isinstance(value, int):
-        result = Decimal(value)
-    elif isinstance(value, Decimal):
+        return Decimal(value)  # always finite, exponent 0
+    if isinstance(value, Decimal):
         result = value
     elif isinstance(value, float):
         result = Decimal(repr(value))
@@ -142,6 +144,8 @@ def as_ore(value: object) -> int:
 
 def format_decimal(value: object) -> str:
     """Plain decimal notation without exponent or trailing zeros: ``1.50`` -> ``"1.5"``, ``2.0`` -> ``"2"``."""
+    if type(value) is int and -_PLAIN_INT < value < _PLAIN_INT:
+        return str(value)  # what the Decimal route gives an int, without it (most quantities and VAT rates)
     amount = to_decimal(value)
     text = format(amount, "f")
     if "." in text:
@@ -154,6 +158,8 @@ def format_decimal(value: object) -> str:
 def format_money(value: object) -> str:
     """Currency units with exactly two decimals (rounded half away from zero if finer)."""
     amount = to_decimal(value)
+    if amount.as_tuple().exponent == -2:  # already two places (a computed row amount): nothing to round
+        return str(amount) if amount else "0.00"  # "0.00", never "-0.00"
     return str(round_half_up(amount, 2))
 
 

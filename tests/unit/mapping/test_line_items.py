@@ -209,6 +209,19 @@ def test_integral_row_amounts_are_exact(quantity: int, price: int, absolute: int
     assert amount * 100 == quantity * price - absolute
 
 
+@given(
+    st.integers(min_value=-(10**6), max_value=10**6),
+    st.integers(min_value=-(10**9), max_value=10**9),
+    st.sampled_from([None, "", {}, {"absolute": None, "percentage": None}]),
+)
+def test_rows_without_discount_are_quantity_times_price(quantity: int, price: int, discount: object) -> None:
+    row = {"quantity": quantity, "price": price, "discount": discount}
+    assert row_amount_ore(row) == quantity * price
+    amount = row_amount(row)
+    assert amount * 100 == quantity * price
+    assert amount.as_tuple().exponent == -2
+
+
 # ---------------------------------------------------------------- MRR / ARR
 def test_mrr_and_arr_from_recurring_rows_and_interval() -> None:
     # recurring per quarter: 2 × 100.00 + 50.00 = 250.00

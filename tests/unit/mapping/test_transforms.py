@@ -129,6 +129,25 @@ def test_money_always_has_two_decimals_and_rounds_once() -> None:
     assert TRANSFORMS["money"].decode is None  # derived values never flow back
 
 
+@given(st.integers(min_value=-(10**30), max_value=10**30))
+def test_money_of_whole_ore_is_written_exactly(ore: int) -> None:
+    # Computed row amounts arrive with two places already; they are written as they are.
+    assert enc("money", Decimal(f"{ore}e-2")) == format_ore(ore)
+    assert enc("money", Decimal(ore)) == f"{ore}.00"
+
+
+def test_money_never_writes_a_negative_zero() -> None:
+    assert enc("money", Decimal("-0.00")) == "0.00"
+    assert enc("money", Decimal("-0.001")) == "0.00"
+    assert enc("money", Decimal("-0")) == "0.00"
+
+
+@given(st.integers(min_value=-(10**40), max_value=10**40))
+def test_whole_numbers_are_written_as_plain_digits(number: int) -> None:
+    assert enc("decimal", number) == enc("decimal", str(number)) == str(number)
+    assert enc("text", number) == str(number)
+
+
 @pytest.mark.parametrize(
     ("value", "text"),
     [
