@@ -93,6 +93,7 @@ async def _relay_main(settings: Any, args: argparse.Namespace) -> None:
                 "migrations": migrations_check(pool),
                 "kafka": kafka_check(bootstrap),
             },
+            pool=pool,
         )
         log.info("relay starting", topics=topics)
         await serve([relay], health)

@@ -199,14 +199,8 @@ class DeadLetterQueue:
         return _row(row) if row else None
 
     async def count_open(self) -> dict[str, int]:
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT source, count(*) AS n FROM dead_letters WHERE status = 'open' GROUP BY source"
-            )
-        counts = {r["source"]: int(r["n"]) for r in rows}
-        for source, n in counts.items():
-            metrics.DEAD_LETTERS.labels(source=source).set(n)
-        return counts
+        """Open entries per source; also sets the ``kleer_sync_dead_letters`` gauge (see ``refresh_gauge``)."""
+        return await refresh_gauge(self.pool)
 
     async def discard(self, entry_id: int, actor: str, why: str = "") -> DeadLetter:
         return await self._resolve(entry_id, "discarded", DEAD_LETTER_DISCARDED, {"actor": actor, "why": why})
@@ -278,6 +272,31 @@ class DeadLetterQueue:
             )
         await self.count_open()
         return entry
+
+
+#: Sources the gauge shows from the start (0 when nothing is parked), so an alert sees the series before
+#: the first dead letter and after the last one is resolved.
+KNOWN_SOURCES = ("outbound-pusher", "outbound-poller", "inbound-handlers")
+_gauge_sources: set[str] = set(KNOWN_SOURCES)
+
+
+async def refresh_gauge(pool: asyncpg.Pool, timeout: float | None = None) -> dict[str, int]:
+    """Set ``kleer_sync_dead_letters{source}`` to the open entries in the database, for every source.
+
+    The queue is shared by every process, so each process exports the same database-wide number (dashboards
+    and alerts take ``max`` over pods). A source whose last entry was resolved goes back to 0 instead of
+    keeping its old value. Called at each scrape of ``/metrics`` (``HealthServer``) and after a resolution.
+    """
+    async with pool.acquire(timeout=timeout) as conn:
+        rows = await conn.fetch(
+            "SELECT source, count(*) AS n FROM dead_letters WHERE status = 'open' GROUP BY source",
+            timeout=timeout,
+        )
+    counts = {r["source"]: int(r["n"]) for r in rows}
+    _gauge_sources.update(counts)
+    for source in _gauge_sources:
+        metrics.DEAD_LETTERS.labels(source=source).set(counts.get(source, 0))
+    return counts
 
 
 def _stream_for(connection: str, record: str, entry_id: int) -> str:

@@ -3,13 +3,16 @@
 ``/healthz`` answers 200 while the event loop runs. ``/readyz`` runs the
 process's readiness checks (Postgres reachable, migrations current, Kafka
 reachable, ...) and answers 503 naming each failing one; it recovers by itself
-when they do. ``/metrics`` is the Prometheus exposition.
+when they do. ``/metrics`` is the Prometheus exposition; with the process's database pool,
+each scrape first refreshes the gauges read from the database (the dead-letter
+queue's size), at most once per ``DB_GAUGE_INTERVAL``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Mapping
 
 import asyncpg
@@ -18,6 +21,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 Check = Callable[[], Awaitable[None]]
 CHECK_TIMEOUT = 2.0
+#: Database-backed gauges are refreshed at most this often (seconds), however often Prometheus scrapes.
+DB_GAUGE_INTERVAL = 5.0
 
 
 async def run_checks(checks: Mapping[str, Check]) -> dict[str, str]:
@@ -34,7 +39,29 @@ async def run_checks(checks: Mapping[str, Check]) -> dict[str, str]:
     return {name: error for name, error in results if error is not None}
 
 
-def health_routes(app: web.Application, checks: Mapping[str, Check]) -> None:
+class _DatabaseGauges:
+    """Refreshes the gauges whose truth is in the database before a scrape; throttled, never fails a scrape."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._refreshed = -DB_GAUGE_INTERVAL
+
+    async def refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._refreshed < DB_GAUGE_INTERVAL:
+            return
+        self._refreshed = now
+        from libs.events.dlq import refresh_gauge
+
+        # A database that is down keeps the last values: /readyz is what reports the outage.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(refresh_gauge(self.pool, CHECK_TIMEOUT), CHECK_TIMEOUT)
+
+
+def health_routes(app: web.Application, checks: Mapping[str, Check], pool: asyncpg.Pool | None = None) -> None:
+    """Add /healthz, /readyz and /metrics to ``app``; ``pool``: refresh the database-backed gauges on scrape."""
+    gauges = _DatabaseGauges(pool) if pool is not None else None
+
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
 
@@ -45,6 +72,8 @@ def health_routes(app: web.Application, checks: Mapping[str, Check]) -> None:
         return web.json_response({"status": "ready", "checks": sorted(checks)})
 
     async def metrics_handler(_: web.Request) -> web.Response:
+        if gauges is not None:
+            await gauges.refresh()
         response = web.Response(body=generate_latest())
         response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
         response.charset = "utf-8"
@@ -58,14 +87,16 @@ def health_routes(app: web.Application, checks: Mapping[str, Check]) -> None:
 class HealthServer:
     """A tiny aiohttp server with the three endpoints; ``start``/``stop``."""
 
-    def __init__(self, port: int, checks: Mapping[str, Check], host: str = "0.0.0.0") -> None:
-        self.port, self.host, self.checks = port, host, dict(checks)
+    def __init__(
+        self, port: int, checks: Mapping[str, Check], host: str = "0.0.0.0", pool: asyncpg.Pool | None = None
+    ) -> None:
+        self.port, self.host, self.checks, self.pool = port, host, dict(checks), pool
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         _mark_build_info()
         app = web.Application()
-        health_routes(app, self.checks)
+        health_routes(app, self.checks, self.pool)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)

@@ -86,7 +86,7 @@ def create_app(deps: InboundDeps, routes: Sequence[RouteInstaller] | None = None
     app[OPENAPI_SCHEMAS] = base_schemas()
     intake = WebhookIntake(deps.options, deps.committer)
     app.router.add_post(WEBHOOK_PATH, intake.handle)
-    health_routes(app, readiness_checks(deps))
+    health_routes(app, readiness_checks(deps), deps.pool)
     app.router.add_get("/openapi.json", openapi_handler)
     for install in default_route_installers() if routes is None else routes:
         install(app, deps)

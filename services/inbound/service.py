@@ -114,6 +114,6 @@ async def run_inbound(
             components.extend(handlers_consumers(deps, consumers or partitions))
         if relay:
             components.append(relay_component(deps))
-        health = HealthServer(settings.get_int("METRICS_PORT") or 9102, readiness_checks(deps))
+        health = HealthServer(settings.get_int("METRICS_PORT") or 9102, readiness_checks(deps), pool=deps.pool)
         log.info("inbound starting", web=web_server, handlers=handlers, relay=relay)
         await serve(components, health, stop_event=stop_event)

@@ -172,7 +172,7 @@ class Runtime:
         checks = {"postgres": postgres_check(self.pool), "migrations": migrations_check(self.pool)}
         if kafka:
             checks["kafka"] = kafka_check(self.settings.require("KAFKA_BOOTSTRAP_SERVERS"))
-        return HealthServer(self.settings.get_int("METRICS_PORT") or 9102, checks)
+        return HealthServer(self.settings.get_int("METRICS_PORT") or 9102, checks, pool=self.pool)
 
 
 @contextlib.asynccontextmanager
