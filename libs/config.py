@@ -145,12 +145,27 @@ _BY_NAME = {v.name: v for v in VARIABLES}
 _LEVELS = {"debug", "info", "warning", "error", "critical"}
 
 
+def _without_password(url: str) -> str:
+    """``url`` with any password in it masked: a DATABASE_URL carries one, and errors are logged."""
+    try:
+        parsed = urlparse(url)
+        password = parsed.password
+    except ValueError:
+        return "(unparseable URL, not shown)"
+    if not password:
+        return url
+    user = parsed.username or ""
+    host = parsed.netloc.rpartition("@")[2]
+    return parsed._replace(netloc=f"{user}:****@{host}").geturl()
+
+
 def _check(var: Variable, raw: str) -> str | None:
     if var.kind in ("url", "postgres"):
         parsed = urlparse(raw)
         schemes = ("postgres", "postgresql") if var.kind == "postgres" else ("http", "https")
         if parsed.scheme not in schemes or (not parsed.netloc and var.kind == "url"):
-            return f"{var.name}={raw if not var.secret else '****'!s} is not a {'/'.join(schemes)} URL"
+            shown = "****" if var.secret else _without_password(raw)
+            return f"{var.name}={shown} is not a {'/'.join(schemes)} URL"
     elif var.kind in ("int", "port"):
         try:
             number = int(raw)

@@ -38,8 +38,11 @@ def test_secrets_never_show_in_reprs_or_plain_getters() -> None:
 
 def test_a_malformed_database_url_does_not_echo_it() -> None:
     with pytest.raises(ConfigError) as info:
-        load_settings(env={"DATABASE_URL": "mysql://user:pw@host/db"})
-    assert "DATABASE_URL" in str(info.value)
+        load_settings(env={"DATABASE_URL": "mysql://user:s3cr3t-pw@host/db", "KLEER_API_BASE": "ftp://u:tok3n@x"})
+    message = str(info.value)
+    assert "DATABASE_URL=mysql://user:****@host/db is not a postgres/postgresql URL" in message
+    assert "KLEER_API_BASE=ftp://u:****@x" in message
+    assert "s3cr3t-pw" not in message and "tok3n" not in message
 
 
 def test_defaults_apply_and_the_connection_is_named() -> None:
