@@ -175,13 +175,19 @@ class InboundHandlers:
         events alone hold no trigger: the parked record needed a sync).
         """
         parsed: list[tuple[RecordedEvent, WebhookEvent]] = []
+        unreadable: list[tuple[RecordedEvent, str]] = []
         for event in events:
             if event.type != WEBHOOK_RECEIVED:
+                # Only WebhookReceived travels on this topic: another type was written by a newer version.
+                unreadable.append((event, f"unknown event type {event.type} on the webhook topic: this handlers "
+                                          "version cannot apply it; upgrade the handlers, then redrive"))
                 continue
             try:
                 parsed.append((event, WebhookEvent.from_data(event.data)))
             except (MalformedWebhook, EventDataError) as exc:
-                log.error("recorded webhook event unreadable; skipped", position=event.position, error=str(exc))
+                unreadable.append((event, f"recorded webhook event unreadable: {exc}"))
+        if unreadable and raise_failures:
+            raise ValueError(unreadable[0][1])
         work, ignored = group_batch(parsed, self.options.app_id)
         if ignored:
             metrics.INBOUND_COMMANDS.labels(object_type="other", outcome="ignored").inc(ignored)
@@ -201,7 +207,19 @@ class InboundHandlers:
         for outcome in outcomes:
             result.appends.extend(outcome.appends)
             result.writes.extend(outcome.writes)
+        result.writes.extend(self._park_unreadable(event, reason) for event, reason in unreadable)
         return result
+
+    def _park_unreadable(self, event: RecordedEvent, reason: str) -> SqlWrite:
+        """An event these handlers cannot read is parked whole (never skipped): redrive it after the fix."""
+        log.error("inbound event unreadable; parked in the DLQ", position=event.position, type=event.type,
+                  reason=reason)
+        metrics.INBOUND_COMMANDS.labels(object_type="other", outcome="dead_lettered").inc()
+
+        async def park(conn: asyncpg.Connection) -> None:
+            await self.dlq.park_event(conn, source=CONSUMER_NAME, event=event, reason=reason)
+
+        return park
 
     async def _drop_own_echoes(self, work: list[RecordWork]) -> list[RecordWork]:
         by_key: dict[tuple[str, str], list[tuple[str, str, str | None]]] = {}

@@ -24,6 +24,7 @@ from services.outbound.snapshots import (
     hubspot_object_of,
     parse_event_type,
 )
+from services.topics import OUTBOUND_CHANGES, route_topic
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -102,7 +103,7 @@ class Pushed:
 
 
 def coalesce(events: Iterable[RecordedEvent]) -> tuple[list[Change], list[Malformed]]:
-    """The latest outbound event per record, in log order; events of other types are ignored.
+    """The latest outbound event per record, in log order; events not routed to the pusher are ignored.
 
     A record with any ``PushRequested`` event in the batch is forced (written even
     when HubSpot has its fingerprint). Events whose data cannot be read come back
@@ -114,6 +115,11 @@ def coalesce(events: Iterable[RecordedEvent]) -> tuple[list[Change], list[Malfor
     for event in sorted(events, key=lambda e: e.position):
         parsed = parse_event_type(event.type)
         if parsed is None:
+            if route_topic(event.type) == OUTBOUND_CHANGES:
+                # Routed to the pusher, yet unknown here (a newer poller wrote it?): parked, never dropped.
+                malformed.append(Malformed(
+                    event, f"unknown event type {event.type} on the outbound topic: this pusher version cannot "
+                    "push it; upgrade the pusher, then redrive"))
             continue
         kind, action = parsed
         try:

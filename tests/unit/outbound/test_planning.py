@@ -91,6 +91,15 @@ def test_unreadable_events_come_back_as_malformed() -> None:
     assert "carries client:3" in malformed[1].reason
 
 
+def test_an_unknown_event_type_routed_to_the_pusher_is_malformed_not_dropped() -> None:
+    newer = _event("KleerPaymentChanged", "c1/kleer-payment/1", {"kleer_id": "1"})  # a newer poller's type
+    audit_only = _event("HubSpotCompanyUpserted", "c1/kleer-client/1", {})  # never routed here: ignored
+    changes, malformed = coalesce([newer, audit_only, _changed("client", "2")])
+    assert [c.kleer_id for c in changes] == ["2"]
+    assert [m.event.type for m in malformed] == ["KleerPaymentChanged"]
+    assert "unknown event type KleerPaymentChanged" in malformed[0].reason and "redrive" in malformed[0].reason
+
+
 @pytest.mark.parametrize(
     ("pushed", "fingerprint", "force", "expected"),
     [
