@@ -4,10 +4,16 @@
 # that is down, starts it. Otherwise says what to do.
 set -euo pipefail
 url="${DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres}"
-hostport="${url#*@}"; hostport="${hostport%%/*}"
+hostport="${url#*://}"; hostport="${hostport%%/*}"; hostport="${hostport%%\?*}"
+hostport="${hostport##*@}"   # user[:password]@ is optional
 host="${hostport%%:*}"; port="${hostport##*:}"
 [ "$port" = "$host" ] && port=5432
-ready() { pg_isready -q -h "$host" -p "$port" 2>/dev/null; }
+[ -n "$host" ] || host=127.0.0.1
+if command -v pg_isready >/dev/null 2>&1; then
+  ready() { pg_isready -q -h "$host" -p "$port" 2>/dev/null; }
+else  # no client tools: a TCP connect is enough to tell a server listens
+  ready() { timeout 2 bash -c "exec 3<>/dev/tcp/$host/$port" 2>/dev/null; }
+fi
 if ready; then exit 0; fi
 if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
   version=$(ls /etc/postgresql | sort -n | tail -1)
