@@ -10,9 +10,9 @@ grows:
   walking the ``(type, position)`` index backwards;
 - lag: how long the oldest change after the last HubSpot write has waited;
 - open dead letters;
-- last poll and freshness from the poller's gauges when it runs in this
-  process (``make run``); elsewhere Prometheus has them
-  (``kleer_sync_poll_freshness_seconds``).
+- last poll, freshness and the last poll error from ``poll_runs``, which the
+  poller upserts after each pass wherever it runs (its own process in the
+  Kubernetes layout); the in-process gauge only when that table has no row.
 
 Consumers and the relay: the checkpoints and how far behind the log head they are.
 """
@@ -67,7 +67,8 @@ class KindStatus:
     last_push: Mark | None = None
     waiting_since: datetime | None = None  # the oldest change not followed by a HubSpot write
     open_dead_letters: int = 0
-    last_poll: float | None = None  # unix time, from the in-process gauge
+    last_poll: float | None = None  # unix time of the last successful poll (poll_runs, else the in-process gauge)
+    poll_error: str | None = None  # the last pass's error, until a pass succeeds
 
     def lag_seconds(self, now: datetime) -> float:
         return max(0.0, (now - self.waiting_since).total_seconds()) if self.waiting_since else 0.0
@@ -131,6 +132,15 @@ async def _first_after(conn: asyncpg.Connection, types: Sequence[str], prefix: s
     return first[1] if first else None
 
 
+async def _poll_runs(conn: asyncpg.Connection) -> dict[tuple[str, str], tuple[float | None, str | None]]:
+    """(connection, kind) -> (unix time of the last successful poll, the last pass's error)."""
+    try:
+        rows = await conn.fetch("SELECT connection, kind, last_success_at, last_error FROM poll_runs")
+    except asyncpg.UndefinedTableError:
+        return {}
+    return {(r[0], r[1]): (r[2].timestamp() if r[2] else None, r[3]) for r in rows}
+
+
 async def _counts(conn: asyncpg.Connection, sql: str) -> dict[tuple[str, str], int]:
     try:
         rows = await conn.fetch(sql)
@@ -169,7 +179,8 @@ async def load_overview(pool: asyncpg.Pool, connections: Sequence[str] = ()) -> 
         by_source = await _counts(
             conn, "SELECT source, '', count(*) FROM dead_letters WHERE status = 'open' GROUP BY source"
         )
-        known = list(dict.fromkeys([*connections, *(c for c, _ in (*records, *in_hubspot, *dead))]))
+        polls = await _poll_runs(conn)
+        known = list(dict.fromkeys([*connections, *(c for c, _ in (*records, *in_hubspot, *dead, *polls))]))
         overview = Overview(head=head, now=now, dead_letters_by_source={s: n for (s, _), n in by_source.items()})
         for connection in known:
             prefix = connection_streams(connection)
@@ -182,6 +193,8 @@ async def load_overview(pool: asyncpg.Pool, connections: Sequence[str] = ()) -> 
                     open_dead_letters=dead.get((connection, kind), 0),
                     last_poll=_gauge_value(metrics.POLL_LAST_SUCCESS, connection, kind),
                 )
+                if (connection, kind) in polls:
+                    status.last_poll, status.poll_error = polls[(connection, kind)]
                 status.last_change = await _last(conn, change_types(kind), prefix)
                 status.last_push = await _last(conn, push_types(kind), prefix)
                 pushed_up_to = status.last_push.position if status.last_push else 0

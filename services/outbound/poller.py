@@ -337,7 +337,37 @@ class Poller:
                 unmappable=len(detection.failures),
                 seconds=round(seconds, 3),
             )
+        await self._record_runs(report)
         return report
+
+    async def _record_runs(self, report: PollReport) -> None:
+        """Upsert the pass into ``poll_runs`` (every process's view of freshness: the admin overview).
+
+        Bookkeeping only: the pass's events are committed already, so a database that fails here is logged
+        and the next pass records again.
+        """
+        if not report.kinds:
+            return
+        rows = [(k.kind, k.error, k.seen, k.changed, k.removed, k.seconds) for k in report.kinds.values()]
+        try:
+            await self.pool.executemany(
+                """
+                INSERT INTO poll_runs AS p (connection, kind, last_attempt_at, last_success_at, seen, changed,
+                                            removed, seconds, last_error)
+                VALUES ($1, $2, now(), CASE WHEN $3::text IS NULL THEN now() END, $4, $5, $6, $7, $3)
+                ON CONFLICT (connection, kind) DO UPDATE SET
+                    last_attempt_at = now(),
+                    last_error = EXCLUDED.last_error,
+                    last_success_at = COALESCE(EXCLUDED.last_success_at, p.last_success_at),
+                    seen = CASE WHEN EXCLUDED.last_error IS NULL THEN EXCLUDED.seen ELSE p.seen END,
+                    changed = CASE WHEN EXCLUDED.last_error IS NULL THEN EXCLUDED.changed ELSE p.changed END,
+                    removed = CASE WHEN EXCLUDED.last_error IS NULL THEN EXCLUDED.removed ELSE p.removed END,
+                    seconds = CASE WHEN EXCLUDED.last_error IS NULL THEN EXCLUDED.seconds ELSE p.seconds END
+                """,
+                [(self.config.connection, *row) for row in rows],
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("could not record the poll in poll_runs; the next pass will", error=str(exc))
 
     async def _list(self, kind: str) -> list[dict[str, Any]]:
         params: dict[str, str] = {}

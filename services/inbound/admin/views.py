@@ -111,8 +111,9 @@ class AdminPages:
             )
         parts.append(
             Markup(
-                '<p class="muted">Last poll and freshness come from the poller when it runs in this process; '
-                "in a split deployment see <code>kleer_sync_poll_freshness_seconds</code> in Prometheus. "
+                '<p class="muted">Last poll: the last successful pass of the poller, wherever it runs (a failed '
+                "pass shows its error until the next one succeeds); Prometheus has the same as "
+                "<code>kleer_sync_poll_freshness_seconds</code>. "
                 "Lag: how long the oldest change not yet written to HubSpot has waited.</p>"
             )
         )
@@ -158,7 +159,12 @@ class AdminPages:
             kind=status.kind,
             records=status.records,
             in_hubspot=status.in_hubspot,
-            poll=h("{}", when(datetime.fromtimestamp(status.last_poll).astimezone())) if status.last_poll else "—",
+            poll=join([
+                h("{}", when(datetime.fromtimestamp(status.last_poll).astimezone()))
+                if status.last_poll else Markup("—"),
+                h('<br><span class="warn">last pass failed: {}</span>', status.poll_error)
+                if status.poll_error else Markup(""),
+            ]),
             fresh=ago(status.freshness_seconds()),
             change=moment(status.last_change.at) if status.last_change else "—",
             push=moment(status.last_push.at) if status.last_push else "—",

@@ -182,6 +182,38 @@ async def test_overview_record_and_dead_letter_pages_show_the_sync(
         assert f'data-id="{entry_id}"' in listing and "HubSpot said no" in listing
 
 
+async def test_overview_shows_the_last_poll_and_its_error_from_a_poller_in_another_process(
+    sync: SyncHarness, store: PostgresEventStore, database_url: str, http: aiohttp.ClientSession
+) -> None:
+    await sync.kleer.clients.create({"name": "Strömstad Sill AB", "currency-type": "SEK"})
+    await sync.sync(["client"])
+    sync.kleer_sim.set_faults({"error-rates": {"503": 1.0}})  # Kleer down for the next pass: its error is recorded
+    report = await sync.poll(["client"])
+    sync.kleer_sim.clear_faults()
+    assert not report.ok
+    row = await store.pool.fetchrow("SELECT * FROM poll_runs WHERE connection = $1 AND kind = 'client'", CONNECTION)
+    assert row["last_success_at"] is not None and row["seen"] == 1 and "503" in row["last_error"]
+    # A poller elsewhere (another connection, so no gauge of this process knows it) polled a minute ago.
+    await store.pool.execute(
+        "INSERT INTO poll_runs (connection, kind, last_attempt_at, last_success_at, seen) "
+        "VALUES ('elsewhere', 'invoice', now(), now() - interval '60 seconds', 7)")
+    async with admin_site(store, database_url) as site:
+        overview = await page(http, site, "/admin/")
+    assert "Connection elsewhere" in overview
+    sections = dict(re.findall(r"<h2>Connection (\w+)</h2>(.*?)</table>", overview, re.S))
+    invoice = re.search(r"<tr><th>invoice</th>(.*?)</tr>", sections["elsewhere"], re.S)
+    assert invoice is not None
+    fresh = re.findall(r"<td[^>]*>(.*?)</td>", invoice[1], re.S)[3]
+    seconds = re.fullmatch(r"(\d+) s", fresh.strip())
+    assert seconds is not None and 55 <= int(seconds[1]) < 90, fresh  # freshness from the row, not a gauge
+    client = re.search(r"<tr><th>client</th>(.*?)</tr>", sections[CONNECTION], re.S)
+    assert client is not None and "last pass failed" in client[1] and "503" in client[1]
+
+    await sync.poll(["client"])  # Kleer is back: the error clears
+    assert await store.pool.fetchval(
+        "SELECT last_error FROM poll_runs WHERE connection = $1 AND kind = 'client'", CONNECTION) is None
+
+
 async def test_replay_from_the_admin_previews_the_diff_then_runs(
     sync: SyncHarness, store: PostgresEventStore, database_url: str, http: aiohttp.ClientSession
 ) -> None:
