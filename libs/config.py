@@ -55,6 +55,12 @@ class Variable:
 
 VARIABLES: tuple[Variable, ...] = (
     Variable("DATABASE_URL", "PostgreSQL DSN of the event log.", kind="postgres"),
+    Variable(
+        "DATABASE_OWNER_URL",
+        "DSN of the schema owner, for `kleer-sync db migrate` only (default DATABASE_URL). When its user differs "
+        "from DATABASE_URL's, migrate grants that user exactly what the services need (no DDL, append-only log).",
+        kind="postgres",
+    ),
     Variable("KAFKA_BOOTSTRAP_SERVERS", "Kafka bootstrap servers, comma separated (host:port,...)."),
     Variable(
         "KAFKA_TOPIC_PREFIX",

@@ -8,7 +8,10 @@ import importlib
 import sys
 from typing import Any
 
+import asyncpg
+
 from libs.config import ConfigError, load_settings
+from libs.events.grants import GrantError, apply_grants, database_of, grant_statements, user_of
 from libs.events.kafka import DEFAULT_PARTITIONS
 from libs.events.migrate import MigrationError, migrate
 from libs.events.relay import Relay, RelayConfig
@@ -24,8 +27,17 @@ def register(subparsers: Any) -> None:
     db = subparsers.add_parser("db", help="database tasks")
     db_commands = db.add_subparsers(dest="db_command", metavar="TASK")
     db_commands.required = True
-    mig = db_commands.add_parser("migrate", help="apply pending migrations (safe to run twice)")
+    mig = db_commands.add_parser(
+        "migrate",
+        help="apply pending migrations (safe to run twice); as DATABASE_OWNER_URL when set, then grant "
+        "DATABASE_URL's user what the services need",
+    )
     mig.set_defaults(func=run_migrate)
+    grants = db_commands.add_parser(
+        "grants", help="print the GRANT statements the services' role needs (for a DBA to review or apply)"
+    )
+    grants.add_argument("--role", help="the services' role (default: the user of DATABASE_URL)")
+    grants.set_defaults(func=run_grants)
 
     relay = subparsers.add_parser("relay", help="publish the event log to Kafka (outbox relay)")
     relay.add_argument("--batch-size", type=int, default=2000)
@@ -41,10 +53,45 @@ def _fail(message: str) -> int:
 def run_migrate(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(required=["DATABASE_URL"])
-        applied = asyncio.run(migrate(settings.require("DATABASE_URL")))
-    except (ConfigError, MigrationError) as exc:
+        service_dsn = settings.require("DATABASE_URL")
+        owner_dsn = settings.get("DATABASE_OWNER_URL") or service_dsn
+        applied = asyncio.run(migrate(owner_dsn))
+        print(f"database is up to date ({len(applied)} migration(s) applied now)")
+        service_role = user_of(service_dsn)
+        if owner_dsn != service_dsn and service_role and service_role != user_of(owner_dsn):
+            statements = asyncio.run(apply_grants(owner_dsn, service_role))
+            print(f"granted role {service_role!r} what the services need ({len(statements)} statements; "
+                  "`kleer-sync db grants` prints them)")
+    except (ConfigError, MigrationError, GrantError) as exc:
         return _fail(str(exc))
-    print(f"database is up to date ({len(applied)} migration(s) applied now)")
+    except (OSError, asyncpg.PostgresError) as exc:
+        return _fail(f"cannot grant the services' role: {exc}. Check DATABASE_OWNER_URL.")
+    return 0
+
+
+def run_grants(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(required=["DATABASE_URL"])
+    except ConfigError as exc:
+        return _fail(str(exc))
+    service_dsn = settings.require("DATABASE_URL")
+    owner_dsn = settings.get("DATABASE_OWNER_URL") or service_dsn
+    role = args.role or user_of(service_dsn)
+    if not role:
+        return _fail("DATABASE_URL names no user: say which role the services run as with --role")
+
+    async def statements() -> list[str]:
+        conn = await asyncpg.connect(owner_dsn)
+        try:
+            return await grant_statements(conn, role, database_of(owner_dsn))
+        finally:
+            await conn.close()
+
+    try:
+        for statement in asyncio.run(statements()):
+            print(f"{statement};")
+    except (OSError, asyncpg.PostgresError) as exc:
+        return _fail(f"cannot read the schema: {exc}. Check DATABASE_URL (or DATABASE_OWNER_URL).")
     return 0
 
 

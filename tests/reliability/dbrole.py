@@ -1,22 +1,7 @@
-"""The database role the services run as: no superuser, no DDL, an append-only event log.
+"""A throwaway service role for the reliability tests: no superuser, the grants of ``libs/events/grants.py``.
 
-Migrations run as the database owner (``kleer-sync db migrate``, a deploy
-step); the long-running services connect as a role with only these grants
-(see ``README.md`` in this directory)::
-
-    CREATE ROLE kleer_sync_service LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;
-    GRANT CONNECT ON DATABASE kleer_sync TO kleer_sync_service;
-    GRANT USAGE ON SCHEMA public TO kleer_sync_service;          -- no CREATE: no DDL
-    GRANT SELECT, INSERT ON events TO kleer_sync_service;        -- the log is append-only
-    GRANT SELECT ON schema_migrations TO kleer_sync_service;     -- readiness checks it
-    GRANT SELECT, INSERT, UPDATE, DELETE ON <every other table> TO kleer_sync_service;
-    GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO kleer_sync_service;
-    REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA public FROM PUBLIC;
-    GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO kleer_sync_service;  -- kleer_sync_append, hubspot_rate_acquire
-
-No ``UPDATE``/``DELETE``/``TRUNCATE`` on ``events``, no ownership of
-anything, no ``CREATE`` on the schema. A new migration that adds a table must
-extend the grants (``grant_statements`` is the list the tests apply).
+The same grants ``kleer-sync db migrate`` applies in production (``DATABASE_OWNER_URL``
+migrates; the user of ``DATABASE_URL`` gets them), applied here to a fresh role per run.
 """
 
 from __future__ import annotations
@@ -26,33 +11,7 @@ from urllib.parse import urlparse
 
 import asyncpg
 
-APPEND_ONLY = ("events",)
-READ_ONLY = ("schema_migrations",)
-
-
-async def grant_statements(conn: asyncpg.Connection, role: str, database: str) -> list[str]:
-    """The GRANTs for ``role`` on every table the migrations created."""
-    tables = [r["tablename"] for r in await conn.fetch(
-        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")]
-    statements = [
-        f'GRANT CONNECT ON DATABASE "{database}" TO "{role}"',
-        f'GRANT USAGE ON SCHEMA public TO "{role}"',
-        "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
-    ]
-    for table in tables:
-        if table in APPEND_ONLY:
-            privileges = "SELECT, INSERT"
-        elif table in READ_ONLY:
-            privileges = "SELECT"
-        else:
-            privileges = "SELECT, INSERT, UPDATE, DELETE"
-        statements.append(f'GRANT {privileges} ON TABLE public."{table}" TO "{role}"')
-    statements += [
-        f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO "{role}"',
-        "REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA public FROM PUBLIC",
-        f'GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO "{role}"',
-    ]
-    return statements
+from libs.events.grants import grant_statements
 
 
 async def create_service_role(owner_dsn: str) -> tuple[str, str]:

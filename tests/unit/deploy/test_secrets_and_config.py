@@ -14,7 +14,7 @@ from libs.config import VARIABLES
 from .manifests import REPO, Manifest, all_containers, config_map_data, name_of, of_kind
 
 SECRET_NAME = "kleer-sync-secrets"
-SECRET_VARIABLES = {v.name for v in VARIABLES if v.secret} | {"DATABASE_URL"}  # the DSN holds a password
+SECRET_VARIABLES = {v.name for v in VARIABLES if v.secret} | {"DATABASE_URL", "DATABASE_OWNER_URL"}  # DSNs hold passwords
 KNOWN_VARIABLES = {v.name for v in VARIABLES}
 _SKIP_DIRS = {
     ".git",
@@ -52,6 +52,7 @@ def _repository_documents() -> list[tuple[pathlib.Path, Any]]:
 def test_the_secret_variables_are_the_ones_the_brief_names() -> None:
     assert SECRET_VARIABLES == {
         "DATABASE_URL",
+        "DATABASE_OWNER_URL",
         "KLEER_TOKEN",
         "HUBSPOT_ACCESS_TOKEN",
         "HUBSPOT_REFRESH_TOKEN",
