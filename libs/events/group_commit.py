@@ -16,12 +16,18 @@ Guarantees:
   requests are retried alone, so one caller's bad data (or a concurrency
   conflict on its stream) fails that caller only. A database outage fails
   every caller of the group with the database's error.
-- **Bounded waiting.** A caller that finds the committer idle waits at most
-  ``max_delay`` for company before its group is flushed (less when
-  ``max_events`` are reached); one that arrives while a group commits waits
+- **Bounded waiting.** A caller that finds the committer idle waits for
+  company only while each turn of the event loop brings more submissions (the
+  requests received meanwhile are being read), at most ``max_delay`` and
+  ``max_events``; no fixed delay. One that arrives while a group commits waits
   for that commit only, then goes in the next group at once. One group commits
   at a time: while it commits, the next one gathers, so throughput grows with
   load instead of latency.
+- **Deadlines.** ``enqueue(requests, timeout=...)`` fails the caller's future
+  with ``TimeoutError`` once ``timeout`` has passed without its commit (within
+  ``DEADLINE_RESOLUTION``), from one timer for all callers. Giving up, like
+  cancelling the future, never cancels the commit: the requests are committed
+  anyway (a retry is then a duplicate).
 - ``stop`` flushes what was submitted before it and refuses new submissions
   (``GroupCommitClosed``).
 """
@@ -31,21 +37,26 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from libs.events.store import AppendRequest, AppendResult, PostgresEventStore
+
+#: How late past its timeout a caller's future may fail (the deadline timer's tick).
+DEADLINE_RESOLUTION = 0.05
 
 
 class GroupCommitClosed(RuntimeError):
     """The committer is stopped; nothing more can be submitted."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     requests: Sequence[AppendRequest]
     future: asyncio.Future[list[AppendResult]]
     events: int
+    deadline: float | None = None  # loop time after which the caller gives up
 
 
 @dataclass
@@ -78,10 +89,11 @@ class GroupCommitter:
         self.max_delay = max_delay
         self.max_events = max_events
         self.stats = GroupCommitStats()
-        self._queue: list[_Pending] = []
+        self._queue: deque[_Pending] = deque()
         self._queued_events = 0
+        self._committing: list[_Pending] = []
+        self._deadline_timer: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
-        self._full = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -101,34 +113,62 @@ class GroupCommitter:
         """Commit everything submitted so far, then stop."""
         self._closed = True
         self._wake.set()
-        self._full.set()
         task, self._task = self._task, None
         if task is not None:
             await task
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
 
     async def submit(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
         """Append ``requests`` in the next group; returns once they are committed."""
         return await asyncio.shield(self.enqueue(requests))
 
-    def enqueue(self, requests: Sequence[AppendRequest]) -> asyncio.Future[list[AppendResult]]:
+    def enqueue(
+        self, requests: Sequence[AppendRequest], timeout: float | None = None
+    ) -> asyncio.Future[list[AppendResult]]:
         """Queue ``requests`` for the next group; the future resolves once they are committed.
 
-        ``submit`` without a coroutine of its own (no task per caller: the webhook intake's hot path). The
-        future is the committer's: await it through ``asyncio.shield`` so a cancelled caller cannot cancel it.
+        ``submit`` without a coroutine of its own (no task per caller: the webhook intake's hot path). With
+        ``timeout`` (seconds), the future fails with ``TimeoutError`` if the commit has not finished by then
+        (checked every ``DEADLINE_RESOLUTION``; cheaper than a timer per caller). The future is the caller's
+        alone: cancelling it, or its timing out, does not cancel the commit, which still happens.
         """
         if self._closed or self._task is None:
             raise GroupCommitClosed("the group committer is not running")
-        future: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
-        events = sum(len(r.events) for r in requests)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[AppendResult]] = loop.create_future()
+        events = 0
+        for request in requests:
+            events += len(request.events)
         if events == 0:
             future.set_result([])
             return future
-        self._queue.append(_Pending(requests, future, events))
+        deadline = None
+        if timeout is not None:
+            deadline = loop.time() + timeout
+            if self._deadline_timer is None:
+                self._deadline_timer = loop.call_later(DEADLINE_RESOLUTION, self._expire_deadlines)
+        self._queue.append(_Pending(requests, future, events, deadline))
         self._queued_events += events
         self._wake.set()
-        if self._queued_events >= self.max_events:
-            self._full.set()
         return future
+
+    def _expire_deadlines(self) -> None:
+        """Fail the futures of callers past their deadline; tick again while any caller waits with one."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        waiting = False
+        for pending in (*self._committing, *self._queue):
+            if pending.deadline is None or pending.future.done():
+                continue
+            if pending.deadline <= now:
+                pending.future.set_exception(TimeoutError("the group commit did not finish in time"))
+            else:
+                waiting = True
+        self._deadline_timer = None
+        if waiting:
+            self._deadline_timer = loop.call_later(DEADLINE_RESOLUTION, self._expire_deadlines)
 
     # -- the flusher -------------------------------------------------------------------
     async def _run(self) -> None:
@@ -138,24 +178,38 @@ class GroupCommitter:
                     return
                 self._wake.clear()
                 await self._wake.wait()
-                if self.max_delay > 0 and self._queued_events < self.max_events and not self._closed:
-                    # Woken from idle: give concurrent callers a moment to join this group. Submissions that
-                    # queued while a commit ran have waited already: they go in the next group at once.
-                    self._full.clear()
-                    timer = asyncio.get_running_loop().call_later(self.max_delay, self._full.set)
-                    try:
-                        await self._full.wait()
-                    finally:
-                        timer.cancel()
+                # Woken from idle: let concurrent callers join this group. Submissions that queued while a
+                # commit ran have waited already: they go in the next group at once.
+                await self._gather_company()
                 continue
             group = self._take_group()
-            await self._commit(group)
+            self._committing = group
+            try:
+                await self._commit(group)
+            finally:
+                self._committing = []
+
+    async def _gather_company(self) -> None:
+        """Wait while each turn of the event loop brings more submissions, at most ``max_delay``.
+
+        The requests that arrived with the first one are being read and checked; a turn that adds nothing
+        ends the wait. No timer: a lone caller on an idle server is committed at once, and under load the
+        group takes everything that has arrived while the server keeps working (a fixed wait left it idle).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_delay
+        while not self._closed and self._queued_events < self.max_events and loop.time() < deadline:
+            queued = len(self._queue)
+            await asyncio.sleep(0)
+            if len(self._queue) == queued:
+                return
 
     def _take_group(self) -> list[_Pending]:
         group: list[_Pending] = []
         events = 0
-        while self._queue and (not group or events + self._queue[0].events <= self.max_events):
-            pending = self._queue.pop(0)
+        queue = self._queue
+        while queue and (not group or events + queue[0].events <= self.max_events):
+            pending = queue.popleft()
             group.append(pending)
             events += pending.events
         self._queued_events -= events
@@ -178,6 +232,8 @@ class GroupCommitter:
                 await self._commit_one_by_one(group)
             return
         self._record(group, time.perf_counter() - started)
+        if _answer_in_order(group, results):
+            return
         by_id = {r.event_id: r for r in results}
         claimed: set[uuid.UUID] = set()
         for pending in group:
@@ -205,6 +261,32 @@ class GroupCommitter:
         stats.largest_group = max(stats.largest_group, len(group))
         if len(stats.commit_seconds) < 100_000:
             stats.commit_seconds.append(seconds)
+
+
+def _answer_in_order(group: list[_Pending], results: list[AppendResult]) -> bool:
+    """Hand each caller its results when the group's results are its events, in order, all inserted.
+
+    The common case (no event_id stored before or repeated): results come in position order, which is
+    the order of the batch. Each result's event_id is checked against its event; on any difference
+    nothing is answered and False tells the caller to match results by event_id instead.
+    """
+    if len(results) != sum(p.events for p in group):
+        return False
+    owns: list[list[AppendResult]] = []
+    i = 0
+    for pending in group:
+        start = i
+        for request in pending.requests:
+            for event in request.events:
+                result = results[i]
+                if result.event_id != event.event_id or not result.inserted:
+                    return False
+                i += 1
+        owns.append(results[start:i])
+    for pending, own in zip(group, owns, strict=True):
+        if not pending.future.done():
+            pending.future.set_result(own)
+    return True
 
 
 def _own_results(

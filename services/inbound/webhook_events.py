@@ -176,10 +176,16 @@ def record_kind(object_kind: str) -> str:
 def webhook_event_id(portal_id: int, hubspot_event_id: int) -> uuid.UUID:
     """The log event_id of a HubSpot webhook event: the same for every delivery of that event.
 
-    ``uuid5(WEBHOOK_NAMESPACE, "portal:eventId")``, computed inline (the intake's hot path).
+    ``uuid5(WEBHOOK_NAMESPACE, "portal:eventId")``, computed inline (the intake's hot path): the version
+    and variant bits are set on the integer, as ``uuid.UUID(bytes=..., version=5)`` does at twice the cost.
     """
     digest = hashlib.sha1(_NAMESPACE_BYTES + f"{portal_id}:{hubspot_event_id}".encode()).digest()
-    return uuid.UUID(bytes=digest[:16], version=5)
+    return uuid.UUID(int=int.from_bytes(digest[:16], "big") & _VERSION_MASK | _VERSION_5)
+
+
+# uuid5 bits (RFC 9562): version 0b0101 in bits 76-79, variant 0b10 in bits 62-63.
+_VERSION_MASK = ~(0xF << 76 | 0x3 << 62)
+_VERSION_5 = 0x5 << 76 | 0x2 << 62
 
 
 def parse_webhook_body(body: bytes) -> list[WebhookEvent]:

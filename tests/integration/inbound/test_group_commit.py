@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from libs.events.envelope import NewEvent
-from libs.events.group_commit import GroupCommitClosed, GroupCommitter
+from libs.events.group_commit import DEADLINE_RESOLUTION, GroupCommitClosed, GroupCommitter
 from libs.events.store import AppendRequest, PostgresEventStore
 
 
@@ -65,6 +65,26 @@ async def test_a_caller_that_gives_up_does_not_cancel_the_commit(store: Postgres
         [result] = await asyncio.shield(future)
     assert result.inserted
     assert await _stored(store, [event_id]) == 1
+
+
+async def test_a_caller_with_a_deadline_fails_in_time_and_the_commit_still_happens(store: PostgresEventStore) -> None:
+    late, patient = uuid.uuid4(), uuid.uuid4()
+    async with GroupCommitter(store) as committer, store.pool.acquire() as blocker:
+        blocking = blocker.transaction()
+        await blocking.start()
+        await blocker.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+        started = asyncio.get_running_loop().time()
+        timed = committer.enqueue([_request("t/hubspot-company/5", late)], timeout=0.2)
+        waiting = committer.enqueue([_request("t/hubspot-company/6", patient)])  # no deadline: waits on
+        with pytest.raises(TimeoutError):
+            await timed
+        waited = asyncio.get_running_loop().time() - started
+        assert 0.2 <= waited < 0.2 + 5 * DEADLINE_RESOLUTION + 1.0, waited  # one shared timer, not per caller
+        assert not waiting.done()
+        await blocking.rollback()
+        [result] = await waiting
+    assert result.inserted
+    assert await _stored(store, [late, patient]) == 2  # the caller that gave up was committed anyway
 
 
 async def test_nothing_to_append_is_answered_at_once_and_a_stopped_committer_refuses(
