@@ -71,7 +71,7 @@ from libs.kleer.resources import (
     Resource,
 )
 from libs.kleer.retry import NOT_PROCESSED_STATUSES, RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
-from libs.observability.logging import get_logger, register_secret
+from libs.observability.logging import correlation_headers, get_logger, register_secret
 from libs.observability.metrics import KLEER_REQUEST_SECONDS, KLEER_REQUESTS
 
 DEFAULT_BASE_URL = "https://api.kleer.se/v1"
@@ -351,7 +351,7 @@ class KleerClient:
         session = self._session
         if session is None:
             raise RuntimeError("KleerClient is not started: use `async with KleerClient(...)`")
-        headers = {"Content-Type": _JSON} if data is not None else None
+        headers = correlation_headers({"Content-Type": _JSON} if data is not None else None)
         started = time.perf_counter()
         status_label = "error"
         try:

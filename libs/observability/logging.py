@@ -100,8 +100,26 @@ def configure_logging(level: str = "info", role: str = "kleer-sync", stream: Any
     structlog.contextvars.bind_contextvars(role=role)
 
 
+CORRELATION_HEADER = "X-Correlation-Id"
+
+
 def bind_correlation_id(correlation_id: str) -> None:
+    """Name the chain of work this task belongs to: its log lines and its HTTP requests carry it."""
     structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
+
+
+def current_correlation_id() -> str | None:
+    """The correlation id bound in this context (log lines, ``X-Correlation-Id`` on our HTTP requests)."""
+    value = structlog.contextvars.get_contextvars().get("correlation_id")
+    return str(value) if value else None
+
+
+def correlation_headers(headers: dict[str, str] | None = None) -> dict[str, str] | None:
+    """``headers`` plus ``X-Correlation-Id`` when one is bound: the id crosses HTTP to Kleer and HubSpot."""
+    correlation_id = current_correlation_id()
+    if correlation_id is None:
+        return headers
+    return {**(headers or {}), CORRELATION_HEADER: correlation_id}
 
 
 def get_logger(name: str) -> Any:

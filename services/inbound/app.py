@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
+import uuid
 from collections.abc import Callable, Sequence
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from libs.observability.health import Check, health_routes, kafka_check, migrations_check, postgres_check
+from libs.observability.logging import CORRELATION_HEADER, bind_correlation_id
 from services.inbound.deps import InboundDeps
 from services.inbound.intake import WEBHOOK_PATH, WebhookIntake
 from services.inbound.openapi import OPENAPI_PATHS, OPENAPI_SCHEMAS, base_paths, base_schemas, openapi_handler
@@ -75,12 +79,34 @@ def readiness_checks(deps: InboundDeps) -> dict[str, Check]:
     return checks
 
 
+_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+@web.middleware
+async def correlation_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request's log lines and our calls to Kleer and HubSpot made for it carry one correlation id.
+
+    The caller's ``X-Correlation-Id`` when it sends a sane one, else a new one; the answer names it, so a
+    request can be found in the logs (the events it records keep their own chain: see ``webhook_events``).
+    """
+    incoming = request.headers.get(CORRELATION_HEADER)
+    correlation_id = incoming if incoming and _CORRELATION_ID.fullmatch(incoming) else str(uuid.uuid4())
+    bind_correlation_id(correlation_id)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers[CORRELATION_HEADER] = correlation_id
+        raise
+    response.headers[CORRELATION_HEADER] = correlation_id
+    return response
+
+
 def create_app(deps: InboundDeps, routes: Sequence[RouteInstaller] | None = None) -> web.Application:
     """The inbound service's app over ``deps`` (built by ``services.inbound.deps.bootstrap``).
 
     The app does not own ``deps``: whoever built them closes them.
     """
-    app = web.Application(client_max_size=deps.options.max_body_bytes)
+    app = web.Application(client_max_size=deps.options.max_body_bytes, middlewares=[correlation_middleware])
     app[DEPS] = deps
     app[OPENAPI_PATHS] = base_paths(WEBHOOK_PATH)
     app[OPENAPI_SCHEMAS] = base_schemas()

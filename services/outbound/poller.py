@@ -75,7 +75,7 @@ from libs.mapping.objects import (
     ROW,
 )
 from libs.observability import metrics
-from libs.observability.logging import get_logger
+from libs.observability.logging import bind_correlation_id, get_logger
 from libs.records import RecordRef
 from services.outbound import fingerprints
 from services.outbound.detection import (
@@ -288,6 +288,8 @@ class Poller:
     async def poll(self, kinds: Sequence[str]) -> PollReport:
         """Poll these kinds now. Each Kleer list is read once per pass, even when several kinds need it."""
         wanted = [k for k in KINDS if k in kinds]
+        correlation = str(uuid.uuid4())  # one chain per pass: its events, log lines and Kleer requests
+        bind_correlation_id(correlation)
         lists = sorted({name for kind in wanted for name in _NEEDS[kind]})
         # What the poller remembers, read before Kleer is (see the module docstring).
         connection = self.config.connection
@@ -295,7 +297,6 @@ class Poller:
         fetched = await asyncio.gather(*(self._list(name) for name in lists), return_exceptions=True)
         listings: dict[str, list[dict[str, Any]] | BaseException] = dict(zip(lists, fetched, strict=True))
         report = PollReport()
-        correlation = str(uuid.uuid4())
         for kind in wanted:
             if self._stopping.is_set():
                 break  # SIGTERM: what is committed stays; the rest waits for the next poller

@@ -36,7 +36,7 @@ from libs.events.store import AppendRequest, EventStoreError
 from libs.hubspot.errors import HubSpotError
 from libs.mapping.objects import AGREEMENT, CLIENT, INVOICE, PROJECT
 from libs.observability import metrics
-from libs.observability.logging import get_logger
+from libs.observability.logging import bind_correlation_id, get_logger
 from libs.records import RecordRef
 from services.inbound import bookkeeping
 from services.inbound.actions import catalog
@@ -238,6 +238,7 @@ class ActionExecutor:
         self, row: CallRow, definition: catalog.ActionDefinition, request: ActionRequest
     ) -> Mapping[str, str]:
         key = row.key
+        bind_correlation_id(str(row.correlation_id))  # the call's log lines and Kleer/HubSpot requests
         heartbeat = asyncio.create_task(self._heartbeat(key))
         started = time.monotonic()
         try:
