@@ -204,3 +204,71 @@ async def test_malformed_input_is_a_400_in_hubspots_error_shape_never_a_500(api:
                 assert isinstance(answer, dict) and answer.get("status") is not None, (method, path, body, answer)
         status, answer, _ = await api.call(method, path, raw=b"{not json")
         assert status < 500, (method, path)
+
+
+# Every association type id of the facts file: (from, to, id one way, id back).
+FACT_ASSOCIATIONS = [
+    ("invoices", "companies", 179, 180), ("invoices", "line_items", 409, 410), ("invoices", "deals", 175, 176),
+    ("subscriptions", "companies", 297, 298), ("subscriptions", "line_items", 301, 302),
+    ("deals", "companies", 341, 342), ("deals", "line_items", 19, 20),
+]
+
+
+@pytest.mark.parametrize(("from_type", "to_type", "type_id", "back_id"), FACT_ASSOCIATIONS)
+async def test_every_documented_association_type_id_is_taken_and_read_back_from_both_sides(
+    api: Api, hubspot_sim: HubSpotSim, from_type: str, to_type: str, type_id: int, back_id: int
+) -> None:
+    source = str(hubspot_sim.seed(from_type, {}).id)
+    target = str(hubspot_sim.seed(to_type, {}).id)
+    path = f"/crm/v4/associations/{from_type}/{to_type}/batch/create"
+    wrong = {"inputs": [{"from": {"id": source}, "to": {"id": target},
+                         "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": back_id}]}]}
+    assert (await api.call("POST", path, wrong))[0] == 400  # the id of the other direction is refused
+    body = {"inputs": [{"from": {"id": source}, "to": {"id": target},
+                        "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}]}]}
+    status, _, _ = await api.call("POST", path, body)
+    assert status == 201
+    _, forward, _ = await api.call("GET", f"/crm/v4/objects/{from_type}/{source}/associations/{to_type}")
+    assert [(r["toObjectId"], [t["typeId"] for t in r["associationTypes"]]) for r in forward["results"]] == [
+        (int(target), [type_id])]
+    _, back, _ = await api.call("GET", f"/crm/v4/objects/{to_type}/{target}/associations/{from_type}")
+    assert [t["typeId"] for t in back["results"][0]["associationTypes"]] == [back_id]
+
+
+def _every_writing_route() -> list[tuple[str, str]]:
+    """Each POST/PUT/PATCH route of the simulator with its placeholders filled (no endpoint left out)."""
+    from sim.hubspot.app import create_app
+
+    fill = {"object_type": "companies", "from_type": "deals", "to_type": "companies", "object_id": "1",
+            "from_id": "1", "to_id": "2", "name": "name", "app_id": "1234567", "definition_id": "9",
+            "callback_id": "cb-1"}
+    found: set[tuple[str, str]] = set()
+    for route in create_app().router.routes():
+        if route.method not in ("POST", "PUT", "PATCH"):
+            continue
+        template = route.resource.canonical if route.resource is not None else ""
+        ops = ["create", "read", "archive"]
+        if "{op}" in template:
+            ops += ["update", "upsert"]
+        for op in ops:
+            path = template.replace("{op:create|read|archive}", op).replace("{op}", op)
+            for key, value in fill.items():
+                path = path.replace("{" + key + "}", value)
+            found.add((route.method, path))
+    return sorted(found)
+
+
+async def test_every_writing_endpoint_answers_malformed_input_in_the_documented_shape(
+    api: Api, kleer_ids: HubSpotSim
+) -> None:
+    routes = _every_writing_route()
+    assert ("POST", "/oauth/v1/token") in routes and ("POST", "/_sim/ui-merge/companies") in routes
+    for method, path in routes:
+        for raw in (b"{not json", b"[1, 2", "\u00ff".encode("latin-1"), b"null", b'{"inputs": "x"}'):
+            status, answer, _ = await api.call(method, path, raw=raw, headers={"Content-Type": "application/json"})
+            assert status < 500, (method, path, raw, answer)
+            if status >= 400 and path.startswith(("/crm/", "/automation/")):
+                assert isinstance(answer, dict), (method, path, raw, answer)
+                assert {"status", "message", "correlationId", "category"} <= set(answer), (method, path, answer)
+            elif status >= 400:
+                assert isinstance(answer, dict) and answer.get("message"), (method, path, raw, answer)
