@@ -74,6 +74,7 @@ class CallRow:
     expires_at: dt.datetime
     completion_due: bool
     completed_at: dt.datetime | None
+    kleer_revision_before: int | None = None  # an update in flight: the record's revision before it
 
     @classmethod
     def from_record(cls, r: asyncpg.Record) -> CallRow:
@@ -96,6 +97,7 @@ class CallRow:
             expires_at=r["expires_at"],
             completion_due=r["completion_due"],
             completed_at=r["completed_at"],
+            kleer_revision_before=r["kleer_revision_before"],
         )
 
 
@@ -179,6 +181,27 @@ class Ledger:
                 key.callback_id,
                 owner,
                 kleer_type,
+            )
+        except asyncpg.UniqueViolationError:
+            raise CreateInFlight from None
+        if not str(status).endswith(" 1"):
+            raise LostClaim
+
+    async def mark_update_pending(self, key: CallKey, owner: uuid.UUID, kleer_type: str, revision_before: int) -> None:
+        """Commit that an update of a ``kleer_type`` record at ``revision_before`` is about to be sent.
+
+        A retry that finds the record past that revision knows the update landed and does not send it again.
+        At most one such write per HubSpot object and Kleer type is in flight (``CreateInFlight`` otherwise).
+        """
+        try:
+            status = await self.pool.execute(
+                f"UPDATE workflow_actions SET kleer_pending = true, kleer_type = $4, kleer_revision_before = $5, "
+                f"updated_at = now() WHERE {_KEY} AND owner = $3 AND state <> 'done' AND kleer_id IS NULL",
+                key.connection,
+                key.callback_id,
+                owner,
+                kleer_type,
+                revision_before,
             )
         except asyncpg.UniqueViolationError:
             raise CreateInFlight from None

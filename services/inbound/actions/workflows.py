@@ -500,12 +500,27 @@ class ActionWork:
         row = await self.parts.ledger.load(self.call.key)
         change_type = self.call.inputs.text("change_type") or ""
         note = ""
-        if row.kleer_id is None:  # not applied by an earlier attempt
+        revision_before = _revision(before)
+        landed = (row.kleer_id is None and row.kleer_pending and row.kleer_revision_before is not None
+                  and revision_before > row.kleer_revision_before)
+        if row.kleer_id is None and not landed:  # not applied by an earlier attempt
             items = await self.crm.line_items(deal_id)
             change = agreement_update(before, items, self.call.inputs)
             note = change.note
-            await self._kleer("updating the agreement",
-                              self.parts.kleer.update(AGREEMENT_RESOURCE, agreement_id, change.body))
+            try:
+                await self.parts.ledger.mark_update_pending(self.call.key, self.call.owner, AGREEMENT, revision_before)
+            except CreateInFlight:
+                raise Transient("another workflow is updating this deal's Kleer agreement right now") from None
+            try:
+                await self._kleer("updating the agreement",
+                                  self.parts.kleer.update(AGREEMENT_RESOURCE, agreement_id, change.body))
+            except BusinessError:
+                await self.parts.ledger.clear_pending(self.call.key)  # Kleer refused it: nothing landed
+                raise
+            except AmbiguousCreate as exc:  # unlike a create, an update's fate is read back on the retry
+                raise Transient(f"{exc.message}; the next attempt reads the agreement's revision") from exc
+            # Any other failure leaves the mark: the retry reads the revision to tell whether it landed.
+        if row.kleer_id is None:
             await self.parts.ledger.set_kleer(self.call.key, AGREEMENT, str(agreement_id))
         record = await self._get(AGREEMENT_RESOURCE, agreement_id, "agreement")
         company_id = await self._company_or_none(deal_id)
@@ -701,3 +716,11 @@ def _push_note(failed: Sequence[PushResult]) -> str:
         f" (HubSpot refused {len(failed)} record(s) of the push-back, e.g. {first.hubspot_object} {first.kleer_id}: "
         f"{(first.error or '')[:200]}; they wait in the dead-letter queue)"
     )
+
+
+def _revision(agreement: Mapping[str, Any]) -> int:
+    """A Kleer agreement's revision number (1 for a new agreement)."""
+    try:
+        return int(agreement.get("revision-nr") or 1)
+    except (TypeError, ValueError):
+        return 1

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import asyncpg
+import pytest
+
 from libs.hubspot.objects import ObjectType
 from libs.kleer import INVOICE as KLEER_INVOICE
 from libs.mapping.loader import default_mappings
@@ -83,6 +88,38 @@ async def test_an_upsell_replaces_the_rows_as_a_new_revision_and_hubspot_follows
     gone = [e.type for e in await env.deps.store.read_stream(f"{CONNECTION}/kleer-line_item/{agreement_id}-recurring-2")]
     assert gone[-1] == "KleerLineItemRemoved"
     assert await _poll(env, AGREEMENT, LINE_ITEM) == {AGREEMENT: 0, LINE_ITEM: 0}
+
+
+async def test_an_update_that_landed_before_the_call_stopped_is_not_sent_again(
+    actions_env: ActionsEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = actions_env
+    company, _, created = await _agreement(env)
+    agreement_id = created["kleer_id"]
+    upsell = env.deal(company, [
+        {"name": "Licence", "quantity": "30", "price": "49.90", "recurringbillingfrequency": "monthly"},
+    ], kleer_agreement_id=agreement_id)
+    ledger = env.executor.parts.ledger
+    record_it = ledger.set_kleer
+    failures = iter([asyncpg.PostgresConnectionError("the database went away")])
+
+    async def database_gone_once(*args: Any) -> None:
+        failure = next(failures, None)
+        if failure is not None:  # Kleer has the new revision; recording that fails
+            raise failure
+        await record_it(*args)
+
+    monkeypatch.setattr(ledger, "set_kleer", database_gone_once)
+    invocation = await env.invoke("update-agreement", upsell, inputs={"change_type": "upsell"})
+    fields = invocation.response["outputFields"]
+    if fields["hs_execution_state"] == "BLOCK":  # the retry may finish in the background
+        fields = await env.completion(invocation.callback_id)
+
+    assert fields["hs_execution_state"] == "SUCCESS", fields
+    agreement = env.kleer_sim.book.agreements.get(int(agreement_id))
+    assert agreement is not None and agreement["revision-nr"] == 2  # one revision, not two
+    assert [(r["description"], r["quantity"]) for r in agreement["recurring-rows"]] == [("Licence", 30)]
+    assert env.kleer_sim.request_count(method="POST") == 1  # the one update (creates are PUTs)
 
 
 async def test_a_renewal_extends_the_end_date(actions_env: ActionsEnv) -> None:
