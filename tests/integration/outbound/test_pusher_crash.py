@@ -1,4 +1,5 @@
-"""The pusher killed with SIGKILL in the middle of a batch, then restarted: HubSpot ends exactly right."""
+"""The pusher stopped in the middle of a batch (SIGKILL, or SIGTERM as Kubernetes stops a pod), then
+restarted: HubSpot ends exactly right, with no duplicates and nothing parked."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import aiohttp
 import pytest
 
 from libs.events.store import PostgresEventStore
@@ -37,6 +39,21 @@ def _start_pusher(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
+def _pusher_env(database_url: str, broker: TansuBroker, prefix: str, hubspot_sim: HubSpotSim) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "KAFKA_TOPIC_PREFIX": prefix,
+        "HUBSPOT_API_BASE": hubspot_sim.base_url,
+        "HUBSPOT_ACCESS_TOKEN": hubspot_sim.token,
+        "HUBSPOT_PORTAL_ID": str(hubspot_sim.portal_id),
+        "CONNECTION_ID": CONNECTION,
+        "METRICS_PORT": str(free_port()),
+        "LOG_LEVEL": "warning",
+    }
+
+
 async def _wait_for(condition: object, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():  # type: ignore[operator]
@@ -57,18 +74,7 @@ async def test_a_pusher_killed_mid_batch_and_restarted_leaves_hubspot_exact_with
     expected = expected_snapshots(kleer_sim)
     async with running_outbound(store, kleer_client, hubspot_sim, broker, pusher=False) as outbound:
         await outbound.poller.poll_once()
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-            "KAFKA_TOPIC_PREFIX": outbound.prefix,
-            "HUBSPOT_API_BASE": hubspot_sim.base_url,
-            "HUBSPOT_ACCESS_TOKEN": hubspot_sim.token,
-            "HUBSPOT_PORTAL_ID": str(hubspot_sim.portal_id),
-            "CONNECTION_ID": CONNECTION,
-            "METRICS_PORT": str(free_port()),
-            "LOG_LEVEL": "warning",
-        }
+        env = _pusher_env(database_url, broker, outbound.prefix, hubspot_sim)
         hubspot_sim.set_faults(latency={"ms": 250})  # keep the batch in flight long enough to kill it there
         first = _start_pusher(env)
         try:
@@ -95,3 +101,67 @@ async def test_a_pusher_killed_mid_batch_and_restarted_leaves_hubspot_exact_with
     assert sum(len(r) for r in hubspot_sim.store.records.values()) == len(expected)
     assert await store.pool.fetchval("SELECT count(*) FROM hubspot_ids") == len(expected)
     assert await store.pool.fetchval("SELECT count(*) FROM dead_letters") == 0
+
+
+async def test_a_pusher_stopped_with_sigterm_mid_batch_exits_cleanly_in_time_and_loses_nothing(
+    store: PostgresEventStore,
+    database_url: str,
+    broker: TansuBroker,
+    kleer_sim: KleerSimServer,
+    kleer_client: KleerClient,
+    hubspot_sim: HubSpotSim,
+) -> None:
+    kleer_sim.seed(n_clients=125, seed=32)
+    expected = expected_snapshots(kleer_sim)
+    async with running_outbound(store, kleer_client, hubspot_sim, broker, pusher=False) as outbound:
+        await outbound.poller.poll_once()
+        env = _pusher_env(database_url, broker, outbound.prefix, hubspot_sim)
+        hubspot_sim.set_faults(latency={"ms": 250})  # the batch is in flight when the signal comes
+        first = _start_pusher(env)
+        try:
+            await _wait_for(lambda: sum(hubspot_sim.store.counts().values()) > 0, 60, "the first HubSpot writes")
+            written_at_signal = sum(hubspot_sim.store.counts().values())
+            signalled = time.monotonic()
+            first.send_signal(signal.SIGTERM)
+            _, stderr = await asyncio.to_thread(first.communicate, timeout=40)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        stopped_in = time.monotonic() - signalled
+        assert first.returncode == 0, stderr.decode()[-2000:]
+        assert stopped_in < 30, f"took {stopped_in:.1f}s: longer than the pod's grace period"
+        assert written_at_signal < len(expected), "the signal must land in the middle of the sync"
+        # What it wrote and committed is bookkept; the rest was handed back (its checkpoint did not pass it).
+        committed = await store.pool.fetchval("SELECT count(*) FROM hubspot_ids")
+        assert committed <= sum(hubspot_sim.store.counts().values())
+
+        hubspot_sim.clear_faults()
+        env["METRICS_PORT"] = str(free_port())
+        second = _start_pusher(env)
+        try:
+            await _wait_healthy(int(env["METRICS_PORT"]), second)  # up, its signal handlers installed
+            await wait_until_pushed(store.pool, outbound.prefix, timeout=60, group=PUSHER_GROUP)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            _, stderr = await asyncio.to_thread(second.communicate, timeout=30)
+        assert second.returncode == 0, stderr.decode()[-2000:]
+
+    assert_hubspot_matches(hubspot_sim, expected)
+    assert sum(len(r) for r in hubspot_sim.store.records.values()) == len(expected)
+    assert await store.pool.fetchval("SELECT count(*) FROM hubspot_ids") == len(expected)
+    assert await store.pool.fetchval("SELECT count(*) FROM dead_letters") == 0
+
+
+async def _wait_healthy(port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            assert process.poll() is None, "the pusher exited while starting"
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/healthz") as answer:
+                    if answer.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"the pusher did not answer /healthz within {timeout:.0f}s")
