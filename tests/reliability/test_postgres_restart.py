@@ -303,3 +303,36 @@ async def test_overlapping_postgres_restart_faults_run_one_after_the_other(tmp_p
         await conn.close()
     finally:
         system.cluster.destroy()
+
+
+async def test_readyz_fails_while_postgres_is_down_and_recovers_by_itself(
+    cluster: PrivateCluster, store: PostgresEventStore
+) -> None:
+    from libs.observability.health import HealthServer, postgres_check
+    from sim.broker import free_port
+
+    port = free_port()
+    health = HealthServer(port, {"postgres": postgres_check(store.pool)}, host="127.0.0.1", pool=store.pool)
+    await health.start()
+
+    async def readyz(session: aiohttp.ClientSession) -> tuple[int, dict[str, object]]:
+        async with session.get(f"http://127.0.0.1:{port}/readyz") as answer:
+            return answer.status, await answer.json()
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            assert (await readyz(session))[0] == 200
+            await asyncio.to_thread(cluster.stop, "fast")
+            try:
+                status, body = await readyz(session)
+                assert status == 503 and "postgres" in body["failing"], body  # type: ignore[operator]
+                async with session.get(f"http://127.0.0.1:{port}/metrics") as metrics_answer:
+                    assert metrics_answer.status == 200  # a scrape still answers while the database is down
+            finally:
+                await asyncio.to_thread(cluster.start)
+            deadline = time.monotonic() + 30
+            while (await readyz(session))[0] != 200:  # nobody restarts the process: the pool reconnects
+                assert time.monotonic() < deadline, "readyz did not recover within 30s of Postgres coming back"
+                await asyncio.sleep(0.2)
+    finally:
+        await health.stop()
