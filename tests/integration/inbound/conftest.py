@@ -375,6 +375,7 @@ class ThreadedInbound:
 
     base_url: str
     secret: str = SECRET
+    dsn: str = ""  # the database it records into
 
     @property
     def webhook_url(self) -> str:
@@ -415,7 +416,7 @@ def threaded_inbound(pg_server_dsn: str, template_database: str) -> Iterator[Thr
     thread.start()
     assert ready.wait(20), "the threaded inbound app did not start"
     try:
-        yield ThreadedInbound(base_url)
+        yield ThreadedInbound(base_url, dsn=dsn)
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(20)

@@ -152,7 +152,7 @@ async def test_company_created_in_hubspot_gets_a_kleer_client_and_its_id(shared_
 
 async def test_kleer_validation_error_is_parked_with_kleers_message(shared_stack: InboundStack) -> None:
     linked = await shared_stack.new_client()
-    shared_stack.hubspot.ui_edit("companies", linked["company_id"], {"name": ""})
+    shared_stack.hubspot.ui_edit("companies", linked["company_id"], {"name": "Ö" * 1500})  # Kleer takes 1000
 
     record = f"hubspot:company:{linked['company_id']}"
 
@@ -163,6 +163,8 @@ async def test_kleer_validation_error_is_parked_with_kleers_message(shared_stack
     [entry] = await shared_stack.deps.dlq.list(source="inbound-handlers", record=record)
     assert entry.record == f"hubspot:company:{linked['company_id']}"
     assert entry.detail["hubspot_id"] == linked["company_id"]
+    assert entry.detail["kleer_message"] == "client.name is longer than 1000 characters"  # Kleer's own words
+    assert "client.name is longer than 1000 characters" in entry.reason
 
 
 async def test_conflicting_kleer_change_is_recorded_and_hubspot_wins(shared_stack: InboundStack) -> None:
