@@ -22,6 +22,7 @@ from libs.config import ConfigError, Settings, load_settings
 from libs.events.dlq import DeadLetterQueue
 from libs.events.store import EventStoreError, PostgresEventStore, create_pool
 from libs.records import RecordRef
+from services.inbound.webhook_events import WEBHOOK_RECEIVED
 from services.operations import render
 from services.operations.audit import DEFAULT_LIMIT, load_audit, load_correlation
 from services.operations.deadletters import STATUSES, DeadLetterFilter, ServiceRedrivers, redrive_entries
@@ -37,6 +38,13 @@ from services.operations.replay import (
     recent_runs,
     replay_tools,
     run_replay,
+)
+from services.operations.replay_inbound import (
+    InboundSelector,
+    inbound_dry_run,
+    inbound_kind,
+    is_inbound,
+    run_inbound_replay,
 )
 
 
@@ -93,23 +101,31 @@ def register(subparsers: Any) -> None:
 
     replay = subparsers.add_parser(
         "replay",
-        help="re-drive selected changes through the pusher (--dry-run: show the diff, write nothing)",
-        description="Select outbound changes from the log and push them to HubSpot again, forced, through "
-        "the normal pusher path (rate budget, batching, DLQ, outcome events with source=replay). "
-        "Per record the latest selected change wins. A killed run resumes when the same command runs again.",
+        help="re-drive selected changes through the pusher or the inbound handlers (--dry-run: the diff only)",
+        description="Outbound (default): select Kleer changes from the log and push them to HubSpot again, "
+        "forced, through the normal pusher path (rate budget, batching, DLQ, outcome events with "
+        "source=replay). Inbound (--direction inbound): select recorded HubSpot webhooks and sync their "
+        "records to Kleer again through the normal inbound handlers (current HubSpot values, merge, conflict "
+        "policy, DLQ). Per record the latest selected event wins. A killed run resumes when the same command "
+        "runs again.",
     )
+    replay.add_argument("--direction", choices=("outbound", "inbound"), default="outbound",
+                        help="outbound: Kleer -> HubSpot (default); inbound: HubSpot -> Kleer")
     replay.add_argument("--connection", help="connection name (default: CONNECTION_ID)")
     replay.add_argument("--type", dest="kinds", action="append", default=[], metavar="OBJECT",
-                        help="object type: clients, products, invoices, agreements, projects, line_items (repeat)")
+                        help="outbound: clients, products, invoices, agreements, projects, line_items; "
+                        "inbound: companies, projects (repeat)")
     replay.add_argument("--record", dest="records", action="append", default=[], metavar="RECORD",
-                        help="a Kleer record, e.g. kleer:client:123 (repeat)")
+                        help="outbound: a Kleer record, e.g. kleer:client:123; inbound: a HubSpot record, "
+                        "e.g. hubspot:company:456 (repeat)")
     replay.add_argument("--event-type", dest="event_types", action="append", default=[], metavar="TYPE",
                         help="e.g. KleerClientChanged (repeat)")
     replay.add_argument("--since", help="events recorded at or after: ISO time or an age like 2h, 7d")
     replay.add_argument("--until", help="events recorded before: ISO time or an age")
     replay.add_argument("--from-position", type=int, help="first log position (inclusive)")
     replay.add_argument("--to-position", type=int, help="last log position (inclusive)")
-    replay.add_argument("--dry-run", action="store_true", help="show what would change in HubSpot; write nothing")
+    replay.add_argument("--dry-run", action="store_true",
+                        help="show what would change in HubSpot (inbound: in Kleer); write nothing")
     replay.add_argument("--show", type=int, default=50, help="dry run: records to print in detail (default 50)")
     replay.add_argument("--batch-size", type=int, default=BATCH, help="records per push (default %(default)s)")
     replay.add_argument("--runs", action="store_true", help="list recent replay runs and exit")
@@ -299,8 +315,57 @@ def run_dlq_discard(args: argparse.Namespace) -> int:
 # --- replay -------------------------------------------------------------------------------------------------
 
 
-def selector_from(args: argparse.Namespace, connection: str) -> ReplaySelector:
+async def _inbound_replay(
+    settings: Settings, pool: asyncpg.Pool, selector: InboundSelector, args: argparse.Namespace
+) -> int:
+    """``replay --direction inbound``: through the inbound handlers (Kleer and HubSpot clients of this process)."""
+    from services.inbound.deps import bootstrap
+    from services.inbound.handlers import InboundHandlers
+
+    if selector.connection != settings.connection_id:
+        return fail(f"this process writes to the Kleer company of connection {settings.connection_id!r} "
+                    f"(CONNECTION_ID), not {selector.connection!r}; run it with that connection's settings")
+    async with bootstrap(settings, clients=True, pool_size=4) as deps:
+        handlers = InboundHandlers.from_deps(deps)
+        bar = ProgressBar("dry run" if args.dry_run else "replay")
+        try:
+            if args.dry_run:
+                report = await inbound_dry_run(pool, selector, handlers, progress=bar.update,
+                                               batch_size=args.batch_size)
+                bar.finish()
+                if args.json:
+                    print_json(report.to_json())
+                else:
+                    print(render.dry_run_text(report, show=args.show))
+                return 0
+            outcome = await run_inbound_replay(PostgresEventStore(pool), selector, handlers, actor=args.actor,
+                                               progress=bar.update, batch_size=args.batch_size, on_start=announce)
+        except ReplayError as exc:
+            bar.finish()
+            return fail(str(exc), 1)
+        bar.finish()
+    if args.json:
+        print_json(outcome.to_json())
+    else:
+        print(render.run_text(outcome))
+    return 0 if outcome.failed == 0 else 1
+
+
+
+def selector_from(args: argparse.Namespace, connection: str) -> ReplaySelector | InboundSelector:
     """The selection named by the command's options (``ReplayError`` for bad ones)."""
+    if getattr(args, "direction", "outbound") == "inbound":
+        if any(t != WEBHOOK_RECEIVED for t in args.event_types):
+            raise ReplayError(f"inbound replay re-drives {WEBHOOK_RECEIVED} events; leave out --event-type")
+        return InboundSelector(
+            connection=connection,
+            kinds=tuple(dict.fromkeys(inbound_kind(k) for k in args.kinds)),
+            records=tuple(args.records),
+            since=parse_moment(args.since) if args.since else None,
+            until=parse_moment(args.until) if args.until else None,
+            from_position=args.from_position,
+            to_position=args.to_position,
+        )
     return ReplaySelector(
         connection=connection,
         kinds=tuple(dict.fromkeys(object_kind(k) for k in args.kinds)),
@@ -333,11 +398,16 @@ def run_replay_command(args: argparse.Namespace) -> int:
                 if run is None or run.status != "running":
                     state = "no such run" if run is None else f"it is {run.status}"
                     return fail(f"cannot resume replay {args.resume}: {state} (`kleer-sync replay --runs`)", 1)
-                selector = ReplaySelector.from_json(run.selector)
+                selector: ReplaySelector | InboundSelector = (
+                    InboundSelector.from_json(run.selector) if is_inbound(run.selector)
+                    else ReplaySelector.from_json(run.selector)
+                )
             else:
                 selector = selector_from(args, args.connection or settings.connection_id)
         except (ReplayError, ValueError) as exc:
             return fail(str(exc))
+        if isinstance(selector, InboundSelector):
+            return await _inbound_replay(settings, pool, selector, args)
         async with replay_tools(settings) as tools:
             tools.check(selector)
             bar = ProgressBar("dry run" if args.dry_run else "replay")
@@ -374,6 +444,8 @@ def run_replay_command(args: argparse.Namespace) -> int:
 
     if args.dry_run and args.runs:
         return fail("--runs lists runs; leave out --dry-run")
+    if args.resume and args.direction != "outbound":
+        return fail("--resume goes on with the run's own selection and direction; leave out --direction")
     selecting = args.kinds or args.records or args.event_types or args.since or args.until
     if args.resume and (selecting or args.dry_run or args.from_position or args.to_position):
         return fail("--resume goes on with the run's own selection; leave out the selection options")

@@ -158,23 +158,26 @@ def dry_run_text(report: DryRunReport, *, show: int = 50) -> str:
         "Summary: "
         + ", ".join(f"{counts.get(k, 0)} {label}" for k, label in (
             ("create", "to create"), ("update", "to update"), ("same", "already as replay would write them"),
-            ("remove", "to remove"), ("skip", "unreadable"),
+            ("remove", "to remove"), ("skip", "that cannot be replayed"),
         ))
     )
     return "\n".join(lines)
 
 
 def run_text(report: RunReport) -> str:
+    inbound = report.selector.to_json().get("direction") == "inbound"
     lines = [
         f"Replay {report.run_id} {report.status}" + (" (resumed)" if report.resumed else "")
         + f": {report.selector.describe()}",
         f"{report.events_scanned} events selected up to position {report.up_to} → {report.records} records: "
-        f"{report.pushed} pushed, {report.unchanged} unchanged, {report.failed} failed"
+        f"{report.pushed} {'written to Kleer' if inbound else 'pushed'}, {report.unchanged} unchanged, "
+        f"{report.failed} failed"
         + (f" ({report.skipped_already_pushed} had been pushed before the interruption)"
            if report.skipped_already_pushed else ""),
     ]
     if report.failures:
-        lines.append("Failures (parked in the dead-letter queue; `kleer-sync dlq list --source outbound-pusher`):")
+        source = "inbound-handlers" if inbound else "outbound-pusher"
+        lines.append(f"Failures (parked in the dead-letter queue; `kleer-sync dlq list --source {source}`):")
         lines.extend(f"  {f}" for f in report.failures[:20])
     lines.append(f"Audit: kleer-sync audit <record>; events of this run share correlation {report.run_id}.")
     return "\n".join(lines)

@@ -99,6 +99,42 @@ def parse_moment(text: str, now: dt.datetime | None = None) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
+class Selecting(Protocol):
+    """What the scan and the run bookkeeping need of a selection (``ReplaySelector``, ``InboundSelector``)."""
+
+    @property
+    def connection(self) -> str: ...
+
+    @property
+    def records(self) -> tuple[str, ...]: ...
+
+    @property
+    def since(self) -> dt.datetime | None: ...
+
+    @property
+    def until(self) -> dt.datetime | None: ...
+
+    @property
+    def from_position(self) -> int | None: ...
+
+    @property
+    def to_position(self) -> int | None: ...
+
+    def types(self) -> list[str]: ...
+
+    def streams(self) -> list[str]: ...
+
+    def stream_patterns(self) -> list[str]: ...
+
+    def latest_expression(self) -> str: ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+    def key(self) -> str: ...
+
+    def describe(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class ReplaySelector:
     """Which outbound changes to replay. Empty filters select everything of the connection."""
@@ -139,6 +175,14 @@ class ReplaySelector:
 
     def streams(self) -> list[str]:
         return [RecordRef.parse(r).stream(self.connection) for r in self.records]
+
+    def stream_patterns(self) -> list[str]:
+        """LIKE patterns the streams must match besides the connection (none: the types select the kinds)."""
+        return []
+
+    def latest_expression(self) -> str:
+        """SQL aggregate over a record's selected events: the position replay takes (its latest change)."""
+        return "max(position)"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -205,7 +249,7 @@ class Selection:
         return len(self.positions)
 
 
-async def select(pool: asyncpg.Pool, selector: ReplaySelector, up_to: int | None = None) -> Selection:
+async def select(pool: asyncpg.Pool, selector: Selecting, up_to: int | None = None) -> Selection:
     """Scan the log for ``selector``'s events up to ``up_to`` (default: the head now); latest per record."""
     clauses = ["position > $1", "position <= $2", "type = ANY($3::text[])"]
     args: list[Any] = [list(selector.types())]
@@ -215,6 +259,9 @@ async def select(pool: asyncpg.Pool, selector: ReplaySelector, up_to: int | None
     else:
         args.append(connection_streams(selector.connection))
         clauses.append(f"stream LIKE ${len(args) + 2}")
+        if patterns := selector.stream_patterns():
+            args.append(patterns)
+            clauses.append(f"stream LIKE ANY(${len(args) + 2}::text[])")
     if selector.since:
         args.append(selector.since)
         clauses.append(f"recorded_at >= ${len(args) + 2}")
@@ -223,7 +270,8 @@ async def select(pool: asyncpg.Pool, selector: ReplaySelector, up_to: int | None
         clauses.append(f"recorded_at < ${len(args) + 2}")
     # Postgres keeps the latest position per record of each window of the log, so only one row per
     # record and window travels (a record changed five times in a window costs one row, not five).
-    sql = f"SELECT stream, max(position), count(*) FROM events WHERE {' AND '.join(clauses)} GROUP BY stream"
+    sql = (f"SELECT stream, {selector.latest_expression()}, count(*) FROM events WHERE {' AND '.join(clauses)} "
+           "GROUP BY stream")
     latest: dict[str, int] = {}
     async with pool.acquire() as conn:
         head = up_to if up_to is not None else int(await conn.fetchval("SELECT COALESCE(max(position), 0) FROM events"))
@@ -636,7 +684,7 @@ class ReplayBusy(ReplayError):
 
 
 async def _open_run(
-    conn: asyncpg.Connection, store: PostgresEventStore, selector: ReplaySelector, actor: str, head: int
+    conn: asyncpg.Connection, store: PostgresEventStore, selector: Selecting, actor: str, head: int
 ) -> tuple[str, bool]:
     """The running run of this selection (resumed) or a new one with its ``ReplayStarted`` event."""
     async with conn.transaction():
@@ -707,6 +755,23 @@ async def run_replay(
     ``ReplayBusy`` when another process runs it now; any other error leaves the
     run resumable (running) with the error recorded.
     """
+    async def drive(run_id: str, resumed: bool) -> RunReport:
+        return await _drive(store, selector, pusher, run_id, resumed, progress, batch_size)
+
+    return await run_locked(store, selector, actor, drive, on_start)
+
+
+async def run_locked(
+    store: PostgresEventStore,
+    selector: Selecting,
+    actor: str,
+    drive: Callable[[str, bool], Awaitable[RunReport]],
+    on_start: Callable[[str, bool], None] | None = None,
+) -> RunReport:
+    """Open (or resume) the run of ``selector``, hold its lock and ``drive(run_id, resumed)`` it.
+
+    ``ReplayBusy`` when another process runs it now; any error leaves the run resumable, its error recorded.
+    """
     pool = store.pool
     async with pool.acquire() as lock_conn:
         head = int(await lock_conn.fetchval("SELECT COALESCE(max(position), 0) FROM events"))
@@ -716,7 +781,7 @@ async def run_replay(
         if on_start is not None:
             on_start(run_id, resumed)
         try:
-            return await _drive(store, selector, pusher, run_id, resumed, progress, batch_size)
+            return await drive(run_id, resumed)
         except BaseException as exc:
             await pool.execute(
                 "UPDATE replay_runs SET last_error = $2, updated_at = now() WHERE id = $1",
