@@ -29,8 +29,10 @@ from services.operations.deadletters import STATUSES, DeadLetterFilter, ServiceR
 from services.operations.progress import ProgressBar
 from services.operations.replay import (
     BATCH,
+    DryRunReport,
     ReplayError,
     ReplaySelector,
+    RunReport,
     dry_run,
     get_run,
     object_kind,
@@ -315,6 +317,22 @@ def run_dlq_discard(args: argparse.Namespace) -> int:
 # --- replay -------------------------------------------------------------------------------------------------
 
 
+def _print_dry_run(report: DryRunReport, args: argparse.Namespace) -> int:
+    if args.json:
+        print_json(report.to_json())
+    else:
+        print(render.dry_run_text(report, show=args.show))
+    return 0
+
+
+def _print_run(outcome: RunReport, args: argparse.Namespace) -> int:
+    if args.json:
+        print_json(outcome.to_json())
+    else:
+        print(render.run_text(outcome))
+    return 0 if outcome.failed == 0 else 1
+
+
 async def _inbound_replay(
     settings: Settings, pool: asyncpg.Pool, selector: InboundSelector, args: argparse.Namespace
 ) -> int:
@@ -333,22 +351,14 @@ async def _inbound_replay(
                 report = await inbound_dry_run(pool, selector, handlers, progress=bar.update,
                                                batch_size=args.batch_size)
                 bar.finish()
-                if args.json:
-                    print_json(report.to_json())
-                else:
-                    print(render.dry_run_text(report, show=args.show))
-                return 0
+                return _print_dry_run(report, args)
             outcome = await run_inbound_replay(PostgresEventStore(pool), selector, handlers, actor=args.actor,
                                                progress=bar.update, batch_size=args.batch_size, on_start=announce)
         except ReplayError as exc:
             bar.finish()
             return fail(str(exc), 1)
         bar.finish()
-    if args.json:
-        print_json(outcome.to_json())
-    else:
-        print(render.run_text(outcome))
-    return 0 if outcome.failed == 0 else 1
+    return _print_run(outcome, args)
 
 
 
@@ -417,11 +427,7 @@ def run_replay_command(args: argparse.Namespace) -> int:
                         pool, selector, tools.reader, progress=bar.update, batch_size=args.batch_size
                     )
                     bar.finish()
-                    if args.json:
-                        print_json(report.to_json())
-                    else:
-                        print(render.dry_run_text(report, show=args.show))
-                    return 0
+                    return _print_dry_run(report, args)
                 store = PostgresEventStore(pool)
                 outcome = await run_replay(
                     store,
@@ -436,11 +442,7 @@ def run_replay_command(args: argparse.Namespace) -> int:
                 bar.finish()
                 return fail(str(exc), 1)
             bar.finish()
-        if args.json:
-            print_json(outcome.to_json())
-        else:
-            print(render.run_text(outcome))
-        return 0 if outcome.failed == 0 else 1
+        return _print_run(outcome, args)
 
     if args.dry_run and args.runs:
         return fail("--runs lists runs; leave out --dry-run")

@@ -135,8 +135,75 @@ class Selecting(Protocol):
     def describe(self) -> str: ...
 
 
+class Window:
+    """What both selections (outbound ``ReplaySelector``, inbound ``InboundSelector``) share: a connection,
+    object types and records, a time window and a position range; their checks, JSON and description, and
+    the selection's key."""
+
+    connection: str
+    kinds: tuple[str, ...]
+    records: tuple[str, ...]
+    since: dt.datetime | None
+    until: dt.datetime | None
+    from_position: int | None
+    to_position: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def check_window(self) -> None:
+        if self.since and self.until and self.since >= self.until:
+            raise ReplayError("the time window is empty: --since must be before --until")
+        if self.from_position is not None and self.to_position is not None and self.from_position > self.to_position:
+            raise ReplayError("the position range is empty: --from-position must not exceed --to-position")
+
+    def window_json(self) -> dict[str, Any]:
+        return {
+            "connection": self.connection,
+            "kinds": sorted(self.kinds),
+            "records": sorted(self.records),
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+            "from_position": self.from_position,
+            "to_position": self.to_position,
+        }
+
+    @staticmethod
+    def window_from_json(body: Mapping[str, Any]) -> dict[str, Any]:
+        """The window's constructor arguments from ``window_json``."""
+
+        def moment(value: object) -> dt.datetime | None:
+            return dt.datetime.fromisoformat(str(value)) if value else None
+
+        return {"connection": str(body["connection"]), "kinds": tuple(body.get("kinds") or ()),
+                "records": tuple(body.get("records") or ()), "since": moment(body.get("since")),
+                "until": moment(body.get("until")), "from_position": body.get("from_position"),
+                "to_position": body.get("to_position")}
+
+    def selection_parts(self) -> list[str]:
+        parts = []
+        if self.kinds:
+            parts.append("types " + ", ".join(sorted(self.kinds)))
+        if self.records:
+            parts.append("records " + ", ".join(sorted(self.records)))
+        return parts
+
+    def window_parts(self) -> list[str]:
+        parts = []
+        if self.since or self.until:
+            parts.append(f"from {self.since.isoformat() if self.since else 'the start'} "
+                         f"to {self.until.isoformat() if self.until else 'now'}")
+        if self.from_position is not None or self.to_position is not None:
+            parts.append(f"positions {self.from_position or 1}..{self.to_position or 'head'}")
+        return parts
+
+    def key(self) -> str:
+        """A digest of the selection: the same command run again finds its unfinished run."""
+        return hashlib.sha256(orjson.dumps(self.to_json(), option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
 @dataclass(frozen=True)
-class ReplaySelector:
+class ReplaySelector(Window):
     """Which outbound changes to replay. Empty filters select everything of the connection."""
 
     connection: str
@@ -159,10 +226,7 @@ class ReplaySelector:
                     f"{event_type!r} is not an outbound change event; use Kleer<Kind>Changed, "
                     "Kleer<Kind>Removed or Kleer<Kind>PushRequested (e.g. KleerClientChanged)"
                 )
-        if self.since and self.until and self.since >= self.until:
-            raise ReplayError("the time window is empty: --since must be before --until")
-        if self.from_position is not None and self.to_position is not None and self.from_position > self.to_position:
-            raise ReplayError("the position range is empty: --from-position must not exceed --to-position")
+        self.check_window()
 
     def types(self) -> list[str]:
         """The event types the scan reads."""
@@ -186,52 +250,20 @@ class ReplaySelector:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "connection": self.connection,
-            "kinds": sorted(self.kinds),
-            "records": sorted(self.records),
             "event_types": sorted(self.event_types),
-            "since": self.since.isoformat() if self.since else None,
-            "until": self.until.isoformat() if self.until else None,
-            "from_position": self.from_position,
-            "to_position": self.to_position,
+            **self.window_json(),
         }
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> ReplaySelector:
         """The selector ``to_json`` wrote (a run's, to resume it)."""
-
-        def moment(value: object) -> dt.datetime | None:
-            return dt.datetime.fromisoformat(str(value)) if value else None
-
-        return cls(
-            connection=str(body["connection"]),
-            kinds=tuple(body.get("kinds") or ()),
-            records=tuple(body.get("records") or ()),
-            event_types=tuple(body.get("event_types") or ()),
-            since=moment(body.get("since")),
-            until=moment(body.get("until")),
-            from_position=body.get("from_position"),
-            to_position=body.get("to_position"),
-        )
-
-    def key(self) -> str:
-        """A digest of the selection: the same command run again finds its unfinished run."""
-        return hashlib.sha256(orjson.dumps(self.to_json(), option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+        return cls(event_types=tuple(body.get("event_types") or ()), **cls.window_from_json(body))
 
     def describe(self) -> str:
-        parts = [f"connection {self.connection}"]
-        if self.kinds:
-            parts.append("types " + ", ".join(sorted(self.kinds)))
-        if self.records:
-            parts.append("records " + ", ".join(sorted(self.records)))
+        parts = [f"connection {self.connection}", *self.selection_parts()]
         if self.event_types:
             parts.append("events " + ", ".join(sorted(self.event_types)))
-        if self.since or self.until:
-            parts.append(f"from {self.since.isoformat() if self.since else 'the start'} "
-                         f"to {self.until.isoformat() if self.until else 'now'}")
-        if self.from_position is not None or self.to_position is not None:
-            parts.append(f"positions {self.from_position or 1}..{self.to_position or 'head'}")
-        return "; ".join(parts)
+        return "; ".join([*parts, *self.window_parts()])
 
 
 # --- selection --------------------------------------------------------------------------------------------
@@ -486,7 +518,7 @@ def diff_record(item: Selected, current: Mapping[str, str | None] | None) -> Rec
 
 @dataclass
 class DryRunReport:
-    selector: ReplaySelector
+    selector: Selecting
     up_to: int
     events_scanned: int
     diffs: list[RecordDiff] = field(default_factory=list)
@@ -574,7 +606,7 @@ class ReplayPusher(Protocol):
 @dataclass
 class RunReport:
     run_id: str
-    selector: ReplaySelector
+    selector: Selecting
     up_to: int
     records: int = 0
     pushed: int = 0
@@ -803,6 +835,45 @@ async def _drive(
     batch_size: int,
 ) -> RunReport:
     pool = store.pool
+    start = await begin_run(store, selector, run_id, resumed, progress)
+    run, cause, report, pending = start.run, start.cause, start.report, start.pending
+    pushed_streams = await _already_pushed(pool, run.correlation_id, replay_stream(selector.connection, run_id)) if resumed else set()
+    done = report.records - len(pending)
+    async for part, items in loaded_batches(pool, pending, batch_size):
+        todo = [i for i in items if i.stream not in pushed_streams]
+        report.skipped_already_pushed += len(items) - len(todo)
+        report.pushed += len(items) - len(todo)  # they were pushed by this run before it stopped
+        await _push_batch(pusher, store, selector.connection, todo, cause, report)
+        done += len(part)
+        await save_progress(pool, report, part[-1])
+        progress(done, report.records)
+    report.status = "completed"
+    completed = NewEvent(
+        REPLAY_COMPLETED,
+        {"run_id": run_id, "records": report.records, "pushed": report.pushed, "unchanged": report.unchanged,
+         "failed": report.failed, "events_scanned": report.events_scanned},
+        {"actor": run.actor, "source": REPLAY_SOURCE},
+        uuid.uuid5(_NAMESPACE, f"{run_id}:completed"),
+    ).caused_by(cause)
+    await complete_run(store, selector.connection, run_id, completed)
+    return report
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """A run about to be driven: its row, its ``ReplayStarted`` event, the report so far, positions to do."""
+
+    run: ReplayRun
+    cause: RecordedEvent
+    report: RunReport
+    pending: list[int]
+
+
+async def begin_run(
+    store: PostgresEventStore, selector: Selecting, run_id: str, resumed: bool, progress: Progress
+) -> RunStart:
+    """Select the run's records (up to its frozen head), restore its counts and record its total."""
+    pool = store.pool
     run = await get_run(pool, run_id)
     assert run is not None
     cause = await store.get(started_event_id(run_id))
@@ -813,48 +884,38 @@ async def _drive(
     report.events_scanned = selection.events_scanned
     report.pushed, report.unchanged, report.failed = run.pushed, run.unchanged, run.failed
     pending = [p for p in selection.positions if p > run.cursor_position]
-    done_before = len(selection) - len(pending)
-    pushed_streams = await _already_pushed(pool, run.correlation_id, replay_stream(selector.connection, run_id)) if resumed else set()
     await pool.execute(
         "UPDATE replay_runs SET total = $2, events_scanned = $3, updated_at = now() WHERE id = $1",
         run_id,
         len(selection),
         selection.events_scanned,
     )
-    progress(done_before, len(selection))
-    done = done_before
-    async for part, items in loaded_batches(pool, pending, batch_size):
-        todo = [i for i in items if i.stream not in pushed_streams]
-        report.skipped_already_pushed += len(items) - len(todo)
-        report.pushed += len(items) - len(todo)  # they were pushed by this run before it stopped
-        await _push_batch(pusher, store, selector.connection, todo, cause, report)
-        done += len(part)
-        await pool.execute(
-            "UPDATE replay_runs SET cursor_position = $2, pushed = $3, unchanged = $4, failed = $5, "
-            "updated_at = now() WHERE id = $1",
-            run_id,
-            part[-1],
-            report.pushed,
-            report.unchanged,
-            report.failed,
-        )
-        progress(done, len(selection))
-    report.status = "completed"
-    completed = NewEvent(
-        REPLAY_COMPLETED,
-        {"run_id": run_id, "records": report.records, "pushed": report.pushed, "unchanged": report.unchanged,
-         "failed": report.failed, "events_scanned": report.events_scanned},
-        {"actor": run.actor, "source": REPLAY_SOURCE},
-        uuid.uuid5(_NAMESPACE, f"{run_id}:completed"),
-    ).caused_by(cause)
-    async with pool.acquire() as conn, conn.transaction():
+    progress(len(selection) - len(pending), len(selection))
+    return RunStart(run, cause, report, pending)
+
+
+async def save_progress(pool: asyncpg.Pool, report: RunReport, cursor: int) -> None:
+    """The run's cursor (records up to this position are done) and counts, after each batch."""
+    await pool.execute(
+        "UPDATE replay_runs SET cursor_position = $2, pushed = $3, unchanged = $4, failed = $5, "
+        "updated_at = now() WHERE id = $1",
+        report.run_id,
+        cursor,
+        report.pushed,
+        report.unchanged,
+        report.failed,
+    )
+
+
+async def complete_run(store: PostgresEventStore, connection: str, run_id: str, completed: NewEvent) -> None:
+    """Mark the run completed and record ``completed`` (its ``ReplayCompleted``) in one transaction."""
+    async with store.pool.acquire() as conn, conn.transaction():
         await conn.execute(
             "UPDATE replay_runs SET status = 'completed', finished_at = now(), updated_at = now(), "
             "last_error = NULL WHERE id = $1",
             run_id,
         )
-        await store.append_batch([AppendRequest(replay_stream(selector.connection, run_id), [completed])], conn=conn)
-    return report
+        await store.append_batch([AppendRequest(replay_stream(connection, run_id), [completed])], conn=conn)
 
 
 async def _push_batch(

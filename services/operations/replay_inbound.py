@@ -27,13 +27,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import orjson
 
 from libs.events.envelope import NewEvent, RecordedEvent
 from libs.events.store import AppendRequest, PostgresEventStore
@@ -58,11 +56,13 @@ from services.operations.replay import (
     RecordDiff,
     ReplayError,
     RunReport,
+    Window,
     batches,
+    begin_run,
+    complete_run,
     events_at,
-    get_run,
-    replay_stream,
     run_locked,
+    save_progress,
     select,
     started_event_id,
 )
@@ -88,7 +88,7 @@ def inbound_kind(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class InboundSelector:
+class InboundSelector(Window):
     """Which recorded HubSpot webhooks to re-drive. Empty filters select every company and project."""
 
     connection: str
@@ -110,10 +110,7 @@ class InboundSelector:
                 raise ReplayError(str(exc)) from None
             if ref.system != "hubspot" or ref.kind not in INBOUND_KINDS:
                 raise ReplayError(f"inbound replay selects HubSpot records (hubspot:company:456), not {record!r}")
-        if self.since and self.until and self.since >= self.until:
-            raise ReplayError("the time window is empty: --since must be before --until")
-        if self.from_position is not None and self.to_position is not None and self.from_position > self.to_position:
-            raise ReplayError("the position range is empty: --from-position must not exceed --to-position")
+        self.check_window()
 
     def types(self) -> list[str]:
         return [WEBHOOK_RECEIVED]
@@ -128,47 +125,15 @@ class InboundSelector:
         return "max(position)"
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "direction": INBOUND,
-            "connection": self.connection,
-            "kinds": sorted(self.kinds),
-            "records": sorted(self.records),
-            "since": self.since.isoformat() if self.since else None,
-            "until": self.until.isoformat() if self.until else None,
-            "from_position": self.from_position,
-            "to_position": self.to_position,
-        }
+        return {"direction": INBOUND, **self.window_json()}
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> InboundSelector:
-        def moment(value: object) -> dt.datetime | None:
-            return dt.datetime.fromisoformat(str(value)) if value else None
-
-        return cls(
-            connection=str(body["connection"]),
-            kinds=tuple(body.get("kinds") or ()),
-            records=tuple(body.get("records") or ()),
-            since=moment(body.get("since")),
-            until=moment(body.get("until")),
-            from_position=body.get("from_position"),
-            to_position=body.get("to_position"),
-        )
-
-    def key(self) -> str:
-        return hashlib.sha256(orjson.dumps(self.to_json(), option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+        return cls(**cls.window_from_json(body))
 
     def describe(self) -> str:
-        parts = [f"HubSpot -> Kleer, connection {self.connection}"]
-        if self.kinds:
-            parts.append("types " + ", ".join(sorted(self.kinds)))
-        if self.records:
-            parts.append("records " + ", ".join(sorted(self.records)))
-        if self.since or self.until:
-            parts.append(f"from {self.since.isoformat() if self.since else 'the start'} "
-                         f"to {self.until.isoformat() if self.until else 'now'}")
-        if self.from_position is not None or self.to_position is not None:
-            parts.append(f"positions {self.from_position or 1}..{self.to_position or 'head'}")
-        return "; ".join(parts)
+        return "; ".join([f"HubSpot -> Kleer, connection {self.connection}", *self.selection_parts(),
+                          *self.window_parts()])
 
 
 async def _with_creations(pool: asyncpg.Pool, events: Sequence[RecordedEvent], up_to: int) -> list[RecordedEvent]:
@@ -242,22 +207,9 @@ async def _drive(
     batch_size: int,
 ) -> RunReport:
     pool = store.pool
-    run = await get_run(pool, run_id)
-    assert run is not None
-    cause = await store.get(started_event_id(run_id))
-    if cause is None:
-        raise ReplayError(f"the ReplayStarted event of run {run_id} is missing from the log")
-    selection = await select(pool, selector, run.up_to_position)
-    report = RunReport(run_id, selector, run.up_to_position, records=len(selection), resumed=resumed)  # type: ignore[arg-type]
-    report.events_scanned = selection.events_scanned
-    report.pushed, report.unchanged, report.failed = run.pushed, run.unchanged, run.failed
-    pending = [p for p in selection.positions if p > run.cursor_position]
-    await pool.execute(
-        "UPDATE replay_runs SET total = $2, events_scanned = $3, updated_at = now() WHERE id = $1",
-        run_id, len(selection), selection.events_scanned,
-    )
-    done = len(selection) - len(pending)
-    progress(done, len(selection))
+    start = await begin_run(store, selector, run_id, resumed, progress)
+    run, cause, report, pending = start.run, start.cause, start.report, start.pending
+    done = report.records - len(pending)
     for part in batches(pending, batch_size):
         events = await _with_creations(pool, await events_at(pool, part), run.up_to_position)
         started = await pool.fetchval("SELECT clock_timestamp()")
@@ -282,12 +234,8 @@ async def _drive(
             else:
                 report.unchanged += 1
         done += len(part)
-        await pool.execute(
-            "UPDATE replay_runs SET cursor_position = $2, pushed = $3, unchanged = $4, failed = $5, "
-            "updated_at = now() WHERE id = $1",
-            run_id, part[-1], report.pushed, report.unchanged, report.failed,
-        )
-        progress(done, len(selection))
+        await save_progress(pool, report, part[-1])
+        progress(done, report.records)
     report.status = "completed"
     completed = NewEvent(
         REPLAY_COMPLETED,
@@ -296,13 +244,7 @@ async def _drive(
         {"actor": run.actor, "source": REPLAY_SOURCE},
         started_event_id(f"{run_id}:{_NAMESPACE_TEXT}"),
     ).caused_by(cause)
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            "UPDATE replay_runs SET status = 'completed', finished_at = now(), updated_at = now(), "
-            "last_error = NULL WHERE id = $1",
-            run_id,
-        )
-        await store.append_batch([AppendRequest(replay_stream(selector.connection, run_id), [completed])], conn=conn)
+    await complete_run(store, selector.connection, run_id, completed)
     return report
 
 
@@ -423,7 +365,7 @@ async def inbound_dry_run(
 ) -> DryRunReport:
     """What re-driving ``selector`` would write to Kleer now; writes nothing, commits nothing."""
     selection = await select(pool, selector)
-    report = DryRunReport(selector, selection.up_to, selection.events_scanned, records=len(selection))  # type: ignore[arg-type]
+    report = DryRunReport(selector, selection.up_to, selection.events_scanned, records=len(selection))
     positions = selection.positions if max_records is None else selection.positions[:max_records]
     creating = handlers.options.create_clients if creation_allowed is None else creation_allowed
     done = 0

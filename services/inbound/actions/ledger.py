@@ -171,28 +171,13 @@ class Ledger:
 
     # --- the Kleer write ------------------------------------------------------------------------------
 
-    async def mark_pending(self, key: CallKey, owner: uuid.UUID, kleer_type: str) -> None:
-        """Commit that a create of ``kleer_type`` is about to be sent (see the module docstring)."""
-        try:
-            status = await self.pool.execute(
-                f"UPDATE workflow_actions SET kleer_pending = true, kleer_type = $4, updated_at = now() "
-                f"WHERE {_KEY} AND owner = $3 AND state <> 'done' AND kleer_id IS NULL",
-                key.connection,
-                key.callback_id,
-                owner,
-                kleer_type,
-            )
-        except asyncpg.UniqueViolationError:
-            raise CreateInFlight from None
-        if not str(status).endswith(" 1"):
-            raise LostClaim
-
-    async def mark_update_pending(self, key: CallKey, owner: uuid.UUID, kleer_type: str, revision_before: int) -> None:
-        """Commit that an update of a ``kleer_type`` record at ``revision_before`` is about to be sent.
-
-        A retry that finds the record past that revision knows the update landed and does not send it again.
-        At most one such write per HubSpot object and Kleer type is in flight (``CreateInFlight`` otherwise).
-        """
+    async def mark_pending(
+        self, key: CallKey, owner: uuid.UUID, kleer_type: str, revision_before: int | None = None
+    ) -> None:
+        """Commit that a create of ``kleer_type`` is about to be sent (see the module docstring); with
+        ``revision_before``, an update of a record at that revision (a retry that finds the record past it
+        knows the update landed). At most one such write per HubSpot object and Kleer type is in flight
+        (``CreateInFlight`` otherwise)."""
         try:
             status = await self.pool.execute(
                 f"UPDATE workflow_actions SET kleer_pending = true, kleer_type = $4, kleer_revision_before = $5, "

@@ -508,7 +508,7 @@ class ActionWork:
             change = agreement_update(before, items, self.call.inputs)
             note = change.note
             try:
-                await self.parts.ledger.mark_update_pending(self.call.key, self.call.owner, AGREEMENT, revision_before)
+                await self.parts.ledger.mark_pending(self.call.key, self.call.owner, AGREEMENT, revision_before)
             except CreateInFlight:
                 raise Transient("another workflow is updating this deal's Kleer agreement right now") from None
             try:
