@@ -18,6 +18,7 @@ import orjson
 
 from libs.observability.logging import get_logger
 from services.inbound.kleer_write import SyncBase
+from services.outbound.idmap import HUBSPOT_AHEAD_PREFIX
 
 log = get_logger(__name__)
 
@@ -140,6 +141,19 @@ def _json(value: Any) -> dict[str, Any]:
     if isinstance(value, str | bytes):
         value = orjson.loads(value)
     return value if isinstance(value, dict) else {}
+
+
+async def mark_hubspot_ahead(conn: asyncpg.Connection, connection: str, kleer_type: str, kleer_id: str) -> None:
+    """Record that HubSpot holds values of this record we did not push (an inbound sync just wrote them)."""
+    await conn.execute(
+        "UPDATE hubspot_ids SET pushed_fingerprint = $4 || pushed_fingerprint, updated_at = now() "
+        "WHERE connection = $1 AND kind = $2 AND kleer_id = $3 AND pushed_fingerprint IS NOT NULL "
+        "AND pushed_fingerprint NOT LIKE $4 || '%'",
+        connection,
+        kleer_type,
+        kleer_id,
+        HUBSPOT_AHEAD_PREFIX,
+    )
 
 
 async def upsert_link(

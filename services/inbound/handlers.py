@@ -461,10 +461,12 @@ class InboundHandlers:
         if not plan.write and not plan.conflict:
             outcome.appends.extend(self._skipped(work, "kleer_up_to_date", kleer_id=kleer_id).appends)
         connection, hubspot_object, hubspot_id = work.connection, work.hubspot_object, work.hubspot_id
-        new_fingerprint = plan.new_fingerprint
+        new_fingerprint, wrote = plan.new_fingerprint, plan.write
 
         async def remember(conn: asyncpg.Connection) -> None:
             await bookkeeping.upsert_link(conn, connection, hubspot_object, hubspot_id, kleer_type, kleer_id)
+            if wrote:  # HubSpot now holds values we did not push: our last push no longer says what it has
+                await bookkeeping.mark_hubspot_ahead(conn, connection, kleer_type, kleer_id)
             if new_fingerprint is not None:
                 await bookkeeping.save_fingerprint_if(
                     conn, connection, kleer_type, kleer_id, new_fingerprint, expected=stored

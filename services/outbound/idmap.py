@@ -144,8 +144,23 @@ async def forget_waiting(conn: asyncpg.Connection, children: Sequence[RecordKey]
     )
 
 
-async def last_pushed_properties(conn: Conn, keys: Sequence[RecordKey]) -> dict[RecordKey, dict[str, str]]:
-    """The properties of each record's latest ``HubSpot…Upserted`` event: what HubSpot holds from us."""
+#: Prefix of a pushed fingerprint once HubSpot holds edits an inbound sync brought to Kleer after that push
+#: (never equal to a snapshot's): the pusher then writes the record's next Kleer change even when it equals
+#: what we pushed before, since HubSpot no longer holds that. Set by ``services.inbound.bookkeeping``.
+HUBSPOT_AHEAD_PREFIX = "inbound:"
+
+
+async def last_pushed_properties(
+    conn: Conn, keys: Sequence[RecordKey], inbound_types: Sequence[str] = ()
+) -> dict[RecordKey, tuple[dict[str, str] | None, dict[str, str] | None]]:
+    """Per record: the properties of its latest ``HubSpot…Upserted`` event (what HubSpot holds from us; None
+    when the log has no push yet), and the HubSpot properties of the latest inbound sync (``inbound_types``)
+    recorded after that push (None when there is none).
+
+    The second matters: HubSpot may hold a value someone edited there after our push, which the inbound
+    sync brought to Kleer. Compared with the push alone, a Kleer change back to the value we pushed looks
+    like no change, and HubSpot would keep the older edit for good.
+    """
     if not keys:
         return {}
     streams = {
@@ -153,19 +168,33 @@ async def last_pushed_properties(conn: Conn, keys: Sequence[RecordKey]) -> dict[
         for connection, kind, kleer_id in keys
     }
     # Each stream read backwards to its latest upsert; a removal flag (no kleer_id) is not a push of the record.
+    # Then, on the same stream, the latest inbound sync after that upsert (its HubSpot properties), if any.
     rows = await conn.fetch(
-        "SELECT s.stream, u.properties FROM unnest($1::text[]) AS s(stream) "
-        "JOIN LATERAL (SELECT e.data->'properties' AS properties FROM events e WHERE e.stream = s.stream "
-        "  AND e.type LIKE 'HubSpot%Upserted' AND e.data->'properties' ? 'kleer_id' "
-        "  ORDER BY e.version DESC LIMIT 1) u ON true",
+        "SELECT s.stream, u.properties, i.props FROM unnest($1::text[]) AS s(stream) "
+        "LEFT JOIN LATERAL (SELECT e.version, e.data->'properties' AS properties FROM events e "
+        "  WHERE e.stream = s.stream AND e.type LIKE 'HubSpot%Upserted' AND e.data->'properties' ? 'kleer_id' "
+        "  ORDER BY e.version DESC LIMIT 1) u ON true "
+        "LEFT JOIN LATERAL (SELECT e.data->'hubspot_properties' AS props FROM events e WHERE e.stream = s.stream "
+        "  AND e.version > COALESCE(u.version, 0) AND e.type = ANY($2::text[]) AND e.data ? 'hubspot_properties' "
+        "  ORDER BY e.version DESC LIMIT 1) i ON true",
         list(streams),
+        list(inbound_types),
     )
-    found: dict[RecordKey, dict[str, str]] = {}
-    for stream, properties in rows:
-        decoded = orjson.loads(properties) if isinstance(properties, str | bytes) else properties
-        if isinstance(decoded, dict):
-            found[streams[stream]] = {str(k): "" if v is None else str(v) for k, v in decoded.items()}
+    found: dict[RecordKey, tuple[dict[str, str] | None, dict[str, str] | None]] = {}
+    for stream, properties, synced in rows:
+        pushed, seen = _json_object(properties), _json_object(synced)
+        if pushed is not None or seen is not None:
+            found[streams[stream]] = (_texts(pushed), _texts(seen))
     return found
+
+
+def _texts(values: dict[str, object] | None) -> dict[str, str] | None:
+    return None if values is None else {str(k): "" if v is None else str(v) for k, v in values.items()}
+
+
+def _json_object(value: object) -> dict[str, object] | None:
+    decoded = orjson.loads(value) if isinstance(value, str | bytes) else value
+    return decoded if isinstance(decoded, dict) else None
 
 
 @dataclass(frozen=True)

@@ -390,18 +390,22 @@ class Pusher:
     async def _previous_properties(
         self, changes: Sequence[Change], pushed: Mapping[RecordKey, Pushed]
     ) -> dict[RecordKey, Mapping[str, str]]:
-        """The properties of the last push of each record HubSpot has from us (updates only)."""
+        """What HubSpot holds of each record it has from us (updates only): the properties of our last push
+        (in memory if this process made it, else from the log), with the values an inbound sync recorded
+        after that push laid over them (HubSpot's edits that reached Kleer since)."""
+        updates = [c.key for c in changes
+                   if not c.force and (before := pushed.get(c.key)) is not None and not before.removed]
+        logged = await idmap.last_pushed_properties(self.pool, updates, INBOUND_SYNC_TYPES)
         found: dict[RecordKey, Mapping[str, str]] = {}
-        unknown: list[RecordKey] = []
-        for change in changes:
-            before = pushed.get(change.key)
-            if change.force or before is None or before.removed:
+        for key in updates:
+            in_memory = pushed[key].properties
+            from_log, synced = logged.get(key, (None, None))
+            base = in_memory if in_memory is not None else from_log
+            if base is None:
                 continue
-            if before.properties is not None:
-                found[change.key] = before.properties
-            else:
-                unknown.append(change.key)
-        found.update(await idmap.last_pushed_properties(self.pool, unknown))
+            if synced:
+                base = {**base, **{name: value for name, value in synced.items() if name in base}}
+            found[key] = base
         return found
 
     async def _hold_hubspot_edits(
@@ -744,6 +748,9 @@ class Pusher:
                         p.hubspot_id, p.fingerprint, p.associated | overlay.linked[key], p.removed
                     )
             for key in wanted.intersection(overlay.pushed):
+                logged = pushed.get(key)
+                if logged is not None and (logged.fingerprint or "").startswith(idmap.HUBSPOT_AHEAD_PREFIX):
+                    continue  # an inbound sync since: HubSpot holds more than the push this batch remembers
                 pushed[key] = overlay.pushed[key]
         return pushed
 
