@@ -84,14 +84,20 @@ async def take_snapshot(system: System, ledger: Ledger | None = None) -> Snapsho
     kleer = await system.sim_get(f"{system.kleer_base}/_sim/state?records=true&company-id={COMPANY_ID}")
     book = kleer[str(COMPANY_ID)]
     hubspot = (await system.sim_get(system.hubspot_base + "/_sim/state?full=true"))["data"]
-    pushed = action_created_invoices(ledger, book) if ledger is not None else ()
+    pushed: set[str] = set()
+    if ledger is not None:
+        actions = await system.sim_get(system.hubspot_base + "/_sim/workflow-actions")
+        pushed = action_created_invoices(ledger, actions.get("completions", {}))
     return Snapshot(book, hubspot, expected_state(book, pushed), HubSpotIndex.build(hubspot))
 
 
-def action_created_invoices(ledger: Ledger, book: Mapping[str, list[dict[str, Any]]]) -> set[str]:
-    """Invoices Create Kleer Invoice made (and pushed to HubSpot at once): they carry the call's tag."""
-    tags = {call.tag for call in ledger.actions if call.action == "create-invoice"}
-    return {str(r["id"]) for r in book.get("client-invoice", []) if r.get("your-reference") in tags}
+def action_created_invoices(ledger: Ledger, completions: Mapping[str, list[Any]]) -> set[str]:
+    """Invoices Create Kleer Invoice answered SUCCESS with (directly or through the callback API): pushed to
+    HubSpot at once, drafts though they are. A create Kleer did not confirm answers FAIL_CONTINUE ("look the
+    record up in Kleer"); a draft it may have left is like any other draft: drafts do not sync (the 12-minute
+    soak expected one in HubSpot when its tag was the test)."""
+    return {kleer_id for call in ledger.actions if call.action == "create-invoice"
+            for kleer_id in action_kleer_ids(call, completions)}
 
 
 async def read_associations(system: System, index: HubSpotIndex) -> dict[tuple[str, str], dict[str, set[str]]]:
