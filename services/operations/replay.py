@@ -126,8 +126,6 @@ class Selecting(Protocol):
 
     def stream_patterns(self) -> list[str]: ...
 
-    def latest_expression(self) -> str: ...
-
     def to_json(self) -> dict[str, Any]: ...
 
     def key(self) -> str: ...
@@ -244,10 +242,6 @@ class ReplaySelector(Window):
         """LIKE patterns the streams must match besides the connection (none: the types select the kinds)."""
         return []
 
-    def latest_expression(self) -> str:
-        """SQL aggregate over a record's selected events: the position replay takes (its latest change)."""
-        return "max(position)"
-
     def to_json(self) -> dict[str, Any]:
         return {
             "event_types": sorted(self.event_types),
@@ -302,8 +296,7 @@ async def select(pool: asyncpg.Pool, selector: Selecting, up_to: int | None = No
         clauses.append(f"recorded_at < ${len(args) + 2}")
     # Postgres keeps the latest position per record of each window of the log, so only one row per
     # record and window travels (a record changed five times in a window costs one row, not five).
-    sql = (f"SELECT stream, {selector.latest_expression()}, count(*) FROM events WHERE {' AND '.join(clauses)} "
-           "GROUP BY stream")
+    sql = f"SELECT stream, max(position), count(*) FROM events WHERE {' AND '.join(clauses)} GROUP BY stream"
     latest: dict[str, int] = {}
     async with pool.acquire() as conn:
         head = up_to if up_to is not None else int(await conn.fetchval("SELECT COALESCE(max(position), 0) FROM events"))

@@ -121,9 +121,6 @@ class InboundSelector(Window):
     def stream_patterns(self) -> list[str]:
         return [RecordRef("hubspot", kind, "%").stream(self.connection) for kind in self.kinds or INBOUND_KINDS]
 
-    def latest_expression(self) -> str:
-        return "max(position)"
-
     def to_json(self) -> dict[str, Any]:
         return {"direction": INBOUND, **self.window_json()}
 
