@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from libs.config import ConfigError, load_settings
-from libs.events.grants import GrantError, apply_grants, database_of, grant_statements, user_of
+from libs.events.grants import GrantError, apply_grants, planned_grants, user_of
 from libs.events.kafka import DEFAULT_PARTITIONS
 from libs.events.migrate import MigrationError, migrate
 from libs.events.relay import Relay, RelayConfig
@@ -50,11 +50,16 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _service_and_owner_dsns() -> tuple[str, str]:
+    """``DATABASE_URL`` (the services' role) and the schema owner's DSN (``DATABASE_OWNER_URL``, else the same)."""
+    settings = load_settings(required=["DATABASE_URL"])
+    service_dsn = settings.require("DATABASE_URL")
+    return service_dsn, settings.get("DATABASE_OWNER_URL") or service_dsn
+
+
 def run_migrate(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(required=["DATABASE_URL"])
-        service_dsn = settings.require("DATABASE_URL")
-        owner_dsn = settings.get("DATABASE_OWNER_URL") or service_dsn
+        service_dsn, owner_dsn = _service_and_owner_dsns()
         applied = asyncio.run(migrate(owner_dsn))
         print(f"database is up to date ({len(applied)} migration(s) applied now)")
         service_role = user_of(service_dsn)
@@ -71,24 +76,14 @@ def run_migrate(args: argparse.Namespace) -> int:
 
 def run_grants(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(required=["DATABASE_URL"])
+        service_dsn, owner_dsn = _service_and_owner_dsns()
     except ConfigError as exc:
         return _fail(str(exc))
-    service_dsn = settings.require("DATABASE_URL")
-    owner_dsn = settings.get("DATABASE_OWNER_URL") or service_dsn
     role = args.role or user_of(service_dsn)
     if not role:
         return _fail("DATABASE_URL names no user: say which role the services run as with --role")
-
-    async def statements() -> list[str]:
-        conn = await asyncpg.connect(owner_dsn)
-        try:
-            return await grant_statements(conn, role, database_of(owner_dsn))
-        finally:
-            await conn.close()
-
     try:
-        for statement in asyncio.run(statements()):
+        for statement in asyncio.run(planned_grants(owner_dsn, role)):
             print(f"{statement};")
     except (OSError, asyncpg.PostgresError) as exc:
         return _fail(f"cannot read the schema: {exc}. Check DATABASE_URL (or DATABASE_OWNER_URL).")

@@ -72,6 +72,15 @@ async def grant_statements(conn: asyncpg.Connection, role: str, database: str) -
     return statements
 
 
+async def planned_grants(owner_dsn: str, role: str) -> list[str]:
+    """``grant_statements`` for ``owner_dsn``'s database, read over a connection of its own."""
+    conn = await asyncpg.connect(owner_dsn)
+    try:
+        return await grant_statements(conn, role, database_of(owner_dsn))
+    finally:
+        await conn.close()
+
+
 async def apply_grants(owner_dsn: str, role: str) -> list[str]:
     """Grant ``role`` what the services need on ``owner_dsn``'s database, in one transaction; the statements."""
     conn = await asyncpg.connect(owner_dsn)
