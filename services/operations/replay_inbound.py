@@ -158,14 +158,14 @@ def _record_of(stream: str) -> str:
     return str(RecordRef.from_stream(stream)[1])
 
 
-def _hubspot_ids(appends: Sequence[AppendRequest]) -> dict[str, set[str]]:
-    """Outcome event types per HubSpot record id named in the handlers' appends."""
-    found: dict[str, set[str]] = {}
+def _outcomes(appends: Sequence[AppendRequest]) -> dict[str, list[NewEvent]]:
+    """The handlers' outcome events per HubSpot record id they name."""
+    found: dict[str, list[NewEvent]] = {}
     for request in appends:
         for event in request.events:
             hubspot_id = event.data.get("hubspot_id") if isinstance(event.data, dict) else None
             if hubspot_id is not None:
-                found.setdefault(str(hubspot_id), set()).add(event.type)
+                found.setdefault(str(hubspot_id), []).append(event)
     return found
 
 
@@ -216,7 +216,7 @@ async def _drive(
                 await write(conn)
             if result.appends:
                 await store.append_batch(result.appends, conn=conn)
-        outcomes = _hubspot_ids(result.appends)
+        outcomes = _outcomes(result.appends)
         parked = {r["record"]: r["reason"] for r in await pool.fetch(
             "SELECT record, reason FROM dead_letters WHERE status = 'open' AND event_id = ANY($1::uuid[]) "
             "AND updated_at >= $2",  # parked (again) by this batch, not an older entry of the same event
@@ -226,7 +226,7 @@ async def _drive(
             if record in parked:
                 report.failed += 1
                 report.failures.append(f"{record}: parked in the dead-letter queue: {parked[record]}")
-            elif outcomes.get(RecordRef.from_stream(stream)[1].id, set()) & _WRITTEN:
+            elif any(e.type in _WRITTEN for e in outcomes.get(RecordRef.from_stream(stream)[1].id, [])):
                 report.pushed += 1
             else:
                 report.unchanged += 1
@@ -381,12 +381,7 @@ async def inbound_dry_run(
 def _diffs(
     events: Sequence[RecordedEvent], appends: Sequence[AppendRequest], captured: _Captured, creating: bool
 ) -> list[RecordDiff]:
-    outcomes: dict[str, list[NewEvent]] = {}
-    for request in appends:
-        for outcome in request.events:
-            hubspot_id = outcome.data.get("hubspot_id") if isinstance(outcome.data, dict) else None
-            if hubspot_id is not None:
-                outcomes.setdefault(str(hubspot_id), []).append(outcome)
+    outcomes = _outcomes(appends)
     diffs = []
     for stream in dict.fromkeys(e.stream for e in events):
         ref = RecordRef.from_stream(stream)[1]
