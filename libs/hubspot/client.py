@@ -72,7 +72,7 @@ from libs.hubspot.objects import (
     association_type_id,
 )
 from libs.hubspot.rate_budget import NO_ANSWER, RateBudget, RateHeaders, SlidingWindowBudget
-from libs.observability.logging import CORRELATION_HEADER, current_correlation_id, get_logger
+from libs.observability.logging import correlation_headers, get_logger
 from libs.observability.metrics import (
     HUBSPOT_RATE_LIMITED,
     HUBSPOT_RATE_REMAINING,
@@ -229,8 +229,7 @@ class HubSpotClient:
                 headers = {"Authorization": "Bearer " + await self._auth.token(session, self.base_url)}
                 if data is not None:
                     headers["Content-Type"] = "application/json"
-                if (correlation_id := current_correlation_id()) is not None:
-                    headers[CORRELATION_HEADER] = correlation_id
+                correlation_headers(headers)
                 started = time.perf_counter()
                 async with session.request(method, self.base_url + path, data=data, params=params,
                                            headers=headers) as resp:

@@ -351,7 +351,7 @@ class KleerClient:
         session = self._session
         if session is None:
             raise RuntimeError("KleerClient is not started: use `async with KleerClient(...)`")
-        headers = correlation_headers({"Content-Type": _JSON} if data is not None else None)
+        headers = correlation_headers({"Content-Type": _JSON} if data is not None else {})
         started = time.perf_counter()
         status_label = "error"
         try:

@@ -114,12 +114,12 @@ def current_correlation_id() -> str | None:
     return str(value) if value else None
 
 
-def correlation_headers(headers: dict[str, str] | None = None) -> dict[str, str] | None:
+def correlation_headers(headers: dict[str, str]) -> dict[str, str]:
     """``headers`` plus ``X-Correlation-Id`` when one is bound: the id crosses HTTP to Kleer and HubSpot."""
     correlation_id = current_correlation_id()
-    if correlation_id is None:
-        return headers
-    return {**(headers or {}), CORRELATION_HEADER: correlation_id}
+    if correlation_id is not None:
+        headers[CORRELATION_HEADER] = correlation_id
+    return headers
 
 
 def get_logger(name: str) -> Any:
