@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 
 import asyncpg
 
+from libs import runtime
 from libs.events.migrate import migrate
 from sim.broker import TansuBroker, free_port
 
@@ -175,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         print("==> starting the Kafka-protocol broker (Tansu, memory only)")
         broker.start()
         print(f"==> migrating {urlparse(dsn).path.lstrip('/')}")
-        asyncio.run(_ensure_database(dsn))
+        runtime.run(_ensure_database(dsn))
         public = f"http://127.0.0.1:{inbound_port}"
         env = {
             **os.environ,
@@ -253,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
         print("==> starting the outbound service (poller, relay, pusher)")
         processes.start("outbound", ["outbound"], {**env, "METRICS_PORT": str(metrics_ports["outbound"])})
         _wait_http(public)
-        asyncio.run(_show_progress(dsn, processes))
+        runtime.run(_show_progress(dsn, processes))
         _print_where_to_look(public, hubspot_port, kleer_port, metrics_ports)
         if args.exit_after_sync:
             return 0
