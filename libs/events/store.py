@@ -296,6 +296,7 @@ class PostgresEventStore:
         batch = _batch_rows(requests)
         if not batch:
             return []
+        args: tuple[Any, ...]
         if len(batch) == 1:  # one event: the lighter function of migration 014, same guarantees
             sql, args = _APPEND_ONE_SQL, _one_event_arguments(batch[0])
         else:
