@@ -44,7 +44,6 @@ from bench.common import (
     progress,
     write_results,
 )
-from libs import runtime
 from libs.events.envelope import NewEvent
 from libs.events.migrate import migrate
 from libs.events.store import AppendRequest, PostgresEventStore, create_pool
@@ -276,7 +275,7 @@ def main() -> None:
     args = parser.parse_args()
     progress("event log benchmark: ours vs eventsourcing's PostgreSQL recorder, same server, interleaved rounds")
     load_before = os.getloadavg()
-    results = runtime.run(run(args.singles, args.batches, args.read_total, args.rounds))
+    results = asyncio.run(run(args.singles, args.batches, args.read_total, args.rounds))
     load_after = os.getloadavg()
     mine = results["ours"]
     peers = {label: numbers for label, numbers in results.items() if label != "ours"}

@@ -46,7 +46,6 @@ from bench.common import (
     progress,
     write_results,
 )
-from libs import runtime
 from libs.events.migrate import migrate
 from libs.hubspot.signatures import v3_headers
 from sim.broker import free_port
@@ -55,17 +54,15 @@ SECRET = "bench-client-secret"
 PORTAL = 62515
 ROOT = Path(__file__).resolve().parents[1]
 
-# On the same event loop as the service (libs.runtime), so the ratio compares the handlers, not the loops.
 BARE_SERVER = """
 import sys
 from aiohttp import web
-from libs import runtime
 async def hook(request):
     await request.read()
     return web.Response(status=204)
 app = web.Application()
 app.router.add_post("/webhooks/hubspot", hook)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None, loop=runtime.new_event_loop())
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 """
 
 
@@ -192,7 +189,7 @@ async def _measured(label: str, url: str, requests: list[bytes], per_request: in
 
 
 def _start_bare(port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)], cwd=ROOT, stderr=subprocess.PIPE)
+    return subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)], stderr=subprocess.PIPE)
 
 
 def _start_inbound(dsn: str, port: int) -> subprocess.Popen[bytes]:
@@ -461,4 +458,4 @@ if __name__ == "__main__":
     parser.add_argument("--interval-ms", type=float, default=10.0)
     parser.add_argument("--consumers", type=int, default=4, help="handler consumers (one per partition at most)")
     parser.add_argument("--only", choices=["intake", "latency"], help="run one part (prints, writes nothing)")
-    runtime.run(main(parser.parse_args()))
+    asyncio.run(main(parser.parse_args()))

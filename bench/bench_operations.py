@@ -19,6 +19,7 @@ Prints the numbers and writes ``bench/results/operations.json``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import random
 import statistics
 import sys
@@ -29,7 +30,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import drop_database_async, fresh_database, progress, write_results
-from libs import runtime
 from libs.events.migrate import migrate
 from libs.events.store import PostgresEventStore, create_pool
 from libs.records import RecordRef
@@ -215,7 +215,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.events < ROUNDS:
         parser.error(f"--events must be at least {ROUNDS}")
-    results = runtime.run(main_async(args.events, args.audits, args.keep))
+    results = asyncio.run(main_async(args.events, args.audits, args.keep))
     write_results("operations", results)
     replay_ok = results["replay_dry_run"]["log_events_per_s"] >= REPLAY_TARGET
     audit_ok = results["audit_ms"]["p95"] < AUDIT_TARGET_MS

@@ -44,8 +44,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import aiohttp
 
 from bench.common import drop_database_async, fresh_database, progress, write_results
-from libs.runtime import new_event_loop
-from libs.runtime import run as run_async
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_TMP = Path(os.environ.get("TMPDIR", "/tmp"))
@@ -80,7 +78,7 @@ def serve_kleer(port: int, clients: int, invoices_per_client: float, book_file: 
     )
     gc.freeze()
     Path(book_file).write_text(json.dumps(summary.as_dict()))
-    web.run_app(create_app(SimState(store)), host="127.0.0.1", port=port, access_log=None, print=None, loop=new_event_loop())
+    web.run_app(create_app(SimState(store)), host="127.0.0.1", port=port, access_log=None, print=None)
 
 
 def serve_hubspot(port: int, rate: int, time_scale: float) -> None:
@@ -119,7 +117,7 @@ def serve_hubspot(port: int, rate: int, time_scale: float) -> None:
     app.on_response_prepare.append(on_prepare)
     app.router.add_get("/_sim/bench-timing", get_timing)
     app.router.add_post("/_sim/bench-timing", reset_timing)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=new_event_loop())
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -549,4 +547,4 @@ if __name__ == "__main__":
         help="run only this measurement (repeatable): unlimited = (a, c, d), limited = (b), real-pace = (b')",
     )
     args = parser.parse_args()
-    sys.exit(run_async(main(args.scale, set(args.only or PHASES))))
+    sys.exit(asyncio.run(main(args.scale, set(args.only or PHASES))))

@@ -50,7 +50,7 @@ class Variable:
     description: str
     default: str | None = None
     secret: bool = False
-    kind: str = "str"  # str | url | int | port | level | path | postgres | loop
+    kind: str = "str"  # str | url | int | port | level | path | postgres
 
 
 VARIABLES: tuple[Variable, ...] = (
@@ -102,12 +102,6 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("MAPPINGS_FILE", "YAML field mappings file (defaults built in).", kind="path"),
     Variable("LOG_LEVEL", "debug, info, warning or error.", "info", kind="level"),
     Variable(
-        "EVENT_LOOP",
-        "uvloop (the faster event loop, when installed) or asyncio (the standard library's).",
-        "uvloop",
-        kind="loop",
-    ),
-    Variable(
         "CONNECTION_ID",
         "Name of the default connection (one portal with one Kleer company); part of every stream name.",
         "default",
@@ -155,7 +149,6 @@ VARIABLES: tuple[Variable, ...] = (
 
 _BY_NAME = {v.name: v for v in VARIABLES}
 _LEVELS = {"debug", "info", "warning", "error", "critical"}
-EVENT_LOOPS = ("uvloop", "asyncio")
 
 
 def _without_password(url: str) -> str:
@@ -188,8 +181,6 @@ def _check(var: Variable, raw: str) -> str | None:
             return f"{var.name} must be a port between 1 and 65535, got {number}"
     elif var.kind == "level" and raw.lower() not in _LEVELS:
         return f"{var.name} must be one of {', '.join(sorted(_LEVELS))}, got {raw!r}"
-    elif var.kind == "loop" and raw not in EVENT_LOOPS:
-        return f"{var.name} must be one of {', '.join(EVENT_LOOPS)}, got {raw!r}"
     elif var.kind == "path" and not os.path.isfile(raw):
         return f"{var.name}={raw!r} is not a readable file"
     return None

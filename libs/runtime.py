@@ -1,8 +1,5 @@
 """Running a long-lived process: components, signals, graceful shutdown.
 
-``run`` runs a process's main coroutine on the event loop ``EVENT_LOOP`` names
-(uvloop unless told otherwise).
-
 A component has ``run()`` (until stopped) and ``stop()`` (ask it to finish:
 stop intake, finish or hand back the batch in flight, commit checkpoints).
 ``serve`` runs components side by side with the health server, turns SIGTERM
@@ -14,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import Sequence
+from typing import Protocol
 
 from libs.observability.health import HealthServer
 from libs.observability.logging import get_logger
@@ -25,39 +21,6 @@ from libs.observability.logging import get_logger
 log = get_logger(__name__)
 
 DEFAULT_GRACE_SECONDS = 25.0
-
-T = TypeVar("T")
-
-
-def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop every process runs on: uvloop, unless ``EVENT_LOOP=asyncio`` or it is not installed.
-
-    uvloop (libuv underneath, by the authors of asyncpg) costs a fraction of the
-    standard loop per wake-up, and this service wakes up for every Postgres
-    round trip, Kafka fetch and HTTP request: measured here, a ``SELECT 1``
-    round trip through asyncpg took 23 us instead of 59 us. ``EVENT_LOOP=asyncio``
-    is the way back should a platform or a library misbehave on it.
-    None means the standard library's loop.
-    """
-    if os.environ.get("EVENT_LOOP", "uvloop") == "asyncio":
-        return None
-    try:
-        import uvloop
-    except ImportError:  # a platform without wheels: the standard loop works the same, slower
-        return None
-    return uvloop.new_event_loop
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """A new loop from ``event_loop_factory`` (for aiohttp's ``web.run_app(loop=...)``)."""
-    factory = event_loop_factory()
-    return factory() if factory is not None else asyncio.new_event_loop()
-
-
-def run(main: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run(main)`` on the loop ``event_loop_factory`` picks."""
-    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        return runner.run(main)
 
 
 class Component(Protocol):

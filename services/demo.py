@@ -26,7 +26,6 @@ from urllib.parse import urlparse
 
 import asyncpg
 
-from libs import runtime
 from libs.events.migrate import migrate
 from sim.broker import TansuBroker, free_port
 
@@ -176,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         print("==> starting the Kafka-protocol broker (Tansu, memory only)")
         broker.start()
         print(f"==> migrating {urlparse(dsn).path.lstrip('/')}")
-        runtime.run(_ensure_database(dsn))
+        asyncio.run(_ensure_database(dsn))
         public = f"http://127.0.0.1:{inbound_port}"
         env = {
             **os.environ,
@@ -254,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
         print("==> starting the outbound service (poller, relay, pusher)")
         processes.start("outbound", ["outbound"], {**env, "METRICS_PORT": str(metrics_ports["outbound"])})
         _wait_http(public)
-        runtime.run(_show_progress(dsn, processes))
+        asyncio.run(_show_progress(dsn, processes))
         _print_where_to_look(public, hubspot_port, kleer_port, metrics_ports)
         if args.exit_after_sync:
             return 0

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import sys
 from typing import Any
 
 import asyncpg
 
-from libs import runtime
 from libs.config import ConfigError, load_settings
 from libs.events.grants import GrantError, apply_grants, planned_grants, user_of
 from libs.events.kafka import DEFAULT_PARTITIONS
@@ -60,11 +60,11 @@ def _service_and_owner_dsns() -> tuple[str, str]:
 def run_migrate(args: argparse.Namespace) -> int:
     try:
         service_dsn, owner_dsn = _service_and_owner_dsns()
-        applied = runtime.run(migrate(owner_dsn))
+        applied = asyncio.run(migrate(owner_dsn))
         print(f"database is up to date ({len(applied)} migration(s) applied now)")
         service_role = user_of(service_dsn)
         if owner_dsn != service_dsn and service_role and service_role != user_of(owner_dsn):
-            statements = runtime.run(apply_grants(owner_dsn, service_role))
+            statements = asyncio.run(apply_grants(owner_dsn, service_role))
             print(f"granted role {service_role!r} what the services need ({len(statements)} statements; "
                   "`kleer-sync db grants` prints them)")
     except (ConfigError, MigrationError, GrantError) as exc:
@@ -83,7 +83,7 @@ def run_grants(args: argparse.Namespace) -> int:
     if not role:
         return _fail("DATABASE_URL names no user: say which role the services run as with --role")
     try:
-        for statement in runtime.run(planned_grants(owner_dsn, role)):
+        for statement in asyncio.run(planned_grants(owner_dsn, role)):
             print(f"{statement};")
     except (OSError, asyncpg.PostgresError) as exc:
         return _fail(f"cannot read the schema: {exc}. Check DATABASE_URL (or DATABASE_OWNER_URL).")
@@ -103,7 +103,7 @@ def run_relay(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     configure_logging(settings.get("LOG_LEVEL") or "info", role="relay")
     try:
-        runtime.run(_relay_main(settings, args))
+        asyncio.run(_relay_main(settings, args))
     except EventStoreError as exc:
         return _fail(str(exc))
     return 0

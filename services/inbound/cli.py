@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from typing import Any
 
-from libs import runtime
 from libs.config import ConfigError, load_settings
 from libs.events.store import EventStoreError
 from libs.observability.logging import configure_logging
@@ -60,7 +60,7 @@ def _run(
         return _fail(str(exc))
     configure_logging(settings.get("LOG_LEVEL") or "info", role=role)
     try:
-        runtime.run(
+        asyncio.run(
             run_inbound(settings, web_server=web_server, handlers=handlers, relay=relay, consumers=consumers)
         )
     except (ConfigError, EventStoreError) as exc:

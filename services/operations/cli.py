@@ -9,6 +9,7 @@ what), 2 bad input or configuration.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import sys
 from collections.abc import Awaitable, Callable
@@ -17,7 +18,6 @@ from typing import Any
 import asyncpg
 import orjson
 
-from libs import runtime
 from libs.config import ConfigError, Settings, load_settings
 from libs.events.dlq import DeadLetterQueue
 from libs.events.store import EventStoreError, PostgresEventStore, create_pool
@@ -172,7 +172,7 @@ def run_with_pool(body: Callable[[Settings, asyncpg.Pool], Awaitable[int]]) -> i
             await pool.close()
 
     try:
-        return runtime.run(main())
+        return asyncio.run(main())
     except (EventStoreError, ConfigError) as exc:
         return fail(str(exc))
     except asyncpg.UndefinedTableError as exc:

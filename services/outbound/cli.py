@@ -10,10 +10,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from typing import Any
 
-from libs import runtime
 from libs.config import ConfigError, Settings, load_settings
 from libs.events.store import EventStoreError
 from libs.hubspot.errors import HubSpotError
@@ -73,7 +73,7 @@ def _run(args: argparse.Namespace, *, poller: bool, pusher: bool, relay: bool, r
         settings = _settings(required, role)
         kinds = parse_poll_types(getattr(args, "types", None))
         load_mappings(settings.get("MAPPINGS_FILE"))  # fail now, not in the first poll
-        runtime.run(run_outbound(settings, poller=poller, pusher=pusher, relay=relay, kinds=kinds))
+        asyncio.run(run_outbound(settings, poller=poller, pusher=pusher, relay=relay, kinds=kinds))
     except (ConfigError, MappingsFileError, EventStoreError) as exc:
         return _fail(str(exc))
     return 0
@@ -93,7 +93,7 @@ def run_poller(args: argparse.Namespace) -> int:
     try:
         settings = _settings(_KLEER, "poller")
         kinds = parse_poll_types(args.types)
-        report = runtime.run(_poll_once(settings, kinds))
+        report = asyncio.run(_poll_once(settings, kinds))
     except (ConfigError, MappingsFileError, EventStoreError, KleerError) as exc:
         return _fail(str(exc))
     for kind, line in report.kinds.items():
@@ -128,7 +128,7 @@ def run_setup(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(required=_HUBSPOT)
         configure_logging(settings.get("LOG_LEVEL") or "info", role="setup")
-        print(runtime.run(main(settings)))
+        print(asyncio.run(main(settings)))
     except (ConfigError, MappingsFileError, HubSpotError) as exc:
         return _fail(f"HubSpot setup failed: {exc}")
     print("HubSpot is ready for kleer-sync (run this again any time: it only adds what is missing).")

@@ -10,7 +10,6 @@ import signal
 
 from aiohttp import web
 
-from libs import runtime
 from sim.hubspot.app import create_app
 from sim.hubspot.config import DEFAULT_TOKEN, SimConfig, WebhookConfig
 from sim.hubspot.simulator import HubSpotSimulator
@@ -90,7 +89,7 @@ async def serve(config: SimConfig, host: str, port: int) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING)
     try:
-        runtime.run(serve(config_from_args(args), args.host, args.port))
+        asyncio.run(serve(config_from_args(args), args.host, args.port))
     except OSError as exc:
         print(f"cannot start the HubSpot simulator on {args.host}:{args.port}: {exc}. Pick another --port.")
         return 1

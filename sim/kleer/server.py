@@ -25,7 +25,6 @@ from typing import Any, Self
 import orjson
 from aiohttp import web
 
-from libs import runtime
 from libs.observability.logging import configure_logging
 from sim.kleer import seeding
 from sim.kleer.app import ADMIN_PREFIX, API_PREFIX, SimState, create_app
@@ -179,5 +178,5 @@ def run(args: argparse.Namespace) -> int:
         f"use {token_hint}. Admin: http://{args.host}:{args.port}{ADMIN_PREFIX}/state. Ctrl-C stops it.",
         flush=True,
     )
-    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None, loop=runtime.new_event_loop())
+    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None)
     return 0

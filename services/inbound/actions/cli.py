@@ -11,12 +11,12 @@ takes the definitions API with the app's developer API key
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from libs import runtime
 from libs.config import ConfigError, Secret, Settings, load_settings
 from libs.hubspot.client import HubSpotClient
 from libs.hubspot.errors import HubSpotError
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     try:
-        results = runtime.run(_run(settings, dry_run=bool(getattr(args, "dry_run", False))))
+        results = asyncio.run(_run(settings, dry_run=bool(getattr(args, "dry_run", False))))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
