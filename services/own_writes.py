@@ -8,10 +8,13 @@ webhook's ``changeSource``/``sourceId`` do not say so.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
+import orjson
 
 ECHO_WINDOW = timedelta(days=3)  # HubSpot retries webhooks for about a day; keep margin
 
@@ -24,25 +27,29 @@ async def record_own_writes(
 ) -> None:
     """Remember ``(hubspot_id, {property: value})`` pairs we just wrote (a later pair for the same property wins).
 
-    One set-based statement for the whole batch (tens of thousands of rows per pusher batch).
+    One row per record (migration 015): ``{property: [value, unix seconds]}``, merged into what the record
+    already has, so each property keeps the time of its own last write. One set-based statement for the
+    whole batch (thousands of records per pusher batch). The time is this process's clock: seconds of skew
+    between pods are nothing against ``ECHO_WINDOW``.
     """
-    latest: dict[tuple[str, str], str] = {}
+    now = int(time.time())
+    by_record: dict[str, dict[str, list[Any]]] = {}
     for object_id, properties in writes:
-        for prop, value in properties.items():
-            latest[(str(object_id), prop)] = "" if value is None else str(value)
-    if not latest:
+        if properties:
+            logged = by_record.setdefault(str(object_id), {})
+            for prop, value in properties.items():
+                logged[prop] = ["" if value is None else str(value), now]
+    if not by_record:
         return
     await conn.execute(
-        "INSERT INTO own_writes (connection, object_type, object_id, property, value) "
-        "SELECT $1, $2, w.object_id, w.property, w.value "
-        "FROM unnest($3::text[], $4::text[], $5::text[]) AS w(object_id, property, value) "
-        "ON CONFLICT (connection, object_type, object_id, property) "
-        "DO UPDATE SET value = EXCLUDED.value, written_at = now()",
+        "INSERT INTO own_write_records AS w (connection, object_type, object_id, properties) "
+        "SELECT $1, $2, r.object_id, r.properties::jsonb "
+        "FROM unnest($3::text[], $4::text[]) AS r(object_id, properties) "
+        "ON CONFLICT (connection, object_type, object_id) DO UPDATE SET properties = w.properties || EXCLUDED.properties",
         connection,
         object_type,
-        [key[0] for key in latest],
-        [key[1] for key in latest],
-        list(latest.values()),
+        list(by_record),
+        [orjson.dumps(logged).decode() for logged in by_record.values()],
     )
 
 
@@ -52,19 +59,21 @@ async def echoes(
     object_type: str,
     changes: Iterable[tuple[str, str, str | None]],
 ) -> set[tuple[str, str]]:
-    """Of ``(hubspot_id, property, value)`` changes, the ``(hubspot_id, property)`` that echo our own write."""
+    """Of ``(hubspot_id, property, value)`` changes, the ``(hubspot_id, property)`` that echo our own write
+    (the value we last wrote to that property, within ``ECHO_WINDOW`` of writing it)."""
     items = list(changes)
     if not items:
         return set()
     rows = await conn.fetch(
         "SELECT c.object_id, c.property FROM unnest($3::text[], $4::text[], $5::text[]) AS c(object_id, property, value) "
-        "JOIN own_writes w ON w.connection = $1 AND w.object_type = $2 AND w.object_id = c.object_id "
-        "AND w.property = c.property AND w.value = COALESCE(c.value, '') AND w.written_at > now() - $6::interval",
+        "JOIN own_write_records w ON w.connection = $1 AND w.object_type = $2 AND w.object_id = c.object_id "
+        "WHERE w.properties -> c.property ->> 0 = COALESCE(c.value, '') "
+        "AND (w.properties -> c.property ->> 1)::bigint > $6::bigint",
         connection,
         object_type,
         [i[0] for i in items],
         [i[1] for i in items],
         [i[2] for i in items],
-        ECHO_WINDOW,
+        int(time.time() - ECHO_WINDOW.total_seconds()),
     )
     return {(r["object_id"], r["property"]) for r in rows}
