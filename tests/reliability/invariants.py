@@ -249,6 +249,13 @@ _ACTION_RECORDS = {  # action -> (Kleer resource, field holding our tag, deal pr
 }
 
 
+def _credits(record: Mapping[str, Any], debit: Mapping[str, Any] | None) -> bool:
+    """``record`` is a credit invoice of ``debit``: the workload credits paid invoices, the action-created
+    ones too, and a credit invoice copies its debit invoice's fields, our tag among them."""
+    credited = record.get("debit-invoice-nr")
+    return debit is not None and credited is not None and credited == debit.get("invoice-nr")
+
+
 def check_workflow_actions(snapshot: Snapshot, ledger: Ledger, completions: Mapping[str, list[Any]]) -> InvariantResult:
     """Each action call got an answer; a SUCCESS created exactly one Kleer record (the same one for every
     repeat of its callbackId) linked from the deal; a BLOCK was completed through the callback API."""
@@ -297,7 +304,9 @@ def check_workflow_actions(snapshot: Snapshot, ledger: Ledger, completions: Mapp
         if (resource, kleer_id) in deleted_later:
             outcomes[f"{call.action}: deleted later in Kleer"] += 1
             continue
-        tagged = [str(r["id"]) for r in snapshot.book.get(resource, []) if r.get(tag_field) == call.tag]
+        records = snapshot.book.get(resource, [])
+        answered = next((r for r in records if str(r["id"]) == kleer_id), None)
+        tagged = [str(r["id"]) for r in records if r.get(tag_field) == call.tag and not _credits(r, answered)]
         if tagged != [kleer_id]:
             problems.append(f"{where}: answered Kleer {resource} {kleer_id}, Kleer holds {tagged} tagged {call.tag}")
         deal_link = (deals.get(call.object_id) or {}).get(link)

@@ -15,6 +15,8 @@ from sim.kleer.seeding import seed
 from sim.kleer.store import KleerStore
 from tests.reliability.expected import HubSpotIndex, diff_associations, diff_records, expected_state
 from tests.reliability.faults import ALL_KINDS, plan_faults
+from tests.reliability.invariants import Snapshot, check_workflow_actions
+from tests.reliability.workload import ActionCall, Ledger
 
 
 def _book() -> dict[str, list[dict[str, Any]]]:
@@ -109,3 +111,26 @@ def test_the_short_plan_has_every_fault_kind_once_and_the_same_seed_gives_the_sa
     soak = plan_faults(7, 1800.0, every_kind_once=False, mean_gap=8.0)
     assert len(soak) > 150 and len({f.kind for f in soak}) == len(ALL_KINDS)
     assert {f.mode for f in soak if f.kind == "postgres_restart"} == {"fast", "immediate"}
+
+
+def _action_invariant(invoices: list[dict[str, Any]]) -> Any:
+    """The workflow-action invariant over one Create Kleer Invoice answered with invoice 4562."""
+    call = ActionCall("create-invoice", "cb-wf-x-1", "DEAL", "19767", "wf-x-1", "1",
+                      answers=[{"status": 200, "state": "SUCCESS", "output": {"kleer_id": "4562"}}])
+    ledger = Ledger(actions=[call])
+    snapshot = Snapshot(book={"client-invoice": invoices},
+                        hubspot={"deals": [{"id": "19767", "properties": {"kleer_invoice_id": "4562"}}]},
+                        expected=expected_state({}), index=HubSpotIndex.build({}))
+    return check_workflow_actions(snapshot, ledger, {})
+
+
+def test_a_credit_invoice_of_the_created_invoice_is_no_second_create() -> None:
+    """Found by the 30-minute soak: the workload paid the invoice the action made, then credited it; the
+    credit invoice copies the debit's your-reference (our tag) and was counted as a duplicate create."""
+    created = {"id": 4562, "invoice-nr": 1001, "debit-invoice-nr": None, "your-reference": "wf-x-1"}
+    credit = {"id": 4761, "invoice-nr": 1207, "debit-invoice-nr": 1001, "your-reference": "wf-x-1"}
+    assert _action_invariant([created, credit]).ok
+    twice = {"id": 4763, "invoice-nr": 1209, "debit-invoice-nr": None, "your-reference": "wf-x-1"}
+    result = _action_invariant([created, credit, twice])
+    assert not result.ok
+    assert "Kleer holds ['4562', '4763'] tagged wf-x-1" in result.problems[0]
