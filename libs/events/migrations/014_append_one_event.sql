@@ -5,8 +5,8 @@
 -- batch: it parses one JSON document into rows, numbers them with window
 -- functions and runs under SET clauses (each call saves and restores those
 -- settings). For one event that machinery was most of the server's work:
--- measured with pgbench on one server, synchronous_commit off, this function
--- runs in about 60% of the batch function's time for one event.
+-- measured with pgbench on one server, synchronous_commit off, one event per
+-- call: 9,162 calls/s for this function against 5,726-6,804 for the batch one.
 --
 -- Same guarantees as the batch function (see 001, 010 and 011): the append
 -- lock is taken before the heads are read, so positions are handed out in

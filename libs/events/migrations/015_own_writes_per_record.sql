@@ -2,7 +2,7 @@
 --
 -- The pusher logs every property inbound sync reads of every record it writes
 -- (a dozen per company), in the transaction that records the push. As one row
--- per property that was the costliest statement of a full sync: measured with
+-- per property that was the second costliest statement of a full sync: measured with
 -- pg_stat_statements over bench_outbound --scale 0.5, 4.8 s of the server's
 -- 18 s, for 600,000 rows, 8 us each. One row per record carries the same facts
 -- in a twelfth of the rows and index entries.
