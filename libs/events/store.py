@@ -123,10 +123,15 @@ def _batch_document(rows: Sequence[_Row]) -> str:
     try:
         return orjson.dumps(rows).decode()
     except TypeError as exc:
-        for _, _, event_type, data, metadata, _ in rows:  # name the event that cannot be stored
-            encode_json_object(data, "data", event_type)
-            encode_json_object(metadata, "metadata", event_type)
-        raise EventDataError(f"an event of the batch is not JSON-serialisable: {exc}") from exc
+        raise _unserialisable(rows, exc) from exc
+
+
+def _unserialisable(rows: Sequence[_Row], exc: TypeError) -> EventDataError:
+    """The error naming the event of ``rows`` whose data or metadata orjson refused with ``exc``."""
+    for _, _, event_type, data, metadata, _ in rows:
+        encode_json_object(data, "data", event_type)  # raises, naming the event type
+        encode_json_object(metadata, "metadata", event_type)
+    return EventDataError(f"an event of the batch is not JSON-serialisable: {exc}")
 
 
 # The last argument, skip stored: true looks stored event ids up first; false leaves them to the unique index.
@@ -143,9 +148,10 @@ def _one_event_arguments(row: _Row) -> tuple[uuid.UUID, str, str, str, str, int]
     try:
         return (event_id, stream, event_type, orjson.dumps(data).decode(),
                 "{}" if not metadata else orjson.dumps(metadata).decode(), expected)
-    except TypeError:
-        return (event_id, stream, event_type, encode_json_object(data, "data", event_type),
-                encode_json_object(metadata, "metadata", event_type), expected)
+    except TypeError as exc:
+        raise _unserialisable([row], exc) from exc
+
+
 _EVENT_ID_KEY = "events_event_id_key"
 _POSITION = attrgetter("position")
 
