@@ -168,7 +168,10 @@ class EventConsumer:
                     await asyncio.sleep(0.5)
                     continue
                 try:
-                    await self._follow_broker_epoch()
+                    if await self._follow_broker_epoch():
+                        # What was just fetched may come from the broker that lost its data (its offsets
+                        # mean nothing to the new one): it is read again, from the start, not checkpointed.
+                        continue
                     for tp, messages in batches.items():
                         await self._handle_partition(tp, messages)
                     if batches:
@@ -187,24 +190,29 @@ class EventConsumer:
                 await asyncio.gather(self._lag_task, return_exceptions=True)
 
     # -- internals ---------------------------------------------------------------
-    async def _follow_broker_epoch(self) -> None:
-        """After the relay saw the broker lose data, read every assigned partition again from the start."""
+    async def _follow_broker_epoch(self) -> bool:
+        """After the relay saw the broker lose data, read every assigned partition again from the start.
+
+        Returns True when it did: the messages fetched before are then to be dropped, not handled.
+        """
         now = time.monotonic()
         if now - self._epoch_checked < EPOCH_CHECK_SECONDS:
-            return
+            return False
         self._epoch_checked = now
         try:
             epoch = int(await self.pool.fetchval("SELECT COALESCE(max(epoch), 0) FROM relay_state") or 0)
         except (OSError, asyncpg.PostgresError) as exc:
             log.warning("could not read the broker epoch", consumer=self.config.name, error=str(exc))
-            return
+            return False
         previous, self._epoch = self._epoch, epoch
         if previous is None or epoch == previous or self._kafka is None:
-            return
+            return False
         assigned = list(self._kafka.assignment())
-        if assigned:
-            log.warning("broker lost data; re-reading partitions", consumer=self.config.name, epoch=epoch)
-            await self._kafka.seek_to_beginning(*assigned)
+        if not assigned:
+            return False
+        log.warning("broker lost data; re-reading partitions", consumer=self.config.name, epoch=epoch)
+        await self._kafka.seek_to_beginning(*assigned)
+        return True
 
     async def _resume_after_outage(self) -> None:
         """Wait for the database, then seek every assigned partition back to its checkpoint."""
@@ -241,14 +249,38 @@ class EventConsumer:
         if self._kafka is None:
             return
         from_start = []
+        resume_at: dict[TopicPartition, int] = {}
         for tp in assigned:
             row = resume.get((tp.topic, tp.partition))
             if row is not None and row["kafka_offset"] is not None and row["epoch"] == epoch:
-                self._kafka.seek(tp, row["kafka_offset"] + 1)
+                resume_at[tp] = row["kafka_offset"] + 1
             else:
                 from_start.append(tp)
+        for tp, offset in (await self._past_the_end(resume_at)).items():
+            log.warning("checkpoint offset is past the end of the partition; reading it from the start",
+                        consumer=self.config.name, topic=tp.topic, partition=tp.partition, offset=offset)
+            del resume_at[tp]
+            from_start.append(tp)
+        for tp, offset in resume_at.items():
+            self._kafka.seek(tp, offset)
         if from_start:
             await self._kafka.seek_to_beginning(*from_start)
+
+    async def _past_the_end(self, resume_at: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """The resume offsets the broker does not have yet: it lost data they were taken from.
+
+        Kafka would reset such a position (``auto_offset_reset``); a broker that does not would leave
+        the consumer waiting there until that many new messages arrive. The checkpoints (positions in
+        the log) make the re-read from the start cheap: what was handled is skipped.
+        """
+        if not resume_at or self._kafka is None:
+            return {}
+        try:
+            ends = await self._kafka.end_offsets(list(resume_at))
+        except Exception as exc:  # the broker cannot say: resume as stored, as before
+            log.warning("could not read the partitions' end offsets", consumer=self.config.name, error=str(exc))
+            return {}
+        return {tp: offset for tp, offset in resume_at.items() if tp in ends and offset > ends[tp]}
 
     async def _handle_partition(self, tp: TopicPartition, messages: Sequence[Any]) -> None:
         while True:

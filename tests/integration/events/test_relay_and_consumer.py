@@ -169,3 +169,88 @@ async def test_broker_restarted_empty_mid_stream_still_delivers_every_event_once
         await relay.stop()
         await asyncio.wait_for(relay_task, 30)
     await _assert_exactly_once(pool, 3000)
+
+
+async def test_a_batch_fetched_before_the_broker_lost_its_data_is_read_again_not_checkpointed(
+    store: PostgresEventStore, pool: asyncpg.Pool, own_broker: TansuBroker
+) -> None:
+    """Found by the short soak: a consumer stalled for good after a broker restart.
+
+    It had fetched a batch from the broker that then died, noticed the relay's new broker epoch
+    before handling the batch, and checkpointed the old broker's offsets under the new epoch. Its
+    next start sought to those offsets in the new broker's far shorter partitions, and waited there.
+    """
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    await _effects_table(pool)
+    relay = Relay(
+        store,
+        make_router(prefix),  # type: ignore[arg-type]
+        RelayConfig(bootstrap_servers=own_broker.bootstrap_servers, topics=all_topic_names(prefix), batch_size=100,
+                    loss_check_interval=0.5),
+    )
+    relay_task = asyncio.create_task(relay.run())
+    try:
+        async with _running_consumer(store, own_broker, prefix) as consumer:
+            await _append(store, 1500, "b")
+            await _wait_for_effects(pool, 1500, timeout=60)
+            epoch = await pool.fetchval("SELECT max(epoch) FROM relay_state") or 0
+            assert consumer._kafka is not None
+            kafka = consumer._kafka
+            fetch = kafka.getmany
+            armed = asyncio.Event()
+
+            async def getmany_then_lose_the_broker(*args: object, **kwargs: object) -> object:
+                batches = await fetch(*args, **kwargs)
+                if batches and armed.is_set():
+                    armed.clear()
+                    # The broker dies once this batch is in hand, and the relay sees it lost its data.
+                    own_broker.restart()
+                    deadline = time.monotonic() + 30
+                    while (await pool.fetchval("SELECT max(epoch) FROM relay_state") or 0) == epoch:
+                        assert time.monotonic() < deadline, "the relay did not notice the broker's data loss"
+                        await asyncio.sleep(0.1)
+                    consumer._epoch_checked = 0.0  # it reads the new epoch before handling the batch
+                return batches
+
+            kafka.getmany = getmany_then_lose_the_broker  # type: ignore[method-assign]
+            armed.set()
+            await _append(store, 400, "c")
+            await _wait_for_effects(pool, 1900, timeout=90)
+            assert not armed.is_set(), "no batch was fetched after the hook was armed"
+        # A new start resumes from the checkpoints: they must hold offsets of the broker that now runs.
+        async with _running_consumer(store, own_broker, prefix):
+            await _append(store, 300, "d")
+            await _wait_for_effects(pool, 2200, timeout=60)
+    finally:
+        await relay.stop()
+        await asyncio.wait_for(relay_task, 30)
+    await _assert_exactly_once(pool, 2200)
+
+
+async def test_a_checkpoint_offset_past_the_end_of_its_partition_resumes_from_the_start(
+    store: PostgresEventStore, pool: asyncpg.Pool, own_broker: TansuBroker
+) -> None:
+    """A stored Kafka offset the broker does not have (it lost the data it came from) is not waited at."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    await _effects_table(pool)
+    topic = all_topic_names(prefix)[0]
+    epoch = await pool.fetchval("SELECT COALESCE(max(epoch), 0) FROM relay_state")
+    await pool.executemany(
+        "INSERT INTO consumer_checkpoints (consumer, topic, partition, position, kafka_offset, epoch) "
+        "VALUES ($1, $2, $3, 0, 100000, $4)",
+        [(f"test-{prefix}", topic, partition, epoch) for partition in range(4)],
+    )
+    relay = Relay(
+        store,
+        make_router(prefix),  # type: ignore[arg-type]
+        RelayConfig(bootstrap_servers=own_broker.bootstrap_servers, topics=all_topic_names(prefix), batch_size=100),
+    )
+    relay_task = asyncio.create_task(relay.run())
+    try:
+        async with _running_consumer(store, own_broker, prefix):
+            await _append(store, 300, "e")
+            await _wait_for_effects(pool, 300, timeout=60)
+    finally:
+        await relay.stop()
+        await asyncio.wait_for(relay_task, 30)
+    await _assert_exactly_once(pool, 300)
