@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -18,10 +19,35 @@ from typing import Any
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A free TCP port below the kernel's ephemeral range.
+
+    A port the kernel hands out (bind to 0) is one it also picks as the local port of outgoing
+    connections: a service killed and restarted on it could find it taken by one (EADDRINUSE)
+    and never come back. Ports below the range are only ever taken by a bind.
+    """
+    low = _ephemeral_low()
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(10_000, low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # everything below the range is taken: any free port will do
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        found: int = sock.getsockname()[1]
+        return found
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32_768
+    return max(low, 10_001)
 
 
 def broker_binary() -> str:
