@@ -289,7 +289,7 @@ class InboundHandlers:
                 self.pool,
                 list(streams),
                 upserted=upserted_type(hubspot_object),
-                inbound_types=[UPDATED[kleer_type], CLIENT_CREATED],
+                inbound_types=[UPDATED[kleer_type], CLIENT_CREATED, SYNC_SKIPPED],
                 removed_types=[archived_type(hubspot_object)],
                 change_types=[changed_type(kleer_type), push_requested_type(kleer_type)],
                 before=read_at,
@@ -451,6 +451,13 @@ class InboundHandlers:
             metrics.INBOUND_COMMANDS.labels(object_type=kleer_type, outcome="conflict_kept_kleer").inc()
         else:
             metrics.INBOUND_COMMANDS.labels(object_type=kleer_type, outcome="unchanged").inc()
+        if not plan.write and not plan.conflict:
+            # Kleer already holds HubSpot's values (say our write landed but its commit did not): a sync
+            # both sides took part in. On the Kleer record's stream with what HubSpot held, like a write,
+            # it is the base of the next merge and tells the pusher HubSpot's values are in Kleer: a later
+            # Kleer change is pushed, not held back as if an edit were still on its way to Kleer.
+            events.append(self._skip_event(work, "kleer_up_to_date", kleer_id=kleer_id,
+                                           changed_properties=list(work.changed_properties), hubspot_properties=props))
         if plan.snapshot is not None:
             # HubSpot must get the merged record (and not a stale snapshot still queued): as a poll would.
             snapshot_meta = {"actor": CONSUMER_NAME, "source": "kleer"}
@@ -458,8 +465,6 @@ class InboundHandlers:
                 NewEvent(changed_type(kleer_type), plan.snapshot.to_event_data(), snapshot_meta).caused_by(work.cause)
             )
         outcome = Outcome(appends=[AppendRequest(stream, events)] if events else [], writes=writes)
-        if not plan.write and not plan.conflict:
-            outcome.appends.extend(self._skipped(work, "kleer_up_to_date", kleer_id=kleer_id).appends)
         connection, hubspot_object, hubspot_id = work.connection, work.hubspot_object, work.hubspot_id
         new_fingerprint, wrote = plan.new_fingerprint, plan.write
 
@@ -645,6 +650,10 @@ class InboundHandlers:
         return Outcome(appends=[AppendRequest(stream, [event])], writes=[relink])
 
     def _skipped(self, work: RecordWork, reason: str, **extra: Any) -> Outcome:
+        return Outcome(appends=[AppendRequest(_hubspot_stream(work), [self._skip_event(work, reason, **extra)])])
+
+    @staticmethod
+    def _skip_event(work: RecordWork, reason: str, **extra: Any) -> NewEvent:
         kind = ECHO_IGNORED if reason == "echo" else SYNC_SKIPPED
         data: dict[str, Any] = {
             "hubspot_object": work.hubspot_object,
@@ -654,8 +663,7 @@ class InboundHandlers:
             "webhook_event_ids": [str(e.event_id) for e in work.events],
             **extra,
         }
-        event = NewEvent(kind, data, {"actor": CONSUMER_NAME, "source": "hubspot"}).caused_by(work.cause)
-        return Outcome(appends=[AppendRequest(_hubspot_stream(work), [event])])
+        return NewEvent(kind, data, {"actor": CONSUMER_NAME, "source": "hubspot"}).caused_by(work.cause)
 
 
 @dataclass(frozen=True)

@@ -100,8 +100,10 @@ log = get_logger(__name__)
 
 PUSHER_SOURCE = "outbound-pusher"
 REMOVED_FLAG = "kleer_deleted"  # the property a removal sets under RemovalPolicy.FLAG
-# The inbound handlers' writes to Kleer, carrying the HubSpot properties they synced (services/inbound/handlers.py).
-INBOUND_SYNC_TYPES = ("KleerClientUpdated", "KleerProjectUpdated", "KleerClientCreated")
+# The inbound handlers' syncs into Kleer, carrying the HubSpot properties they synced (services/inbound/handlers.py):
+# their writes, and the skip of a sync that found Kleer already holding HubSpot's values (only that skip carries
+# ``hubspot_properties`` on the Kleer record's stream).
+INBOUND_SYNC_TYPES = ("KleerClientUpdated", "KleerProjectUpdated", "KleerClientCreated", "InboundSyncSkipped")
 HELD_PREFIX = "held:"  # a pushed fingerprint with properties held back (never equal to a snapshot's)
 
 

@@ -150,6 +150,44 @@ async def test_a_kleer_change_pushed_after_a_hubspot_edit_of_another_field_keeps
     assert not problems, f"expected both changes {want} on both sides: " + "; ".join(problems)
 
 
+async def test_a_kleer_change_after_an_edit_kleer_already_held_is_pushed_not_held_back(system: System) -> None:
+    """Found by the short soak (CI, seed 7): HubSpot kept an edit Kleer had long replaced.
+
+    The handlers wrote a HubSpot edit to Kleer and were killed (or Postgres restarted) before they
+    committed; the redelivery found Kleer already holding the edit and wrote nothing. Kleer then
+    changed the field again before any poll saw the edit. The pusher took HubSpot's value for an
+    edit still on its way to Kleer and held Kleer's change back, for good.
+    """
+    snapshot = await take_snapshot(system)
+    client = snapshot.book["client"][3]
+    client_id = str(client["id"])
+    hubspot_id = snapshot.index.hubspot_id("companies", client_id)
+    assert hubspot_id is not None
+    stream = f"{CONNECTION}/kleer-client/{client_id}"
+    assert system.session is not None and system.pool is not None
+    system.processes["poller"].stop()
+    system.processes["handlers"].stop()
+    try:
+        # Someone edits the address in HubSpot; Kleer gets the edit with no inbound sync in the log
+        # (the handlers' write whose commit was lost).
+        async with system.session.post(f"{system.hubspot_base}/_sim/ui-edit/companies/{hubspot_id}",
+                                       json={"properties": {"address": "Redigerad väg 1"}}) as resp:
+            assert resp.status == 200
+        await _kleer_update(system, "client", client_id, {"address": {**client["address"], "address1": "Redigerad väg 1"}})
+        since = await system.pool.fetchval("SELECT coalesce(max(position), 0) FROM events")
+        await system.start_service("handlers")
+        await _wait_for(system, "the handlers to find Kleer up to date (rejoining their group can take a session "
+                        "timeout)", "SELECT position FROM events WHERE stream = ANY($1::text[]) AND position > $2 "
+                        "AND type = 'InboundSyncSkipped' AND data->>'reason' = 'kleer_up_to_date'",
+                        [stream, f"{CONNECTION}/hubspot-company/{hubspot_id}"], since, timeout=40)
+        # Kleer changes the address again before a poll has seen the edit.
+        await _kleer_update(system, "client", client_id, {"address": {**client["address"], "address1": "Kleervägen 2"}})
+    finally:
+        await system.start_service("poller")
+    have = await _wait_hubspot(system, "companies", client_id, "address", "Kleervägen 2", 30)
+    assert have == "Kleervägen 2", f"HubSpot holds address {have!r}; Kleer changed it to 'Kleervägen 2' after the edit"
+
+
 async def test_records_created_by_workflow_actions_during_a_poll_are_not_taken_as_removed(system: System) -> None:
     workload = Workload(system, WorkloadConfig(), seed=5)
     snapshot = await take_snapshot(system)

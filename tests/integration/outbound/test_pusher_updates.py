@@ -144,10 +144,10 @@ async def test_a_hubspot_edit_already_synced_into_kleer_is_overwritten_by_a_late
 ) -> None:
     """Found by the short soak: an edit the inbound handlers had written to Kleer was still held back."""
     from libs.events.envelope import NewEvent
-    from services.inbound.handlers import CLIENT_CREATED, UPDATED
+    from services.inbound.handlers import CLIENT_CREATED, SYNC_SKIPPED, UPDATED
     from services.outbound.pusher import INBOUND_SYNC_TYPES
 
-    assert set(INBOUND_SYNC_TYPES) == {*UPDATED.values(), CLIENT_CREATED}
+    assert set(INBOUND_SYNC_TYPES) == {*UPDATED.values(), CLIENT_CREATED, SYNC_SKIPPED}
     async with _pushed_client(store, kleer_sim, hubspot_sim, 94) as (pusher, client, kleer_id, hubspot_id):
         edited = hubspot_sim.ui_edit("companies", hubspot_id, {"invoice_email": "faktura@hubspot.example.se"})
         synced = {"kleer_id": kleer_id, "hubspot_properties": dict(edited.properties), "fields": {}}
@@ -212,3 +212,4 @@ async def test_the_first_push_of_a_record_never_synced_from_hubspot_sends_everyt
     assert (company["name"], company["phone"]) == (client["name"], record_snapshot("client", client).properties["phone"])
     first = [e for e in await store.read_all(0, 100) if e.type == "HubSpotCompanyUpserted"][-1]
     assert "held" not in first.data
+
