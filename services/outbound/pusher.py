@@ -326,6 +326,10 @@ class Pusher:
         plan: dict[Action, list[Change]] = {action: [] for action in Action}
         for change in known:
             plan[decide(change, pushed.get(change.key), self.removal)].append(change)
+        stale = await self._pushed_before_an_inbound_sync(plan[Action.UPSERT], pushed)
+        if stale:
+            plan[Action.UPSERT] = [c for c in plan[Action.UPSERT] if c.key not in stale]
+            plan[Action.SKIP].extend(c for c in known if c.key in stale)
         for change in plan[Action.SKIP]:
             outcome.results.append(
                 PushResult(
@@ -347,6 +351,32 @@ class Pusher:
         )
         await self._associate(written, pushed, outcome, sweep=sweep)
         return outcome
+
+    async def _pushed_before_an_inbound_sync(
+        self, changes: Sequence[Change], pushed: Mapping[RecordKey, Pushed]
+    ) -> set[RecordKey]:
+        """The records whose snapshot is the one we last pushed, recorded before an inbound sync since: stale.
+
+        An inbound write marks our last push as no longer what HubSpot holds (``HUBSPOT_AHEAD_PREFIX``),
+        so that Kleer going back to the values we pushed is pushed again. A change event with those very
+        values recorded *before* that sync is no such change: it is the one we pushed, still queued (a
+        workflow action pushes its record at once, before this consumer reaches the event). Written now,
+        it would put Kleer's older values over the HubSpot edit the handlers have just synced.
+        """
+        candidates = [
+            c for c in changes
+            if not c.force and c.snapshot is not None and c.event is not None
+            and parse_event_type(c.event.type) == (c.kind, CHANGED)
+            and (before := pushed.get(c.key)) is not None
+            and before.fingerprint == idmap.HUBSPOT_AHEAD_PREFIX + c.snapshot.fingerprint
+        ]
+        if not candidates:
+            return set()
+        synced = await idmap.latest_positions(self.pool, [c.key for c in candidates], INBOUND_SYNC_TYPES)
+        stale = {c.key for c in candidates if c.event is not None and c.event.position < synced.get(c.key, 0)}
+        if stale:
+            log.info("queued snapshots already pushed before an inbound sync left alone", records=len(stale))
+        return stale
 
     async def _upsert_all(
         self, changes: Sequence[Change], pushed: Mapping[RecordKey, Pushed], outcome: _Outcome

@@ -213,3 +213,34 @@ async def test_the_first_push_of_a_record_never_synced_from_hubspot_sends_everyt
     first = [e for e in await store.read_all(0, 100) if e.type == "HubSpotCompanyUpserted"][-1]
     assert "held" not in first.data
 
+
+async def test_a_queued_snapshot_already_pushed_is_not_pushed_again_over_a_later_inbound_sync(
+    store: PostgresEventStore, kleer_sim: KleerSimServer, hubspot_sim: HubSpotSim
+) -> None:
+    """Found by the short soak: a workflow action pushed its new project at once; someone renamed it in
+    HubSpot and the handlers wrote the name to Kleer; then the pusher's consumer reached the action's
+    change event, still queued, and wrote the old name back over the edit."""
+    from libs.events.envelope import NewEvent
+    from services.inbound import bookkeeping
+    from services.inbound.handlers import UPDATED
+
+    async with _pushed_client(store, kleer_sim, hubspot_sim, 96) as (pusher, client, kleer_id, hubspot_id):
+        stream = f"{CONNECTION}/kleer-client/{kleer_id}"
+        snapshot = record_snapshot("client", client)  # what HubSpot just got, its change event still queued
+        await store.append(stream, [NewEvent(changed_type("client"), snapshot.to_event_data(), {})])
+        (queued,) = [e for e in await store.read_stream(stream) if e.type == changed_type("client")]
+
+        edited = hubspot_sim.ui_edit("companies", hubspot_id, {"name": "Omdöpt i HubSpot AB"})
+        synced = {"kleer_id": kleer_id, "hubspot_properties": dict(edited.properties), "fields": {"name": "x"}}
+        async with store.pool.acquire() as conn, conn.transaction():  # the handlers' commit
+            await store.append(stream, [NewEvent(UPDATED["client"], synced, {})], conn=conn)
+            await bookkeeping.mark_hubspot_ahead(conn, CONNECTION, "client", kleer_id)
+
+        await _handle(store, pusher, [queued])
+        assert _company(hubspot_sim, kleer_id)["name"] == "Omdöpt i HubSpot AB"
+
+        # The same values recorded after the inbound sync are a real change (Kleer went back): pushed.
+        await store.append(stream, [NewEvent(changed_type("client"), snapshot.to_event_data(), {})])
+        again = [e for e in await store.read_stream(stream) if e.type == changed_type("client")][-1]
+        await _handle(store, pusher, [again])
+        assert _company(hubspot_sim, kleer_id)["name"] == client["name"]
