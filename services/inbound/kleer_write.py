@@ -14,7 +14,8 @@ with the merged state:
 
 - if the merged record holds values HubSpot lacks (Kleer's unpushed changes,
   or Kleer won a conflict), or a snapshot other than the merged one still
-  waits for the pusher (it would overwrite HubSpot's edit), ``snapshot`` is
+  waits for the pusher (it would overwrite HubSpot's edit), or the log holds
+  no push of the record and no change waiting for one, ``snapshot`` is
   the merged record mapped as the poller maps it, to be appended as a
   ``Kleer{Kind}Changed`` event with its fingerprint stored;
 - otherwise, after a write, ``new_fingerprint`` is stored so the next poll does
@@ -209,6 +210,10 @@ def plan_write(
     values are the only edit; otherwise every field the two sides hold differently is a conflict.
     Raises ``MappingError`` when HubSpot's values cannot be mapped to Kleer.
     """
+    # The log knows the record and holds no push of it, and no change waiting for the pusher: HubSpot has
+    # none of Kleer's one-way fields. Say the handlers that created the Kleer client were stopped before
+    # they committed its first snapshot, and the poller took the fingerprint they stored for seen.
+    unpushed = base is not None and base.pushed_fingerprint is None and base.pending_fingerprint is None
     base = base or SyncBase()
     fields = inbound_fields(kleer_type, hubspot, mappings)
     hubspot_body = to_kleer(kleer_type, hubspot, changed=changed, mappings=mappings)
@@ -240,7 +245,7 @@ def plan_write(
 
     pending = base.pending_fingerprint
     merged: Snapshot | None = None
-    if write or merge.kleer_ahead or pending is not None:
+    if write or merge.kleer_ahead or pending is not None or unpushed:
         try:
             merged = record_snapshot(kleer_type, apply_update(current, body) if write else current, mappings=mappings)
         except MappingError:
@@ -249,7 +254,7 @@ def plan_write(
         base.pushed_fingerprint,
         merged.fingerprint,
     )
-    snapshot = merged if merged is not None and (merge.kleer_ahead or stale_waiting) else None
+    snapshot = merged if merged is not None and (merge.kleer_ahead or stale_waiting or unpushed) else None
     if snapshot is not None:
         new_fingerprint: str | None = snapshot.fingerprint
     elif write and polled and merged is not None:

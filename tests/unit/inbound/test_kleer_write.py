@@ -153,3 +153,19 @@ def test_hubspot_value_kleer_cannot_take_raises() -> None:
         plan_write("client", CLIENT, hubspot, stored_fingerprint=None, policy=ConflictPolicy.HUBSPOT_WINS,
                    mappings=MAPPINGS)
 
+
+
+def test_a_linked_record_never_pushed_and_with_nothing_waiting_is_queued_for_hubspot() -> None:
+    """Found by the short soak: the handlers created a Kleer client for a HubSpot company, stored its
+    fingerprint and wrote its kleer_id, and were stopped before committing its first snapshot. The
+    redelivery found Kleer up to date; the poller took the client for seen; HubSpot never got Kleer's
+    one-way fields."""
+    never_pushed = SyncBase(properties=_mapped(CLIENT))  # an inbound sync only: no upsert, nothing pending
+    plan = _plan(CLIENT, CLIENT, base=never_pushed, stored=_fp(CLIENT))
+    assert not plan.write and not plan.conflict
+    assert plan.snapshot is not None and plan.snapshot.properties == _mapped(CLIENT)
+    assert plan.new_fingerprint == _fp(CLIENT)
+    # Once pushed, or with a snapshot already waiting for the pusher, there is nothing to add.
+    assert _plan(CLIENT, CLIENT, base=_pushed(CLIENT), stored=_fp(CLIENT)).snapshot is None
+    waiting = SyncBase(properties=_mapped(CLIENT), pending_fingerprint=_fp(CLIENT))
+    assert _plan(CLIENT, CLIENT, base=waiting, stored=_fp(CLIENT)).snapshot is None
