@@ -78,6 +78,9 @@ class ScenarioReport:
         if self.settle and not self.settle.get("settled"):
             parts.append(f"the system did not settle: {self.settle.get('reason')}")
         parts.append(inv.format_failures(self.invariants))
+        for key, lines in self.diagnosis.items():
+            if not key.startswith("table "):  # the event log of a record named above: what happened, in order
+                parts.append(f"TIMELINE {key}:\n" + "\n".join(f"    {line[:300]}" for line in lines))
         return "\n".join(p for p in parts if p)
 
     def to_json(self) -> dict[str, Any]:
