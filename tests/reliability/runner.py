@@ -12,8 +12,9 @@ divergences it found. Phases:
 2. first sync: wait (bounded) until HubSpot holds the seeded book;
 3. faults: the workload runs while the seeded fault plan is injected;
 4. settle: faults cleared, workload stopped; poll (bounded) until HubSpot
-   matches Kleer, no webhook is pending in the HubSpot simulator and the
-   event log has been quiet for a while;
+   matches Kleer, no webhook is pending in the HubSpot simulator, no
+   workflow action call is unfinished or owes its callback completion, and
+   the event log has been quiet for a while;
 5. invariants (``invariants.py``).
 """
 
@@ -132,7 +133,8 @@ async def wait_first_sync(system: System, timeout: float, say: Any) -> float:
 
 
 async def settle(system: System, timeout: float, quiet_seconds: float, ledger: Ledger | None = None) -> dict[str, Any]:
-    """Poll until HubSpot matches Kleer, webhooks are delivered and the log is quiet (bounded)."""
+    """Poll until HubSpot matches Kleer, webhooks are delivered, workflow action calls are finished and
+    completed, and the log is quiet (bounded)."""
     assert system.pool is not None
     started = time.monotonic()
     head = -1
@@ -143,16 +145,20 @@ async def settle(system: System, timeout: float, quiet_seconds: float, ledger: L
         hooks = await system.sim_get(system.hubspot_base + "/_sim/webhooks")
         async with system.pool.acquire() as conn:
             now_head = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
+            # A call whose worker died waits for its lease to run out (ActionSettings.lease_s) before
+            # another takes it over; a finished one may still owe HubSpot its callback completion.
+            actions = await conn.fetchval("SELECT count(*) FROM workflow_actions WHERE state <> 'done' "
+                                          "OR (completion_due AND completed_at IS NULL)")
         if now_head != head:
             head, quiet_since = now_head, time.monotonic()
         snapshot = await inv.take_snapshot(system, ledger)
         diff = inv.check_records(snapshot)
         pending = hooks.get("pending", 0) + hooks.get("in_flight", 0)
         quiet = time.monotonic() - quiet_since
-        if diff.ok and pending == 0 and quiet >= quiet_seconds:
+        if diff.ok and pending == 0 and actions == 0 and quiet >= quiet_seconds:
             return {"settled": True, "seconds": round(time.monotonic() - started, 1), "log_head": head}
         reason = (f"HubSpot diverges in {len(diff.problems(10**6))} way(s); {pending} webhook batch(es) pending; "
-                  f"log quiet for {quiet:.1f}s of {quiet_seconds:.0f}s")
+                  f"{actions} workflow action call(s) unfinished; log quiet for {quiet:.1f}s of {quiet_seconds:.0f}s")
         if time.monotonic() - started > timeout:
             return {"settled": False, "seconds": round(time.monotonic() - started, 1), "reason": reason,
                     "divergences": diff.problems(15), "log_head": head}
