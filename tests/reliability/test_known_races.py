@@ -58,6 +58,16 @@ async def _wait_hubspot(system: System, obj: str, kleer_id: str, prop: str, valu
         await asyncio.sleep(0.5)
 
 
+async def _linked_client(system: System, index: int) -> tuple[dict[str, Any], str, str, str]:
+    """The seeded client ``index``: its Kleer record, Kleer id, HubSpot company id and log stream."""
+    snapshot = await take_snapshot(system)
+    client = snapshot.book["client"][index]
+    client_id = str(client["id"])
+    hubspot_id = snapshot.index.hubspot_id("companies", client_id)
+    assert hubspot_id is not None
+    return client, client_id, hubspot_id, f"{CONNECTION}/kleer-client/{client_id}"
+
+
 async def _wait_for(system: System, what: str, query: str, *args: Any, timeout: float = 30.0) -> Any:
     assert system.pool is not None
     deadline = time.monotonic() + timeout
@@ -70,12 +80,7 @@ async def _wait_for(system: System, what: str, query: str, *args: Any, timeout: 
 
 
 async def test_hubspot_edit_while_a_kleer_change_waits_for_the_pusher_converges(system: System) -> None:
-    snapshot = await take_snapshot(system)
-    client = snapshot.book["client"][0]
-    client_id = str(client["id"])
-    hubspot_id = snapshot.index.hubspot_id("companies", client_id)
-    assert hubspot_id is not None
-    stream = f"{CONNECTION}/kleer-client/{client_id}"
+    _, client_id, hubspot_id, stream = await _linked_client(system, 0)
 
     # 1. The pusher is down (or HubSpot is rate limiting it): Kleer changes and the poller records it.
     system.processes["pusher"].stop()
@@ -110,12 +115,7 @@ async def test_hubspot_edit_while_a_kleer_change_waits_for_the_pusher_converges(
 
 
 async def test_a_kleer_change_pushed_after_a_hubspot_edit_of_another_field_keeps_the_edit(system: System) -> None:
-    snapshot = await take_snapshot(system)
-    client = snapshot.book["client"][1]
-    client_id = str(client["id"])
-    hubspot_id = snapshot.index.hubspot_id("companies", client_id)
-    assert hubspot_id is not None
-    stream = f"{CONNECTION}/kleer-client/{client_id}"
+    _, client_id, hubspot_id, stream = await _linked_client(system, 1)
     # The pusher and the handlers are slow (down here): Kleer changes the e-mail ...
     system.processes["pusher"].stop()
     system.processes["handlers"].stop()
@@ -158,12 +158,7 @@ async def test_a_kleer_change_after_an_edit_kleer_already_held_is_pushed_not_hel
     changed the field again before any poll saw the edit. The pusher took HubSpot's value for an
     edit still on its way to Kleer and held Kleer's change back, for good.
     """
-    snapshot = await take_snapshot(system)
-    client = snapshot.book["client"][3]
-    client_id = str(client["id"])
-    hubspot_id = snapshot.index.hubspot_id("companies", client_id)
-    assert hubspot_id is not None
-    stream = f"{CONNECTION}/kleer-client/{client_id}"
+    client, client_id, hubspot_id, stream = await _linked_client(system, 3)
     assert system.session is not None and system.pool is not None
     system.processes["poller"].stop()
     system.processes["handlers"].stop()

@@ -18,6 +18,7 @@ import pytest
 from libs.events.consumer import ConsumerConfig, EventConsumer, HandlerResult
 from libs.events.dlq import DeadLetterQueue
 from libs.events.envelope import NewEvent, RecordedEvent
+from libs.events.kafka import DEFAULT_PARTITIONS
 from libs.events.relay import Relay, RelayConfig
 from libs.events.store import AppendRequest, PostgresEventStore
 from services.topics import all_topic_names, make_router
@@ -92,6 +93,23 @@ async def _running_consumer(
         await asyncio.wait_for(task, 30)
 
 
+@contextlib.asynccontextmanager
+async def _running_relay(store: PostgresEventStore, broker: TansuBroker, prefix: str) -> AsyncIterator[Relay]:
+    """The relay in this process (batches of 100; a broker that lost its data is noticed within 0.5 s)."""
+    relay = Relay(
+        store,
+        make_router(prefix),  # type: ignore[arg-type]
+        RelayConfig(bootstrap_servers=broker.bootstrap_servers, topics=all_topic_names(prefix), batch_size=100,
+                    loss_check_interval=0.5),
+    )
+    task = asyncio.create_task(relay.run())
+    try:
+        yield relay
+    finally:
+        await relay.stop()
+        await asyncio.wait_for(task, 30)
+
+
 def _start_relay_process(database_url: str, broker: TansuBroker, prefix: str) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -146,28 +164,13 @@ async def test_broker_restarted_empty_mid_stream_still_delivers_every_event_once
 ) -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}"
     await _effects_table(pool)
-    relay = Relay(
-        store,
-        make_router(prefix),  # type: ignore[arg-type]
-        RelayConfig(
-            bootstrap_servers=own_broker.bootstrap_servers,
-            topics=all_topic_names(prefix),
-            batch_size=100,
-            loss_check_interval=0.5,
-        ),
-    )
-    relay_task = asyncio.create_task(relay.run())
-    try:
-        async with _running_consumer(store, own_broker, prefix):
-            await _append(store, 1500, "b")
-            await _wait_for_effects(pool, 1500, timeout=60)
-            await _append(store, 500, "c")  # some of these are in flight when the broker dies
-            own_broker.restart()  # comes back with no topics, no messages, no offsets
-            await _append(store, 1000, "d")
-            await _wait_for_effects(pool, 3000, timeout=120)
-    finally:
-        await relay.stop()
-        await asyncio.wait_for(relay_task, 30)
+    async with _running_relay(store, own_broker, prefix), _running_consumer(store, own_broker, prefix):
+        await _append(store, 1500, "b")
+        await _wait_for_effects(pool, 1500, timeout=60)
+        await _append(store, 500, "c")  # some of these are in flight when the broker dies
+        own_broker.restart()  # comes back with no topics, no messages, no offsets
+        await _append(store, 1000, "d")
+        await _wait_for_effects(pool, 3000, timeout=120)
     await _assert_exactly_once(pool, 3000)
 
 
@@ -182,14 +185,7 @@ async def test_a_batch_fetched_before_the_broker_lost_its_data_is_read_again_not
     """
     prefix = f"t{uuid.uuid4().hex[:8]}"
     await _effects_table(pool)
-    relay = Relay(
-        store,
-        make_router(prefix),  # type: ignore[arg-type]
-        RelayConfig(bootstrap_servers=own_broker.bootstrap_servers, topics=all_topic_names(prefix), batch_size=100,
-                    loss_check_interval=0.5),
-    )
-    relay_task = asyncio.create_task(relay.run())
-    try:
+    async with _running_relay(store, own_broker, prefix):
         async with _running_consumer(store, own_broker, prefix) as consumer:
             await _append(store, 1500, "b")
             await _wait_for_effects(pool, 1500, timeout=60)
@@ -221,9 +217,6 @@ async def test_a_batch_fetched_before_the_broker_lost_its_data_is_read_again_not
         async with _running_consumer(store, own_broker, prefix):
             await _append(store, 300, "d")
             await _wait_for_effects(pool, 2200, timeout=60)
-    finally:
-        await relay.stop()
-        await asyncio.wait_for(relay_task, 30)
     await _assert_exactly_once(pool, 2200)
 
 
@@ -238,19 +231,9 @@ async def test_a_checkpoint_offset_past_the_end_of_its_partition_resumes_from_th
     await pool.executemany(
         "INSERT INTO consumer_checkpoints (consumer, topic, partition, position, kafka_offset, epoch) "
         "VALUES ($1, $2, $3, 0, 100000, $4)",
-        [(f"test-{prefix}", topic, partition, epoch) for partition in range(4)],
+        [(f"test-{prefix}", topic, partition, epoch) for partition in range(DEFAULT_PARTITIONS)],
     )
-    relay = Relay(
-        store,
-        make_router(prefix),  # type: ignore[arg-type]
-        RelayConfig(bootstrap_servers=own_broker.bootstrap_servers, topics=all_topic_names(prefix), batch_size=100),
-    )
-    relay_task = asyncio.create_task(relay.run())
-    try:
-        async with _running_consumer(store, own_broker, prefix):
-            await _append(store, 300, "e")
-            await _wait_for_effects(pool, 300, timeout=60)
-    finally:
-        await relay.stop()
-        await asyncio.wait_for(relay_task, 30)
+    async with _running_relay(store, own_broker, prefix), _running_consumer(store, own_broker, prefix):
+        await _append(store, 300, "e")
+        await _wait_for_effects(pool, 300, timeout=60)
     await _assert_exactly_once(pool, 300)
