@@ -365,15 +365,14 @@ class Pusher:
         """
         candidates = [
             c for c in changes
-            if not c.force and c.snapshot is not None and c.event is not None
-            and parse_event_type(c.event.type) == (c.kind, CHANGED)
+            if not c.force and c.snapshot is not None
             and (before := pushed.get(c.key)) is not None
             and before.fingerprint == idmap.HUBSPOT_AHEAD_PREFIX + c.snapshot.fingerprint
         ]
         if not candidates:
             return set()
         synced = await idmap.latest_positions(self.pool, [c.key for c in candidates], INBOUND_SYNC_TYPES)
-        stale = {c.key for c in candidates if c.event is not None and c.event.position < synced.get(c.key, 0)}
+        stale = {c.key for c in candidates if _recorded_before(c, synced.get(c.key))}
         if stale:
             log.info("queued snapshots already pushed before an inbound sync left alone", records=len(stale))
         return stale
@@ -470,7 +469,7 @@ class Pusher:
             names = [name for name in sending[change.key] if name in triggers]
             if names:
                 candidates[change.key] = (change, names)
-        synced = await self._inbound_synced([c for c, _ in candidates.values()])
+        synced, synced_at = await self._inbound_synced([c for c, _ in candidates.values()])
         asking: dict[tuple[str, str], list[tuple[Change, list[str]]]] = {}
         bases: dict[RecordKey, Mapping[str, str]] = {}
         for key, (change, names) in candidates.items():
@@ -491,8 +490,13 @@ class Pusher:
                 change, names = wanted[read.index]
                 before, now = bases[change.key], read.record.properties
                 known = [before, sending[change.key], synced.get(change.key, {})]  # values Kleer has or had
+                # A snapshot recorded before the latest inbound sync is older than the Kleer record that sync
+                # merged (it read Kleer live): where HubSpot still holds what the sync brought to Kleer, the
+                # snapshot's value is stale (a merge Kleer won queues its own snapshot after the sync).
+                stale = _recorded_before(change, synced_at.get(change.key))
                 keep = {name: before.get(name, "") for name in names
-                        if _text(now.get(name)) not in {_text(k.get(name)) for k in known}}
+                        if _text(now.get(name)) not in {_text(k.get(name)) for k in known}
+                        or (stale and _text(now.get(name)) == _text(synced[change.key].get(name)))}
                 if keep:
                     held[change.key] = keep
                     sending[change.key] = {k: v for k, v in sending[change.key].items() if k not in keep} or {
@@ -503,25 +507,31 @@ class Pusher:
                      properties=sorted({name for v in held.values() for name in v})[:20])
         return held
 
-    async def _inbound_synced(self, changes: Sequence[Change]) -> dict[RecordKey, Mapping[str, Any]]:
-        """Per record, HubSpot's properties as the inbound handlers last synced them into Kleer."""
+    async def _inbound_synced(
+        self, changes: Sequence[Change]
+    ) -> tuple[dict[RecordKey, Mapping[str, Any]], dict[RecordKey, int]]:
+        """Per record, HubSpot's properties as the inbound handlers last synced them into Kleer, and the log
+        position of that sync."""
         if not changes:
-            return {}
+            return {}, {}
         streams = {RecordRef("kleer", c.kind, c.kleer_id).stream(c.connection): c.key for c in changes}
         rows = await self.pool.fetch(
-            "SELECT s.stream, b.props FROM unnest($1::text[]) AS s(stream) "
-            "JOIN LATERAL (SELECT e.data->'hubspot_properties' AS props FROM events e WHERE e.stream = s.stream "
-            "  AND e.type = ANY($2::text[]) AND e.data ? 'hubspot_properties' ORDER BY e.version DESC LIMIT 1) b ON true",
+            "SELECT s.stream, b.props, b.position FROM unnest($1::text[]) AS s(stream) "
+            "JOIN LATERAL (SELECT e.data->'hubspot_properties' AS props, e.position FROM events e "
+            "  WHERE e.stream = s.stream AND e.type = ANY($2::text[]) AND e.data ? 'hubspot_properties' "
+            "  ORDER BY e.version DESC LIMIT 1) b ON true",
             list(streams),
             list(INBOUND_SYNC_TYPES),
         )
         found: dict[RecordKey, Mapping[str, Any]] = {}
+        positions: dict[RecordKey, int] = {}
         for row in rows:
             props = row["props"]
             props = orjson.loads(props) if isinstance(props, str | bytes) else props
             if isinstance(props, Mapping):
                 found[streams[row["stream"]]] = props
-        return found
+                positions[streams[row["stream"]]] = int(row["position"])
+        return found, positions
 
     async def _upsert_groups(
         self, changes: Sequence[Change], sending: Mapping[RecordKey, Mapping[str, str]]
@@ -932,6 +942,13 @@ def _id_row(
         removed=removed,
         properties=properties,
     )
+
+
+def _recorded_before(change: Change, position: int | None) -> bool:
+    """``change`` is a Kleer change event recorded in the log before ``position``."""
+    event = change.event
+    return (position is not None and event is not None and event.position < position
+            and parse_event_type(event.type) == (change.kind, CHANGED))
 
 
 def _text(value: Any) -> str:

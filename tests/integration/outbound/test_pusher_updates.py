@@ -244,3 +244,33 @@ async def test_a_queued_snapshot_already_pushed_is_not_pushed_again_over_a_later
         again = [e for e in await store.read_stream(stream) if e.type == changed_type("client")][-1]
         await _handle(store, pusher, [again])
         assert _company(hubspot_sim, kleer_id)["name"] == client["name"]
+
+
+async def test_a_kleer_change_recorded_before_an_inbound_sync_does_not_overwrite_what_that_sync_merged(
+    store: PostgresEventStore, kleer_sim: KleerSimServer, hubspot_sim: HubSpotSim
+) -> None:
+    """Found by CI's short soak: the pusher handled a Kleer change after the handlers had merged a HubSpot
+    edit of the same field into Kleer (HubSpot won), and wrote the older Kleer value over it."""
+    from libs.events.envelope import NewEvent
+    from services.inbound import bookkeeping
+    from services.inbound.handlers import UPDATED
+
+    async with _pushed_client(store, kleer_sim, hubspot_sim, 97) as (pusher, client, kleer_id, hubspot_id):
+        stream = f"{CONNECTION}/kleer-client/{kleer_id}"
+        # Kleer changes the phone and deactivates the client; the change waits for the pusher ...
+        changed = record_snapshot("client", {**client, "phone": "08-111 11 11", "active": False})
+        await store.append(stream, [NewEvent(changed_type("client"), changed.to_event_data(), {})])
+        (queued,) = [e for e in await store.read_stream(stream) if e.type == changed_type("client")]
+        # ... while the phone is edited in HubSpot and the handlers merge it into Kleer (HubSpot wins).
+        edited = hubspot_sim.ui_edit("companies", hubspot_id, {"phone": "08-222 22 22"})
+        synced = {"kleer_id": kleer_id, "hubspot_properties": dict(edited.properties), "fields": {"phone": "x"}}
+        async with store.pool.acquire() as conn, conn.transaction():
+            await store.append(stream, [NewEvent(UPDATED["client"], synced, {})], conn=conn)
+            await bookkeeping.mark_hubspot_ahead(conn, CONNECTION, "client", kleer_id)
+
+        await _handle(store, pusher, [queued])
+
+        company = _company(hubspot_sim, kleer_id)
+        assert (company["phone"], company["kleer_active"]) == ("08-222 22 22", "false")
+        last = [e for e in await store.read_all(0, 1000) if e.type == "HubSpotCompanyUpserted"][-1]
+        assert last.data["held"] == ["phone"] and last.data["properties"]["phone"] == "08-222 22 22"
