@@ -188,21 +188,6 @@ async def last_pushed_properties(
     return found
 
 
-async def latest_positions(conn: Conn, keys: Sequence[RecordKey], event_types: Sequence[str]) -> dict[RecordKey, int]:
-    """Per record, the log position of its stream's latest event of ``event_types`` (records without one left out)."""
-    if not keys:
-        return {}
-    streams = {RecordRef("kleer", kind, kleer_id).stream(connection): (connection, kind, kleer_id)
-               for connection, kind, kleer_id in keys}
-    rows = await conn.fetch(
-        "SELECT s.stream, (SELECT max(e.position) FROM events e WHERE e.stream = s.stream "
-        "  AND e.type = ANY($2::text[])) AS position FROM unnest($1::text[]) AS s(stream)",
-        list(streams),
-        list(event_types),
-    )
-    return {streams[r["stream"]]: int(r["position"]) for r in rows if r["position"] is not None}
-
-
 def _texts(values: dict[str, object] | None) -> dict[str, str] | None:
     return None if values is None else {str(k): "" if v is None else str(v) for k, v in values.items()}
 

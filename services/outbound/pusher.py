@@ -371,8 +371,8 @@ class Pusher:
         ]
         if not candidates:
             return set()
-        synced = await idmap.latest_positions(self.pool, [c.key for c in candidates], INBOUND_SYNC_TYPES)
-        stale = {c.key for c in candidates if _recorded_before(c, synced.get(c.key))}
+        _, synced_at = await self._inbound_synced(candidates)
+        stale = {c.key for c in candidates if _recorded_before(c, synced_at.get(c.key))}
         if stale:
             log.info("queued snapshots already pushed before an inbound sync left alone", records=len(stale))
         return stale
