@@ -214,6 +214,28 @@ async def test_the_first_push_of_a_record_never_synced_from_hubspot_sends_everyt
     assert "held" not in first.data
 
 
+async def _queued_then_synced(
+    store: PostgresEventStore, hubspot_sim: HubSpotSim, kleer_id: str, hubspot_id: int, queued: Snapshot,
+    edit: dict[str, str],
+) -> RecordedEvent:
+    """Record ``queued`` as a Kleer change still waiting for the pusher; then ``edit`` is made in HubSpot and
+    the handlers' commit syncs it into Kleer (the write event, and our last push marked no longer what HubSpot
+    holds). Returns the queued change event, as the log recorded it."""
+    from libs.events.envelope import NewEvent
+    from services.inbound import bookkeeping
+    from services.inbound.handlers import UPDATED
+
+    stream = f"{CONNECTION}/kleer-client/{kleer_id}"
+    await store.append(stream, [NewEvent(changed_type("client"), queued.to_event_data(), {})])
+    (event,) = [e for e in await store.read_stream(stream) if e.type == changed_type("client")]
+    edited = hubspot_sim.ui_edit("companies", hubspot_id, edit)
+    synced = {"kleer_id": kleer_id, "hubspot_properties": dict(edited.properties), "fields": dict.fromkeys(edit, "x")}
+    async with store.pool.acquire() as conn, conn.transaction():
+        await store.append(stream, [NewEvent(UPDATED["client"], synced, {})], conn=conn)
+        await bookkeeping.mark_hubspot_ahead(conn, CONNECTION, "client", kleer_id)
+    return event
+
+
 async def test_a_queued_snapshot_already_pushed_is_not_pushed_again_over_a_later_inbound_sync(
     store: PostgresEventStore, kleer_sim: KleerSimServer, hubspot_sim: HubSpotSim
 ) -> None:
@@ -221,20 +243,12 @@ async def test_a_queued_snapshot_already_pushed_is_not_pushed_again_over_a_later
     HubSpot and the handlers wrote the name to Kleer; then the pusher's consumer reached the action's
     change event, still queued, and wrote the old name back over the edit."""
     from libs.events.envelope import NewEvent
-    from services.inbound import bookkeeping
-    from services.inbound.handlers import UPDATED
 
     async with _pushed_client(store, kleer_sim, hubspot_sim, 96) as (pusher, client, kleer_id, hubspot_id):
         stream = f"{CONNECTION}/kleer-client/{kleer_id}"
         snapshot = record_snapshot("client", client)  # what HubSpot just got, its change event still queued
-        await store.append(stream, [NewEvent(changed_type("client"), snapshot.to_event_data(), {})])
-        (queued,) = [e for e in await store.read_stream(stream) if e.type == changed_type("client")]
-
-        edited = hubspot_sim.ui_edit("companies", hubspot_id, {"name": "Omdöpt i HubSpot AB"})
-        synced = {"kleer_id": kleer_id, "hubspot_properties": dict(edited.properties), "fields": {"name": "x"}}
-        async with store.pool.acquire() as conn, conn.transaction():  # the handlers' commit
-            await store.append(stream, [NewEvent(UPDATED["client"], synced, {})], conn=conn)
-            await bookkeeping.mark_hubspot_ahead(conn, CONNECTION, "client", kleer_id)
+        queued = await _queued_then_synced(store, hubspot_sim, kleer_id, hubspot_id, snapshot,
+                                           {"name": "Omdöpt i HubSpot AB"})
 
         await _handle(store, pusher, [queued])
         assert _company(hubspot_sim, kleer_id)["name"] == "Omdöpt i HubSpot AB"
@@ -251,22 +265,11 @@ async def test_a_kleer_change_recorded_before_an_inbound_sync_does_not_overwrite
 ) -> None:
     """Found by CI's short soak: the pusher handled a Kleer change after the handlers had merged a HubSpot
     edit of the same field into Kleer (HubSpot won), and wrote the older Kleer value over it."""
-    from libs.events.envelope import NewEvent
-    from services.inbound import bookkeeping
-    from services.inbound.handlers import UPDATED
-
     async with _pushed_client(store, kleer_sim, hubspot_sim, 97) as (pusher, client, kleer_id, hubspot_id):
-        stream = f"{CONNECTION}/kleer-client/{kleer_id}"
-        # Kleer changes the phone and deactivates the client; the change waits for the pusher ...
+        # Kleer changes the phone and deactivates the client; the change waits for the pusher while the
+        # phone is edited in HubSpot and the handlers merge it into Kleer (HubSpot wins).
         changed = record_snapshot("client", {**client, "phone": "08-111 11 11", "active": False})
-        await store.append(stream, [NewEvent(changed_type("client"), changed.to_event_data(), {})])
-        (queued,) = [e for e in await store.read_stream(stream) if e.type == changed_type("client")]
-        # ... while the phone is edited in HubSpot and the handlers merge it into Kleer (HubSpot wins).
-        edited = hubspot_sim.ui_edit("companies", hubspot_id, {"phone": "08-222 22 22"})
-        synced = {"kleer_id": kleer_id, "hubspot_properties": dict(edited.properties), "fields": {"phone": "x"}}
-        async with store.pool.acquire() as conn, conn.transaction():
-            await store.append(stream, [NewEvent(UPDATED["client"], synced, {})], conn=conn)
-            await bookkeeping.mark_hubspot_ahead(conn, CONNECTION, "client", kleer_id)
+        queued = await _queued_then_synced(store, hubspot_sim, kleer_id, hubspot_id, changed, {"phone": "08-222 22 22"})
 
         await _handle(store, pusher, [queued])
 
