@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
 
 from libs.events.envelope import NewEvent
-from libs.events.store import AppendRequest, PostgresEventStore, create_pool
+from libs.events.store import AppendRequest, PostgresEventStore, _usable, create_pool
 
 
 async def test_the_append_keeps_to_the_indexes_after_the_log_outgrows_its_first_plans(
@@ -105,3 +106,55 @@ async def test_the_appended_counter_counts_each_newly_stored_event_once_by_type(
     await store.append_batch([AppendRequest("c1/n/1", [stored, NewEvent(kinds[1], {}), NewEvent(kinds[0], {})])])
     await store.append_batch([AppendRequest("c1/n/1", [stored, NewEvent(kinds[1], {})])])  # a retry plus one new
     assert [counted(k) - b for k, b in zip(kinds, before, strict=True)] == [2, 2]
+    single = NewEvent(kinds[1], {})
+    await store.append("c1/n/2", [single])
+    await store.append("c1/n/2", [single])  # a retried single event: stored once, counted once
+    assert [counted(k) - b for k, b in zip(kinds, before, strict=True)] == [2, 3]
+
+
+async def test_the_store_keeps_a_connection_back_only_briefly_and_never_from_a_full_pool(database_url: str) -> None:
+    """Between its statements the store may keep one idle connection; others never wait long for it."""
+    pool = await create_pool(database_url, min_size=2, max_size=2)
+    store = PostgresEventStore(pool, keep_connection_seconds=0.2)
+    try:
+        await store.append("c1/k/1", [NewEvent("T", {})])
+        assert pool.get_idle_size() == 1  # kept back for the next statement
+        pids = {await _backend_pid(store) for _ in range(3)}
+        assert len(pids) == 1  # the same connection each time, not a pool round
+        async with pool.acquire():  # the pool's other connection: now the pool is full
+            started = asyncio.get_running_loop().time()
+            async with pool.acquire():  # waits for the kept one, at most the keep time
+                waited = asyncio.get_running_loop().time() - started
+        assert waited < 1.0
+        await asyncio.sleep(0.3)
+        assert pool.get_idle_size() == 2  # given back once idle for the keep time
+        async with pool.acquire():  # with the pool full after a statement, nothing is kept
+            await store.append("c1/k/1", [NewEvent("T", {})])
+            assert pool.get_idle_size() == 1
+    finally:
+        await asyncio.wait_for(pool.close(), 2.0)
+
+
+async def test_a_kept_connection_the_server_closed_is_replaced_not_used(database_url: str) -> None:
+    pool = await create_pool(database_url, min_size=1, max_size=3)
+    store = PostgresEventStore(pool, keep_connection_seconds=2.0)
+    try:
+        await store.append("c1/g/1", [NewEvent("T", {})])
+        kept = await _backend_pid(store)
+        async with pool.acquire() as admin:
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", kept)
+        for _ in range(50):  # until the client has read the server's goodbye
+            if store._kept is None or not _usable(store._kept):
+                break
+            await asyncio.sleep(0.02)
+        await store.append("c1/g/1", [NewEvent("T", {})])
+        assert await _backend_pid(store) != kept
+        assert [e.version for e in await store.read_stream("c1/g/1")] == [1, 2]
+    finally:
+        await asyncio.wait_for(pool.close(), 5.0)
+
+
+async def _backend_pid(store: PostgresEventStore) -> int:
+    """The server process of the connection the store's next statement runs on."""
+    async with store._connection() as conn:
+        return int(conn.get_server_pid())
