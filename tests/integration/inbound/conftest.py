@@ -231,9 +231,15 @@ async def _handled_up_to(stack: InboundStack, head: int) -> bool:
 
 
 async def _all_partitions_done(stack: InboundStack, head: int) -> bool:
+    """The handlers have checkpointed every partition of their topic up to what the relay published there.
+
+    A partition the handlers have no checkpoint for yet (its first events are still on their way) is not done.
+    """
     pending = await stack.deps.pool.fetchval(
-        "SELECT count(*) FROM relay_partitions r JOIN consumer_checkpoints c ON c.topic = r.topic "
-        "AND c.partition = r.partition AND c.consumer = $1 WHERE c.position < r.last_position", CONSUMER_NAME)
+        "SELECT count(*) FROM relay_partitions r LEFT JOIN consumer_checkpoints c ON c.topic = r.topic "
+        "AND c.partition = r.partition AND c.consumer = $1 "
+        "WHERE r.topic = $2 AND COALESCE(c.position, 0) < r.last_position",
+        CONSUMER_NAME, topic_name(INBOUND_WEBHOOKS, stack.deps.topic_prefix))
     return int(pending) == 0
 
 
