@@ -47,6 +47,7 @@ from bench.common import (
 from libs.events.envelope import NewEvent
 from libs.events.migrate import migrate
 from libs.events.store import AppendRequest, PostgresEventStore, create_pool
+from libs.runtime import run_event_loop
 
 PAYLOAD = {"name": "Nordic Timber AB", "orgno": "556677-8899", "amount": "129.50", "city": "Göteborg"}
 BATCH = 100
@@ -275,7 +276,8 @@ def main() -> None:
     args = parser.parse_args()
     progress("event log benchmark: ours vs eventsourcing's PostgreSQL recorder, same server, interleaved rounds")
     load_before = os.getloadavg()
-    results = asyncio.run(run(args.singles, args.batches, args.read_total, args.rounds))
+    # Our side runs on the event loop our services run on (EVENT_LOOP); the peer is synchronous.
+    results = run_event_loop(run(args.singles, args.batches, args.read_total, args.rounds))
     load_after = os.getloadavg()
     mine = results["ours"]
     peers = {label: numbers for label, numbers in results.items() if label != "ours"}

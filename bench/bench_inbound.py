@@ -55,15 +55,22 @@ SECRET = "bench-client-secret"
 PORTAL = 62515
 ROOT = Path(__file__).resolve().parents[1]
 
+# The baseline runs on the event loop the inbound service runs on (EVENT_LOOP), as a fair peer must.
 BARE_SERVER = """
-import sys
+import asyncio, sys
 from aiohttp import web
+from libs.runtime import run_event_loop
 async def hook(request):
     await request.read()
     return web.Response(status=204)
-app = web.Application()
-app.router.add_post("/webhooks/hubspot", hook)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+async def main():
+    app = web.Application()
+    app.router.add_post("/webhooks/hubspot", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", int(sys.argv[1])).start()
+    await asyncio.Event().wait()
+run_event_loop(main())
 """
 
 
@@ -215,7 +222,7 @@ def _combined(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _start_bare(port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)], stderr=subprocess.PIPE)
+    return subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)], cwd=ROOT, stderr=subprocess.PIPE)
 
 
 def _start_inbound(dsn: str, port: int) -> subprocess.Popen[bytes]:

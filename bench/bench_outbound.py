@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import aiohttp
 
 from bench.common import drop_database_async, fresh_database, progress, write_results
+from libs.runtime import run_event_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_TMP = Path(os.environ.get("TMPDIR", "/tmp"))
@@ -547,4 +548,5 @@ if __name__ == "__main__":
         help="run only this measurement (repeatable): unlimited = (a, c, d), limited = (b), real-pace = (b')",
     )
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.scale, set(args.only or PHASES))))
+    # This process runs the poller and the relay, on the event loop ``kleer-sync outbound`` runs on.
+    sys.exit(run_event_loop(main(args.scale, set(args.only or PHASES))))

@@ -16,6 +16,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
+EVENT_LOOPS = ("uvloop", "asyncio")
+
 
 class ConfigError(Exception):
     """One or more environment variables are missing or malformed."""
@@ -50,7 +52,7 @@ class Variable:
     description: str
     default: str | None = None
     secret: bool = False
-    kind: str = "str"  # str | url | int | port | level | path | postgres
+    kind: str = "str"  # str | url | int | port | level | path | postgres | loop
 
 
 VARIABLES: tuple[Variable, ...] = (
@@ -101,6 +103,13 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("MAPPINGS_FILE", "YAML field mappings file (defaults built in).", kind="path"),
     Variable("LOG_LEVEL", "debug, info, warning or error.", "info", kind="level"),
+    Variable(
+        "EVENT_LOOP",
+        "uvloop (libuv: fewer system calls per database and HTTP round trip) or asyncio (the standard "
+        "library's loop, should uvloop ever misbehave).",
+        "uvloop",
+        kind="loop",
+    ),
     Variable(
         "CONNECTION_ID",
         "Name of the default connection (one portal with one Kleer company); part of every stream name.",
@@ -181,6 +190,8 @@ def _check(var: Variable, raw: str) -> str | None:
             return f"{var.name} must be a port between 1 and 65535, got {number}"
     elif var.kind == "level" and raw.lower() not in _LEVELS:
         return f"{var.name} must be one of {', '.join(sorted(_LEVELS))}, got {raw!r}"
+    elif var.kind == "loop" and raw not in EVENT_LOOPS:
+        return f"{var.name} must be one of {', '.join(EVENT_LOOPS)}, got {raw!r}"
     elif var.kind == "path" and not os.path.isfile(raw):
         return f"{var.name}={raw!r} is not a readable file"
     return None

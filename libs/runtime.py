@@ -11,14 +11,42 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Coroutine, Sequence
+from typing import Any, Protocol, TypeVar
 
 from libs.observability.health import HealthServer
 from libs.observability.logging import get_logger
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
+
+
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)`` on the event loop ``EVENT_LOOP`` names: uvloop unless set to asyncio.
+
+    Every process of ours is a loop of database, Kafka and HTTP round trips; uvloop
+    spends fewer system calls and less Python on each (measured on one machine:
+    a single-event append 546 -> 463 us, its client CPU 196 -> 164 us). Where
+    uvloop is not installed, the standard loop runs.
+    """
+    from libs.config import EVENT_LOOPS, ConfigError
+
+    choice = os.environ.get("EVENT_LOOP") or "uvloop"
+    if choice not in EVENT_LOOPS:
+        main.close()
+        raise ConfigError([f"EVENT_LOOP must be one of {', '.join(EVENT_LOOPS)}, got {choice!r}"])
+    if choice == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                return runner.run(main)
+    return asyncio.run(main)
 
 DEFAULT_GRACE_SECONDS = 25.0
 

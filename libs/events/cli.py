@@ -18,7 +18,7 @@ from libs.events.relay import Relay, RelayConfig
 from libs.events.store import EventStoreError, PostgresEventStore, create_pool
 from libs.observability.health import HealthServer, kafka_check, migrations_check, postgres_check
 from libs.observability.logging import configure_logging, get_logger
-from libs.runtime import serve
+from libs.runtime import run_event_loop, serve
 
 DEFAULT_ROUTER = "services.topics:make_router"
 
@@ -103,7 +103,7 @@ def run_relay(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     configure_logging(settings.get("LOG_LEVEL") or "info", role="relay")
     try:
-        asyncio.run(_relay_main(settings, args))
+        run_event_loop(_relay_main(settings, args))
     except EventStoreError as exc:
         return _fail(str(exc))
     return 0

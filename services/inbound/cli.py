@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import Any
 
 from libs.config import ConfigError, load_settings
 from libs.events.store import EventStoreError
 from libs.observability.logging import configure_logging
+from libs.runtime import run_event_loop
 
 SERVER_NEEDS = ("DATABASE_URL", "HUBSPOT_CLIENT_SECRET", "PUBLIC_BASE_URL", "HUBSPOT_PORTAL_ID")
 HANDLERS_NEEDS = (
@@ -60,7 +60,7 @@ def _run(
         return _fail(str(exc))
     configure_logging(settings.get("LOG_LEVEL") or "info", role=role)
     try:
-        asyncio.run(
+        run_event_loop(
             run_inbound(settings, web_server=web_server, handlers=handlers, relay=relay, consumers=consumers)
         )
     except (ConfigError, EventStoreError) as exc:

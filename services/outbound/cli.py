@@ -21,6 +21,7 @@ from libs.kleer import KleerError
 from libs.mapping.errors import MappingsFileError
 from libs.mapping.loader import load_mappings
 from libs.observability.logging import configure_logging
+from libs.runtime import run_event_loop
 from services.cli import command_group
 from services.outbound.settings import POLL_TYPES, parse_poll_types
 
@@ -73,7 +74,7 @@ def _run(args: argparse.Namespace, *, poller: bool, pusher: bool, relay: bool, r
         settings = _settings(required, role)
         kinds = parse_poll_types(getattr(args, "types", None))
         load_mappings(settings.get("MAPPINGS_FILE"))  # fail now, not in the first poll
-        asyncio.run(run_outbound(settings, poller=poller, pusher=pusher, relay=relay, kinds=kinds))
+        run_event_loop(run_outbound(settings, poller=poller, pusher=pusher, relay=relay, kinds=kinds))
     except (ConfigError, MappingsFileError, EventStoreError) as exc:
         return _fail(str(exc))
     return 0
@@ -93,7 +94,7 @@ def run_poller(args: argparse.Namespace) -> int:
     try:
         settings = _settings(_KLEER, "poller")
         kinds = parse_poll_types(args.types)
-        report = asyncio.run(_poll_once(settings, kinds))
+        report = run_event_loop(_poll_once(settings, kinds))
     except (ConfigError, MappingsFileError, EventStoreError, KleerError) as exc:
         return _fail(str(exc))
     for kind, line in report.kinds.items():
