@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import pytest
 
@@ -14,22 +15,30 @@ async def _loop_module() -> str:
     return type(asyncio.get_running_loop()).__module__
 
 
-def test_the_services_run_on_uvloop_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("uvloop")
+def test_the_services_run_on_the_standard_loop_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("EVENT_LOOP", raising=False)
+    assert run_event_loop(_loop_module()).startswith("asyncio")
+
+
+def test_event_loop_uvloop_runs_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENT_LOOP", "uvloop")
     assert run_event_loop(_loop_module()).startswith("uvloop")
 
 
-def test_event_loop_asyncio_runs_the_standard_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EVENT_LOOP", "asyncio")
-    assert run_event_loop(_loop_module()).startswith("asyncio")
+def test_uvloop_chosen_but_not_installed_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENT_LOOP", "uvloop")
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop raises ImportError
+    coroutine = _loop_module()
+    with pytest.raises(ConfigError, match=r"uvloop is not installed: pip install 'kleer-sync\[uvloop\]'"):
+        run_event_loop(coroutine)
+    assert coroutine.cr_frame is None  # closed, not left to warn "never awaited"
 
 
 def test_an_unknown_event_loop_is_a_configuration_error_naming_the_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EVENT_LOOP", "trio")
     coroutine = _loop_module()
-    with pytest.raises(ConfigError, match="EVENT_LOOP must be one of uvloop, asyncio, got 'trio'"):
+    with pytest.raises(ConfigError, match="EVENT_LOOP must be one of asyncio, uvloop, got 'trio'"):
         run_event_loop(coroutine)
-    assert coroutine.cr_frame is None  # closed, not left to warn "never awaited"
-    with pytest.raises(ConfigError, match="EVENT_LOOP must be one of uvloop, asyncio"):
+    assert coroutine.cr_frame is None
+    with pytest.raises(ConfigError, match="EVENT_LOOP must be one of asyncio, uvloop"):
         load_settings(required=[], env={"EVENT_LOOP": "trio"})
