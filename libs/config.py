@@ -228,6 +228,16 @@ class Settings:
         return self.values.get("CONNECTION_ID", "default")
 
 
+def event_loop_choice(env: Mapping[str, str] | None = None) -> str:
+    """``EVENT_LOOP`` (its default when unset), checked as ``load_settings`` checks it."""
+    var = _BY_NAME["EVENT_LOOP"]
+    raw = (os.environ if env is None else env).get(var.name) or var.default or ""
+    problem = _check(var, raw)
+    if problem:
+        raise ConfigError([problem])
+    return raw
+
+
 def load_settings(
     required: Collection[str] = (),
     env: Mapping[str, str] | None = None,

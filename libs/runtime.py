@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol, TypeVar
@@ -33,12 +32,13 @@ def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
     asyncio, outbound end-to-end within the noise. So the standard loop is the
     default, and uvloop a choice (``pip install 'kleer-sync[uvloop]'``).
     """
-    from libs.config import EVENT_LOOPS, ConfigError
+    from libs.config import ConfigError, event_loop_choice
 
-    choice = os.environ.get("EVENT_LOOP") or "asyncio"
-    if choice not in EVENT_LOOPS:
+    try:
+        choice = event_loop_choice()
+    except ConfigError:
         main.close()
-        raise ConfigError([f"EVENT_LOOP must be one of {', '.join(EVENT_LOOPS)}, got {choice!r}"])
+        raise
     if choice == "uvloop":
         try:
             import uvloop
