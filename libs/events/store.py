@@ -153,6 +153,61 @@ def _one_event_arguments(row: _Row) -> tuple[uuid.UUID, str, str, str, str, int]
         raise _unserialisable([row], exc) from exc
 
 
+# Batches of at least this many events go in by COPY (``_copy_append``): cheaper for the server per event
+# than the append function, but two more round trips, which a small batch does not earn back.
+COPY_FROM_EVENTS = 500
+
+_BEGIN_SQL = "SELECT event_id, stream, position, version FROM kleer_sync_append_begin($1::uuid[], $2::text[])"
+_COPY_COLUMNS = ("position", "event_id", "stream", "version", "type", "data", "metadata")
+
+
+async def _copy_append(conn: Any, batch: Sequence[_Row], look_up_stored: bool) -> list[AppendResult]:
+    """Append ``batch`` by COPY in ``conn``'s open transaction (see migration 016): the append lock and the
+    heads first, then the events numbered here, checked as ``kleer_sync_append`` checks them.
+
+    ``look_up_stored=False`` (a first attempt of the store's own transaction) leaves stored ids to the
+    unique index, as the append function's first attempt does.
+    """
+    streams = list(dict.fromkeys(row[1] for row in batch))
+    rows = await conn.fetch(_BEGIN_SQL, [row[0] for row in batch] if look_up_stored else None, streams)
+    stored: dict[uuid.UUID, AppendResult] = {}
+    versions: dict[str, int] = {}
+    head = 0
+    for event_id, stream, position, version in rows:
+        if event_id is not None:
+            stored[event_id] = AppendResult(event_id, position, version, False)
+        elif stream is not None:
+            versions[stream] = version
+        else:
+            head = position
+    results: list[AppendResult] = []
+    records: list[tuple[int, uuid.UUID, str, int, str, str, str]] = []
+    started: set[str] = set()  # streams whose first new event is numbered (it carries the expectation)
+    dumps = orjson.dumps
+    try:
+        for row in batch:
+            event_id, stream, event_type, data, metadata, expected = row
+            if (hit := stored.get(event_id)) is not None:
+                results.append(hit)
+                continue
+            version = versions.get(stream, 0)
+            if stream not in started:
+                started.add(stream)
+                if expected >= 0 and version != expected:
+                    raise ConcurrencyError(stream, expected, version)
+            head += 1
+            version += 1
+            versions[stream] = version
+            records.append((head, event_id, stream, version, event_type, dumps(data).decode(),
+                            dumps(metadata).decode() if metadata else "{}"))
+            results.append(AppendResult(event_id, head, version, True))
+    except TypeError as exc:
+        raise _unserialisable(batch, exc) from exc
+    if records:
+        await conn.copy_records_to_table("events", records=records, columns=_COPY_COLUMNS)
+    return results
+
+
 _EVENT_ID_KEY = "events_event_id_key"
 _POSITION = attrgetter("position")
 
@@ -291,9 +346,16 @@ def _usable(conn: Any) -> bool:
 class PostgresEventStore:
     """The event log in PostgreSQL (see the module docstring for the guarantees)."""
 
-    def __init__(self, pool: asyncpg.Pool, *, keep_connection_seconds: float = KEEP_CONNECTION_SECONDS) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        keep_connection_seconds: float = KEEP_CONNECTION_SECONDS,
+        copy_from_events: int = COPY_FROM_EVENTS,
+    ) -> None:
         self.pool = pool
         self._keep_for = keep_connection_seconds
+        self._copy_from = max(2, copy_from_events)
         self._kept: Any = None  # a pooled connection kept back after a statement, idle
         self._kept_timer: asyncio.TimerHandle | None = None
         self._releases: set[asyncio.Task[None]] = set()
@@ -357,6 +419,8 @@ class PostgresEventStore:
         batch = _batch_rows(requests)
         if not batch:
             return []
+        if len(batch) >= self._copy_from:
+            return await self._append_by_copy(batch, conn)
         args: tuple[Any, ...]
         if len(batch) == 1:  # one event: the lighter function of migration 014, same guarantees
             sql, args = _APPEND_ONE_SQL, _one_event_arguments(batch[0])
@@ -383,6 +447,30 @@ class PostgresEventStore:
                     raise ConcurrencyError(detail["stream"], detail["expected"], detail["actual"]) from None
                 raise
         results = [AppendResult(r[0], r[1], r[2], r[3]) for r in rows]
+        results.sort(key=_POSITION)
+        _count_appended(batch, results)
+        return results
+
+    async def _append_by_copy(self, batch: Sequence[_Row], conn: Any) -> list[AppendResult]:
+        """A large batch, by COPY (``_copy_append``), with ``append_batch``'s attempts and guarantees."""
+        with metrics.EVENT_APPEND_SECONDS.time():
+            if conn is not None:  # the caller's transaction (one is opened if it has none): stored ids looked up
+                if conn.is_in_transaction():
+                    results = await _copy_append(conn, batch, look_up_stored=True)
+                else:
+                    async with conn.transaction():
+                        results = await _copy_append(conn, batch, look_up_stored=True)
+            else:
+                async with self._connection() as own:
+                    try:
+                        async with own.transaction():
+                            results = await _copy_append(own, batch, look_up_stored=False)
+                    except (asyncpg.UniqueViolationError, ConcurrencyError) as exc:
+                        if isinstance(exc, asyncpg.UniqueViolationError) and not _first_attempt_needs_the_lookup(exc):
+                            raise
+                        # Nothing was written: a retry after a lost answer, or a real conflict. The look-up tells.
+                        async with own.transaction():
+                            results = await _copy_append(own, batch, look_up_stored=True)
         results.sort(key=_POSITION)
         _count_appended(batch, results)
         return results

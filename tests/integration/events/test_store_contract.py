@@ -6,12 +6,19 @@ import asyncio
 import random
 import uuid
 
+import asyncpg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from libs.events.envelope import EventDataError, NewEvent
 from libs.events.store import ANY, NO_STREAM, AppendRequest, ConcurrencyError, PostgresEventStore
+
+
+@pytest.fixture(params=["append function", "copy"])
+def store(request: pytest.FixtureRequest, pool: asyncpg.Pool) -> PostgresEventStore:
+    """Every promise holds on both ways in: the append function, and COPY (every batch of 2 or more here)."""
+    return PostgresEventStore(pool, copy_from_events=2 if request.param == "copy" else 1_000_000)
 
 
 async def test_two_writers_at_the_same_expected_version_exactly_one_wins(store: PostgresEventStore) -> None:

@@ -8,7 +8,7 @@ import uuid
 import asyncpg
 
 from libs.events.envelope import NewEvent
-from libs.events.store import AppendRequest, PostgresEventStore, _usable, create_pool
+from libs.events.store import COPY_FROM_EVENTS, AppendRequest, PostgresEventStore, _usable, create_pool
 
 
 async def test_the_append_keeps_to_the_indexes_after_the_log_outgrows_its_first_plans(
@@ -59,6 +59,82 @@ async def test_the_append_keeps_to_the_indexes_after_the_log_outgrows_its_first_
         assert await store.head() == 5129
     finally:
         await pool.close()
+
+
+async def test_the_copy_append_looks_the_heads_up_by_index_after_the_log_outgrows_its_first_plans(
+    database_url: str,
+) -> None:
+    """The opening of a COPY append (migration 016) walks indexes, whatever plans it cached on a small log."""
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    store = PostgresEventStore(pool, copy_from_events=2)
+    try:
+        async with pool.acquire() as conn:
+            stored = NewEvent("T", {})
+            await store.append("c1/plan/0", [stored], conn=conn)
+            for i in range(1, 7):  # past the point where Postgres settles on a cached plan
+                async with conn.transaction():
+                    await store.append_batch(
+                        [AppendRequest(f"c1/plan/{i}-{k}", [NewEvent("T", {})]) for k in range(20)]
+                        + [AppendRequest("c1/plan/0", [stored])],
+                        conn=conn,
+                    )
+            await conn.execute(
+                "INSERT INTO events (position, event_id, stream, version, type, data, metadata) "
+                "SELECT 121 + n, gen_random_uuid(), 'c1/bulk/' || n, 1, 'T', '{}', '{}' "
+                "FROM generate_series(1, 5000) AS n"
+            )
+            plans: list[str] = []
+
+            def collect(_conn: object, message: asyncpg.PostgresLogMessage) -> None:
+                plans.append(message.message)
+
+            conn.add_log_listener(collect)
+            await conn.execute(
+                "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; "
+                "SET auto_explain.log_nested_statements = on; SET auto_explain.log_level = notice"
+            )
+            async with conn.transaction():
+                results = await store.append_batch(
+                    [AppendRequest("c1/plan/0", [stored, NewEvent("T", {})]), AppendRequest("c1/plan/7", [NewEvent("T", {})])],
+                    conn=conn,
+                )
+            await conn.execute("RESET auto_explain.log_min_duration")
+            conn.remove_log_listener(collect)
+        lookups = [p for p in plans if "FROM events e" in p]
+        assert len(lookups) >= 3, "\n\n".join(plans)  # stored ids, stream heads, the log head
+        assert all("Seq Scan on events" not in p for p in plans), "\n\n".join(plans)
+        assert [(r.position, r.version, r.inserted) for r in results] == [(1, 1, False), (5122, 2, True), (5123, 1, True)]
+    finally:
+        await pool.close()
+
+
+async def test_a_large_batch_goes_in_by_copy_and_with_the_callers_transaction(store: PostgresEventStore) -> None:
+    """A batch of COPY size: numbered like any other, rolled back with the caller's transaction, and in a
+    transaction of its own when the caller's connection has none."""
+    def batch(tag: str) -> list[AppendRequest]:
+        return [AppendRequest(f"c1/big/{i % 50}", [NewEvent("T", {"tag": tag, "i": i})]) for i in range(COPY_FROM_EVENTS)]
+
+    async with store.pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        results = await store.append_batch(batch("rolled back"), conn=conn)
+        assert [r.position for r in results] == list(range(1, COPY_FROM_EVENTS + 1))
+        await transaction.rollback()
+        assert await store.head() == 0
+
+        results = await store.append_batch(batch("kept"), conn=conn)  # no transaction open: it opens one
+        assert not conn.is_in_transaction()
+    assert [r.position for r in results] == list(range(1, COPY_FROM_EVENTS + 1)) and all(r.inserted for r in results)
+    again = await store.append_batch(batch("ignored"))  # new event ids, the streams go on
+    assert [r.version for r in again[:50]] == [COPY_FROM_EVENTS // 50 + 1] * 50
+    stream = await store.read_stream("c1/big/7")
+    assert [e.version for e in stream] == list(range(1, 2 * COPY_FROM_EVENTS // 50 + 1))
+    assert [e.data["i"] for e in stream[: COPY_FROM_EVENTS // 50]] == list(range(7, COPY_FROM_EVENTS, 50))
+    log = await store.read_all(0, 10 * COPY_FROM_EVENTS)
+    assert [e.position for e in log] == list(range(1, 2 * COPY_FROM_EVENTS + 1))
+    recorded = [e.recorded_at for e in log]
+    assert recorded == sorted(recorded)  # recorded_at grows with position: replay's search relies on it
+    assert {e.data["tag"] for e in log} == {"kept", "ignored"}
 
 
 async def test_session_state_never_passes_to_the_next_user_of_a_pooled_connection(database_url: str) -> None:
