@@ -67,7 +67,7 @@ class BatchingConsumer(EventConsumer):
         config: ConsumerConfig,
         dlq: DeadLetterQueue,
         *,
-        max_events: int = 20_000,
+        max_events: int = 5_000,
         linger: float = 1.0,
         pipeline: bool = True,
         on_idle: Callable[[], Awaitable[Any]] | None = None,
