@@ -36,9 +36,12 @@ async def record_own_writes(
     by_record: dict[str, dict[str, list[Any]]] = {}
     for object_id, properties in writes:
         if properties:
-            logged = by_record.setdefault(str(object_id), {})
-            for prop, value in properties.items():
-                logged[prop] = ["" if value is None else str(value), now]
+            logged = {prop: ["" if value is None else str(value), now] for prop, value in properties.items()}
+            key = str(object_id)
+            if key in by_record:  # a later pair for the same property wins
+                by_record[key].update(logged)
+            else:
+                by_record[key] = logged
     if not by_record:
         return
     await conn.execute(

@@ -39,7 +39,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from libs.events.store import AppendRequest, AppendResult, PostgresEventStore
 
@@ -308,7 +308,7 @@ def _own_results(
             seen.add(event.event_id)
             if result.inserted:
                 if event.event_id in claimed:
-                    result = replace(result, inserted=False)
+                    result = result._replace(inserted=False)
                 else:
                     claimed.add(event.event_id)
             own.append(result)

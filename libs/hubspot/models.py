@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+_STRINGS = frozenset({str, type(None)})
+
 
 @dataclass(frozen=True)
 class HubSpotRecord:
@@ -21,7 +23,7 @@ class HubSpotRecord:
     def from_json(cls, raw: Mapping[str, Any]) -> HubSpotRecord:
         props = raw.get("properties") or {}
         properties = dict(props)
-        if not all(v is None or type(v) is str for v in properties.values()):  # HubSpot sends strings
+        if not _STRINGS.issuperset(map(type, properties.values())):  # HubSpot sends strings (or null)
             properties = {str(k): (None if v is None else str(v)) for k, v in props.items()}
         return cls(
             id=str(raw.get("id")),

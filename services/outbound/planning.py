@@ -7,7 +7,7 @@ event log and Postgres and carries out their plans against HubSpot.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import cached_property
 from typing import TypeVar
@@ -140,10 +140,9 @@ def coalesce(events: Iterable[RecordedEvent]) -> tuple[list[Change], list[Malfor
         if action == PUSH_REQUESTED:
             forced.add(key)
         latest[key] = Change(connection, kind, ref.id, action, event, snapshot, False)
-    changes = [
-        Change(c.connection, c.kind, c.kleer_id, c.action, c.event, c.snapshot, c.key in forced)
-        for c in latest.values()
-    ]
+    changes = list(latest.values())
+    if forced:
+        changes = [replace(c, force=True) if c.key in forced else c for c in changes]
     changes.sort(key=lambda c: c.event.position if c.event is not None else 0)
     return changes, malformed
 

@@ -55,7 +55,7 @@ import orjson
 
 from libs.events.consumer import HandlerResult
 from libs.events.dlq import DeadLetter, DeadLetterQueue
-from libs.events.envelope import NewEvent, RecordedEvent
+from libs.events.envelope import NewEvent, RecordedEvent, causation
 from libs.events.store import AppendRequest, PostgresEventStore
 from libs.hubspot.client import HubSpotClient
 from libs.hubspot.models import AssociationInput, RecordInput
@@ -596,22 +596,19 @@ class Pusher:
                 properties=properties,
             )
         )
-        event = NewEvent(
-            upserted_type(change.hubspot_object),
-            {
-                "kleer_id": change.kleer_id,
-                "kind": change.kind,
-                "hubspot_object": change.hubspot_object,
-                "hubspot_id": hubspot_id,
-                "created": created,
-                "properties": properties,  # what HubSpot holds from us now
-                "written": sorted(sent),  # the properties this write sent (the rest were unchanged or held)
-                "fingerprint": fingerprint,
-                **({"held": sorted(held)} if held else {}),
-            },
-            _event_metadata(self.actor, self.source),
-        )
-        self._append(outcome, change, event)
+        data = {
+            "kleer_id": change.kleer_id,
+            "kind": change.kind,
+            "hubspot_object": change.hubspot_object,
+            "hubspot_id": hubspot_id,
+            "created": created,
+            "properties": properties,  # what HubSpot holds from us now
+            "written": sorted(sent),  # the properties this write sent (the rest were unchanged or held)
+            "fingerprint": fingerprint,
+        }
+        if held:
+            data["held"] = sorted(held)
+        self._append(outcome, change, upserted_type(change.hubspot_object), data)
         self._own_write(outcome, change, hubspot_id, sent, created=created)
         outcome.results.append(
             PushResult(
@@ -623,11 +620,13 @@ class Pusher:
             )
         )
 
-    def _append(self, outcome: _Outcome, change: Change, event: NewEvent) -> None:
+    def _append(self, outcome: _Outcome, change: Change, event_type: str, data: dict[str, Any]) -> None:
+        """Record ``event_type`` on the Kleer record's stream, caused by the change's event (if any)."""
+        metadata = _event_metadata(self.actor, self.source)
         if change.event is not None:
-            event = event.caused_by(change.event)
+            metadata.update(causation(change.event))
         stream = RecordRef("kleer", change.kind, change.kleer_id).stream(change.connection)
-        outcome.appends.append(AppendRequest(stream, [event]))
+        outcome.appends.append(AppendRequest(stream, [NewEvent(event_type, data, metadata)]))
 
     def _own_write(
         self,
@@ -702,7 +701,7 @@ class Pusher:
         if flagged:
             data["properties"] = {REMOVED_FLAG: "true"}
         event_type = upserted_type(change.hubspot_object) if flagged else archived_type(change.hubspot_object)
-        self._append(outcome, change, NewEvent(event_type, data, _event_metadata(self.actor, self.source)))
+        self._append(outcome, change, event_type, data)
         outcome.results.append(
             PushResult(change.kind, change.kleer_id, change.hubspot_object, how, hubspot_id)
         )

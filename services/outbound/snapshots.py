@@ -71,6 +71,7 @@ _PARENT_PATHS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 # Records whose invoice-date bounds the invoice history window.
 _DATED_KINDS = (INVOICE,)
+_STRING = frozenset({str})
 
 
 def changed_type(kind: str) -> str:
@@ -181,10 +182,12 @@ class Snapshot:
     @classmethod
     def from_event_data(cls, data: Mapping[str, Any]) -> Snapshot:
         properties = data.get("properties") or {}
+        if type(properties) is not dict or not _STRING.issuperset(map(type, properties.values())):
+            properties = {str(k): "" if v is None else str(v) for k, v in properties.items()}
         return cls(
             kind=str(data["kind"]),
             kleer_id=str(data["kleer_id"]),
-            properties={str(k): "" if v is None else str(v) for k, v in properties.items()},
+            properties=properties,  # the poller's: strings already (JSON keys are)
             fingerprint=str(data.get("fingerprint") or ""),
             parents=tuple(ParentRef.from_json(p) for p in data.get("parents") or ()),
         )

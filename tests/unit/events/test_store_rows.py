@@ -9,8 +9,15 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from libs.events.envelope import RecordedEvent
-from libs.events.store import _record, _record_by_init
+from libs.events.envelope import EventDataError, RecordedEvent
+from libs.events.store import _record
+
+
+def _record_by_init(row: tuple[object, ...]) -> RecordedEvent:
+    """The row decoded through RecordedEvent's own constructor."""
+    metadata = str(row[6])
+    return RecordedEvent(row[0], row[1], row[2], row[3], row[4], orjson.loads(str(row[5])),  # type: ignore[arg-type]
+                         {} if metadata == "{}" else orjson.loads(metadata), row[7])  # type: ignore[arg-type]
 
 
 def _row(metadata: dict[str, str]) -> tuple[object, ...]:
@@ -37,3 +44,15 @@ def test_a_decoded_event_is_still_frozen_and_owns_its_dicts() -> None:
         first.position = 7  # type: ignore[misc]
     first.metadata["actor"] = "someone"
     assert second.metadata == {}
+
+
+def test_an_envelope_from_kafka_decodes_to_the_same_event_and_refuses_data_that_is_not_an_object() -> None:
+    event = _record(_row({"correlation_id": "c-1"}))
+    again = RecordedEvent.from_json(event.to_json())
+    assert again == event and type(again) is RecordedEvent
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        again.version = 9  # type: ignore[misc]
+    wire = orjson.loads(event.to_json())
+    for field in ("data", "metadata"):
+        with pytest.raises(EventDataError, match="must be JSON objects"):
+            RecordedEvent.from_json(orjson.dumps({**wire, field: [["name", "x"]]}))
