@@ -736,14 +736,13 @@ def _trace_position(result: Mapping[str, Any], pending: set[int]) -> int | None:
 
 
 def _succeeded(position: int, result: Mapping[str, Any]) -> InputSucceeded:
-    record = HubSpotRecord.from_json(result)
     new = result.get("new")
-    return InputSucceeded(position, record.id, record, new if isinstance(new, bool) else None)
+    return InputSucceeded(position, str(result.get("id")), result, new if isinstance(new, bool) else None)
 
 
 def _fan_out(result: BatchResult, owners: Sequence[Sequence[int]]) -> BatchResult:
     """Positions of merged inputs → every caller index that shared them."""
-    succeeded = [InputSucceeded(i, s.id, s.record, s.new) for s in result.succeeded for i in owners[s.index]]
+    succeeded = [InputSucceeded(i, s.id, s.answer, s.new) for s in result.succeeded for i in owners[s.index]]
     failed = [InputFailed(i, f.category, f.message, f.status, f.context, f.whole_chunk)
               for f in result.failed for i in owners[f.index]]
     return BatchResult(tuple(sorted(succeeded, key=lambda s: s.index)), tuple(sorted(failed, key=lambda f: f.index)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 _STRINGS = frozenset({str, type(None)})
@@ -48,8 +49,15 @@ class InputSucceeded:
 
     index: int
     id: str  # hs_object_id
-    record: HubSpotRecord
+    # The record, or HubSpot's JSON for it, read into a HubSpotRecord when ``record`` is first asked for:
+    # a batch upsert's caller mostly wants the id alone, and a record per answer was a tenth of its CPU.
+    answer: HubSpotRecord | Mapping[str, Any]
     new: bool | None = None  # upsert: True when created, False when updated
+
+    @cached_property
+    def record(self) -> HubSpotRecord:
+        answer = self.answer
+        return answer if isinstance(answer, HubSpotRecord) else HubSpotRecord.from_json(answer)
 
 
 @dataclass(frozen=True)
