@@ -23,7 +23,8 @@ COPY pyproject.toml README.md* ./
 COPY libs ./libs
 COPY services ./services
 COPY sim ./sim
-RUN pip wheel --wheel-dir /wheels .
+# With the uvloop extra, so EVENT_LOOP=uvloop works in the image too.
+RUN pip wheel --wheel-dir /wheels '.[uvloop]'
 
 # --- runtime: slim, no compilers, no sources, non-root ----------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -49,7 +50,7 @@ RUN groupadd --system --gid 10001 kleer \
 # Install from the build stage's wheels only (no index): what was built is what runs.
 # pip compiles the bytecode now, as root, so a read-only root filesystem is fine later.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels kleer-sync \
+    pip install --no-index --find-links=/wheels 'kleer-sync[uvloop]' \
  && kleer-sync --help > /dev/null
 
 USER 10001:10001

@@ -44,3 +44,13 @@ def test_build_context_leaves_out_the_venv_git_and_env_files() -> None:
     else:
         assert {".git", ".venv"} <= set(entries)
     assert "**/.env" in entries
+
+
+def test_the_image_can_run_every_event_loop_choice() -> None:
+    """EVENT_LOOP=uvloop needs the uvloop extra: built into the wheels and installed from them."""
+    from libs.config import EVENT_LOOPS
+
+    optional = set(EVENT_LOOPS) - {"asyncio"}
+    assert optional == {"uvloop"}
+    assert re.search(r"pip wheel --wheel-dir /wheels '\.\[uvloop\]'", DOCKERFILE)
+    assert re.search(r"pip install --no-index --find-links=/wheels 'kleer-sync\[uvloop\]'", DOCKERFILE)
