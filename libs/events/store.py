@@ -154,23 +154,24 @@ def _one_event_arguments(row: _Row) -> tuple[uuid.UUID, str, str, str, str, int]
         raise _unserialisable([row], exc) from exc
 
 
-# Batches of at least this many events go in by COPY (``_copy_append``): cheaper for the server per event
-# than the append function, but two more round trips, which a small batch does not earn back.
+# Batches of at least this many events appended in a caller's transaction go in by COPY (``_copy_append``):
+# cheaper for the server per event than the append function, but two more round trips, which a small batch
+# does not earn back, and more client CPU per event (each event's JSON encoded apart, then COPY's encoding).
+# So the store's own transactions (the group commit of the webhook intake, one process whose CPU bounds it)
+# keep the function: there COPY made bench_inbound's 100-event requests 26-28k events/s against 30-35k.
 COPY_FROM_EVENTS = 500
 
 _BEGIN_SQL = "SELECT event_id, stream, position, version FROM kleer_sync_append_begin($1::uuid[], $2::text[])"
 _COPY_COLUMNS = ("position", "event_id", "stream", "version", "type", "data", "metadata")
 
 
-async def _copy_append(conn: Any, batch: Sequence[_Row], look_up_stored: bool) -> list[AppendResult]:
-    """Append ``batch`` by COPY in ``conn``'s open transaction (see migration 016): the append lock and the
-    heads first, then the events numbered here, checked as ``kleer_sync_append`` checks them.
-
-    ``look_up_stored=False`` (a first attempt of the store's own transaction) leaves stored ids to the
-    unique index, as the append function's first attempt does.
+async def _copy_append(conn: Any, batch: Sequence[_Row]) -> list[AppendResult]:
+    """Append ``batch`` by COPY in ``conn``'s open transaction (see migration 016): the append lock, the
+    stored ids and the heads first, then the events numbered here, checked as ``kleer_sync_append`` checks
+    them (a stored id is skipped, an expectation is the first new event's of its stream).
     """
     streams = list(dict.fromkeys(row[1] for row in batch))
-    rows = await conn.fetch(_BEGIN_SQL, [row[0] for row in batch] if look_up_stored else None, streams)
+    rows = await conn.fetch(_BEGIN_SQL, [row[0] for row in batch], streams)
     stored: dict[uuid.UUID, AppendResult] = {}
     versions: dict[str, int] = {}
     head = 0
@@ -384,7 +385,7 @@ class PostgresEventStore:
         batch = _batch_rows(requests)
         if not batch:
             return []
-        if len(batch) >= self._copy_from:
+        if conn is not None and len(batch) >= self._copy_from:
             return await self._append_by_copy(batch, conn)
         args: tuple[Any, ...]
         if len(batch) == 1:  # one event: the lighter function of migration 014, same guarantees
@@ -417,25 +418,14 @@ class PostgresEventStore:
         return results
 
     async def _append_by_copy(self, batch: Sequence[_Row], conn: Any) -> list[AppendResult]:
-        """A large batch, by COPY (``_copy_append``), with ``append_batch``'s attempts and guarantees."""
+        """A large batch in the caller's transaction (one is opened if it has none), by COPY
+        (``_copy_append``), stored ids looked up first."""
         with metrics.EVENT_APPEND_SECONDS.time():
-            if conn is not None:  # the caller's transaction (one is opened if it has none): stored ids looked up
-                if conn.is_in_transaction():
-                    results = await _copy_append(conn, batch, look_up_stored=True)
-                else:
-                    async with conn.transaction():
-                        results = await _copy_append(conn, batch, look_up_stored=True)
+            if conn.is_in_transaction():
+                results = await _copy_append(conn, batch)
             else:
-                async with self._connection() as own:
-                    try:
-                        async with own.transaction():
-                            results = await _copy_append(own, batch, look_up_stored=False)
-                    except (asyncpg.UniqueViolationError, ConcurrencyError) as exc:
-                        if isinstance(exc, asyncpg.UniqueViolationError) and not _first_attempt_needs_the_lookup(exc):
-                            raise
-                        # Nothing was written: a retry after a lost answer, or a real conflict. The look-up tells.
-                        async with own.transaction():
-                            results = await _copy_append(own, batch, look_up_stored=True)
+                async with conn.transaction():
+                    results = await _copy_append(conn, batch)
         results.sort(key=_POSITION)
         _count_appended(batch, results)
         return results

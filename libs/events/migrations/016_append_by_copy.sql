@@ -8,15 +8,16 @@
 -- sync's events, backend CPU time): the parsing, the per-row look-ups and a
 -- sort that spilled to disk past work_mem were most of its work.
 --
--- So for a large batch the store (libs/events/store.py, _copy_append) calls
--- this function, numbers the events itself, and COPYs them in, all in one
--- transaction. The guarantees stay those of 001, 010 and 011:
+-- So for a large batch appended in a caller's transaction (the poller's and the
+-- consumers' commits) the store (libs/events/store.py, _copy_append) calls this
+-- function, numbers the events itself, and COPYs them in, in that transaction.
+-- The guarantees stay those of 001, 010 and 011:
 -- - the append lock is taken here, before the heads are read, and held until
 --   the transaction ends, so positions are handed out in commit order and are
 --   gap-free;
 -- - the answer holds the stored events among p_event_ids (skipped, returned
---   with inserted = false; NULL skips the look-up: a first attempt, where a
---   stored id then fails the COPY on events_event_id_key), the version of every
+--   with inserted = false; NULL skips the look-up, and a stored id then fails
+--   the COPY on events_event_id_key), the version of every
 --   stream of p_streams that exists, and the head position;
 -- - the store checks expected versions against those versions (KS409's rule:
 --   the first new event of a stream carries the expectation) before it writes.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 import pytest
@@ -12,13 +14,33 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from libs.events.envelope import EventDataError, NewEvent
-from libs.events.store import ANY, NO_STREAM, AppendRequest, ConcurrencyError, PostgresEventStore
+from libs.events.store import (
+    ANY,
+    NO_STREAM,
+    AppendRequest,
+    AppendResult,
+    ConcurrencyError,
+    PostgresEventStore,
+)
+
+
+class _InATransaction(PostgresEventStore):
+    """Appends each batch in a transaction of the caller's, the way the poller and the consumers do."""
+
+    async def append_batch(self, requests: Sequence[AppendRequest], *, conn: Any = None) -> list[AppendResult]:
+        if conn is not None:
+            return await super().append_batch(requests, conn=conn)
+        async with self.pool.acquire() as own, own.transaction():
+            return await super().append_batch(requests, conn=own)
 
 
 @pytest.fixture(params=["append function", "copy"])
 def store(request: pytest.FixtureRequest, pool: asyncpg.Pool) -> PostgresEventStore:
-    """Every promise holds on both ways in: the append function, and COPY (every batch of 2 or more here)."""
-    return PostgresEventStore(pool, copy_from_events=2 if request.param == "copy" else 1_000_000)
+    """Every promise holds on both ways in: the append function, and COPY (a batch of 2 or more events
+    appended in a caller's transaction, here)."""
+    if request.param == "copy":
+        return _InATransaction(pool, copy_from_events=2)
+    return PostgresEventStore(pool)
 
 
 async def test_two_writers_at_the_same_expected_version_exactly_one_wins(store: PostgresEventStore) -> None:
