@@ -4,11 +4,40 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 
 from libs.events.envelope import NewEvent
 from libs.events.store import COPY_FROM_EVENTS, AppendRequest, PostgresEventStore, _usable, create_pool
+
+
+@asynccontextmanager
+async def _after_a_bulk_load_explaining(conn: asyncpg.Connection, after: int) -> AsyncIterator[list[str]]:
+    """5,000 more events after position ``after``, then the plans of every statement run in the block
+    (auto_explain, nested statements too)."""
+    await conn.execute(
+        "INSERT INTO events (position, event_id, stream, version, type, data, metadata) "
+        "SELECT $1::bigint + n, gen_random_uuid(), 'c1/bulk/' || n, 1, 'T', '{}', '{}' "
+        "FROM generate_series(1, 5000) AS n",
+        after,
+    )
+    plans: list[str] = []
+
+    def collect(_conn: object, message: asyncpg.PostgresLogMessage) -> None:
+        plans.append(message.message)
+
+    conn.add_log_listener(collect)
+    await conn.execute(
+        "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; "
+        "SET auto_explain.log_nested_statements = on; SET auto_explain.log_level = notice"
+    )
+    try:
+        yield plans
+    finally:
+        await conn.execute("RESET auto_explain.log_min_duration")
+        conn.remove_log_listener(collect)
 
 
 async def test_the_append_keeps_to_the_indexes_after_the_log_outgrows_its_first_plans(
@@ -28,27 +57,12 @@ async def test_the_append_keeps_to_the_indexes_after_the_log_outgrows_its_first_
                     conn=conn,
                 )
                 await store.append_batch([AppendRequest(f"c1/plan/{i}", [NewEvent("T", {})])], conn=conn)
-            await conn.execute(
-                "INSERT INTO events (position, event_id, stream, version, type, data, metadata) "
-                "SELECT 127 + n, gen_random_uuid(), 'c1/bulk/' || n, 1, 'T', '{}', '{}' "
-                "FROM generate_series(1, 5000) AS n"
-            )
-            plans: list[str] = []
-
-            def collect(_conn: object, message: asyncpg.PostgresLogMessage) -> None:
-                plans.append(message.message)
-
-            conn.add_log_listener(collect)
-            await conn.execute(
-                "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; "
-                "SET auto_explain.log_nested_statements = on; SET auto_explain.log_level = notice"
-            )
-            await store.append("c1/plan/new", [NewEvent("T", {})], conn=conn)  # one event (migration 014)
-            await store.append_batch(  # a retry: the path that skips stored events
-                [AppendRequest("c1/plan/0", [stored]), AppendRequest("c1/plan/7", [NewEvent("T", {})])], conn=conn
-            )
-            await conn.execute("RESET auto_explain.log_min_duration")
-            conn.remove_log_listener(collect)
+            async with _after_a_bulk_load_explaining(conn, 127) as plans:
+                await store.append("c1/plan/new", [NewEvent("T", {})], conn=conn)  # one event (migration 014)
+                await store.append_batch(  # a retry: the path that skips stored events
+                    [AppendRequest("c1/plan/0", [stored]), AppendRequest("c1/plan/7", [NewEvent("T", {})])],
+                    conn=conn,
+                )
         inserts = [p for p in plans if "INSERT INTO events" in p]
         assert len(inserts) == 2, plans
         assert all("Seq Scan on events" not in p for p in plans), "\n\n".join(plans)
@@ -78,28 +92,11 @@ async def test_the_copy_append_looks_the_heads_up_by_index_after_the_log_outgrow
                         + [AppendRequest("c1/plan/0", [stored])],
                         conn=conn,
                     )
-            await conn.execute(
-                "INSERT INTO events (position, event_id, stream, version, type, data, metadata) "
-                "SELECT 121 + n, gen_random_uuid(), 'c1/bulk/' || n, 1, 'T', '{}', '{}' "
-                "FROM generate_series(1, 5000) AS n"
-            )
-            plans: list[str] = []
-
-            def collect(_conn: object, message: asyncpg.PostgresLogMessage) -> None:
-                plans.append(message.message)
-
-            conn.add_log_listener(collect)
-            await conn.execute(
-                "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; "
-                "SET auto_explain.log_nested_statements = on; SET auto_explain.log_level = notice"
-            )
-            async with conn.transaction():
+            async with _after_a_bulk_load_explaining(conn, 121) as plans, conn.transaction():
                 results = await store.append_batch(
                     [AppendRequest("c1/plan/0", [stored, NewEvent("T", {})]), AppendRequest("c1/plan/7", [NewEvent("T", {})])],
                     conn=conn,
                 )
-            await conn.execute("RESET auto_explain.log_min_duration")
-            conn.remove_log_listener(collect)
         lookups = [p for p in plans if "FROM events e" in p]
         assert len(lookups) >= 3, "\n\n".join(plans)  # stored ids, stream heads, the log head
         assert all("Seq Scan on events" not in p for p in plans), "\n\n".join(plans)
