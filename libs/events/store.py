@@ -225,8 +225,8 @@ _FIELDS = ("position", "event_id", "stream", "version", "type", "data", "metadat
 _COLUMNS = ", ".join(_FIELDS)
 
 
-def _record(row: Sequence[Any]) -> RecordedEvent:
-    """A row of ``_COLUMNS`` as a RecordedEvent."""
+def event_from_row(row: Sequence[Any]) -> RecordedEvent:
+    """A row of ``_COLUMNS`` (jsonb as text) as a RecordedEvent."""
     position, event_id, stream, version, event_type, data, metadata, recorded_at = row
     return recorded_event(position, event_id, stream, version, event_type, orjson.loads(data),
                           {} if metadata == "{}" else orjson.loads(metadata), recorded_at)
@@ -386,7 +386,16 @@ class PostgresEventStore:
         if not batch:
             return []
         if conn is not None and len(batch) >= self._copy_from:
-            return await self._append_by_copy(batch, conn)
+            results = await self._append_by_copy(batch, conn)
+        else:
+            results = await self._append_by_function(batch, conn)
+        results.sort(key=_POSITION)
+        _count_appended(batch, results)
+        return results
+
+    async def _append_by_function(self, batch: Sequence[_Row], conn: Any) -> list[AppendResult]:
+        """The batch through the append function (migrations 011 and 014), in ``conn``'s transaction or one
+        of the store's own."""
         args: tuple[Any, ...]
         if len(batch) == 1:  # one event: the lighter function of migration 014, same guarantees
             sql, args = _APPEND_ONE_SQL, _one_event_arguments(batch[0])
@@ -412,23 +421,16 @@ class PostgresEventStore:
                     detail = orjson.loads(exc.detail or "{}")
                     raise ConcurrencyError(detail["stream"], detail["expected"], detail["actual"]) from None
                 raise
-        results = [AppendResult(r[0], r[1], r[2], r[3]) for r in rows]
-        results.sort(key=_POSITION)
-        _count_appended(batch, results)
-        return results
+        return [AppendResult(r[0], r[1], r[2], r[3]) for r in rows]
 
     async def _append_by_copy(self, batch: Sequence[_Row], conn: Any) -> list[AppendResult]:
         """A large batch in the caller's transaction (one is opened if it has none), by COPY
         (``_copy_append``), stored ids looked up first."""
         with metrics.EVENT_APPEND_SECONDS.time():
             if conn.is_in_transaction():
-                results = await _copy_append(conn, batch)
-            else:
-                async with conn.transaction():
-                    results = await _copy_append(conn, batch)
-        results.sort(key=_POSITION)
-        _count_appended(batch, results)
-        return results
+                return await _copy_append(conn, batch)
+            async with conn.transaction():
+                return await _copy_append(conn, batch)
 
     async def read_stream(
         self, stream: str, from_version: int = 1, limit: int | None = None
@@ -438,7 +440,7 @@ class PostgresEventStore:
             sql += f" LIMIT {int(limit)}"
         async with self._connection() as conn:
             rows = await conn.fetch(sql, stream, from_version)
-        return [_record(r) for r in rows]
+        return [event_from_row(r) for r in rows]
 
     async def read_all(
         self, after: int = 0, limit: int = 1000, types: Sequence[str] | None = None
@@ -459,7 +461,7 @@ class PostgresEventStore:
                     after,
                     limit,
                 )
-        return [_record(r) for r in rows]
+        return [event_from_row(r) for r in rows]
 
     async def read_all_of_types(
         self, after: int, limit: int, wanted: Callable[[str], bool]
@@ -476,12 +478,12 @@ class PostgresEventStore:
             )
         if not rows:
             return [], after
-        return [_record(r) for r in rows if wanted(r["type"])], rows[-1]["position"]
+        return [event_from_row(r) for r in rows if wanted(r["type"])], rows[-1]["position"]
 
     async def get(self, event_id: uuid.UUID) -> RecordedEvent | None:
         async with self._connection() as conn:
             row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM events WHERE event_id = $1", event_id)
-        return _record(row) if row else None
+        return event_from_row(row) if row else None
 
     async def stream_version(self, stream: str) -> int:
         async with self._connection() as conn:

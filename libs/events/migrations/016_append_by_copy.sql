@@ -16,9 +16,8 @@
 --   the transaction ends, so positions are handed out in commit order and are
 --   gap-free;
 -- - the answer holds the stored events among p_event_ids (skipped, returned
---   with inserted = false; NULL skips the look-up, and a stored id then fails
---   the COPY on events_event_id_key), the version of every
---   stream of p_streams that exists, and the head position;
+--   with inserted = false), the version of every stream of p_streams that
+--   exists, and the head position;
 -- - the store checks expected versions against those versions (KS409's rule:
 --   the first new event of a stream carries the expectation) before it writes.
 --
@@ -34,10 +33,8 @@ AS $$
 BEGIN
     PERFORM pg_advisory_xact_lock(4242000001);
 
-    IF p_event_ids IS NOT NULL THEN
-        RETURN QUERY SELECT e.event_id, e.stream, e.position, e.version FROM events e
-                     WHERE e.event_id = ANY (p_event_ids);
-    END IF;
+    RETURN QUERY SELECT e.event_id, e.stream, e.position, e.version FROM events e
+                 WHERE e.event_id = ANY (p_event_ids);
 
     RETURN QUERY
     SELECT NULL::uuid, s.stream, NULL::bigint, c.version
