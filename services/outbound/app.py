@@ -32,7 +32,7 @@ from libs.mapping.model import Mappings
 from libs.observability.health import HealthServer, kafka_check, migrations_check, postgres_check
 from libs.observability.logging import get_logger
 from libs.runtime import Component, serve
-from services.outbound.consumer import BatchingConsumer
+from services.outbound.consumer import PUSH_BATCH_EVENTS, BatchingConsumer
 from services.outbound.poller import Poller, PollerConfig
 from services.outbound.pusher import Pusher
 from services.outbound.settings import OutboundSettings
@@ -45,11 +45,6 @@ PUSHER_GROUP = "outbound-pusher"
 # Batch requests in flight per batch call: enough to keep the portal's rate budget spent while answers
 # take their time (the budget, not this, paces the requests).
 PUSH_CONCURRENCY = 8
-# Events per pusher batch at most (the consumer gathers up to this many for up to a second). Measured with
-# bench_outbound --only unlimited, one sitting: 20,000 made 5,529-5,642 records/s end to end, 1,000-8,000
-# made 5,808-6,674 (the next batch starts sooner and the last one ends sooner), with as few HubSpot requests
-# (1.036-1.040 x the minimum). 5,000 keeps 50 full upserts per object type in one batch.
-PUSH_BATCH_EVENTS = 5_000
 # Garbage-collector thresholds of the outbound processes (the defaults are 700, 10, 10).
 GC_THRESHOLDS = (100_000, 50, 100)
 
