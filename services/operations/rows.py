@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncpg
-import orjson
 
-from libs.events.envelope import RecordedEvent, recorded_event
+from libs.events.envelope import RecordedEvent
+from libs.events.store import event_from_row
 
 #: The columns ``recorded`` decodes, in its order (jsonb as text: orjson decodes it).
 EVENT_COLUMNS = "position, event_id, stream, version, type, data::text, metadata::text, recorded_at"
@@ -13,7 +13,7 @@ EVENT_COLUMNS = "position, event_id, stream, version, type, data::text, metadata
 
 def recorded(row: asyncpg.Record) -> RecordedEvent:
     """A row of ``SELECT {EVENT_COLUMNS} FROM events`` as a ``RecordedEvent``."""
-    return recorded_event(row[0], row[1], row[2], row[3], row[4], orjson.loads(row[5]), orjson.loads(row[6]), row[7])
+    return event_from_row(row)
 
 
 def connection_streams(connection: str) -> str:

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from libs.events.envelope import EventDataError, RecordedEvent
-from libs.events.store import _record
+from libs.events.store import event_from_row as _record
 
 
 def _record_by_init(row: tuple[object, ...]) -> RecordedEvent:
