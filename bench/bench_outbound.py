@@ -24,7 +24,8 @@ and the pusher as ``kleer-sync outbound pusher`` in its own process.
     writes (target 0).
 
 ``--scale 0.1`` runs a tenth of the book; ``--only unlimited`` (or ``limited``, ``real-pace``) runs one
-measurement. Each prints the CPU seconds every process of the pipeline used. With BENCH_PROFILE_DIR set,
+measurement; ``--pushers 2`` runs two pushers in the consumer group, as deploy/k8s does at least (on
+this 2-core machine that is no faster: the pusher, Postgres and the simulator already fill both cores). Each prints the CPU seconds every process of the pipeline used. With BENCH_PROFILE_DIR set,
 the pusher runs under cProfile and leaves its profile there.
 """
 
@@ -147,7 +148,10 @@ def _spawn_pusher(env: dict[str, str]) -> subprocess.Popen[bytes]:
     """``kleer-sync outbound pusher``; under cProfile (``$BENCH_PROFILE_DIR/pusher-<time>.prof``) if that is set."""
     profile_dir = os.environ.get("BENCH_PROFILE_DIR")
     profile = ["-m", "cProfile", "-o", f"{profile_dir}/pusher-{time.time():.0f}.prof"] if profile_dir else []
-    return _spawn(*profile, "-m", "services.cli", "outbound", "pusher", env=env, output=None)
+    from sim.broker import free_port
+
+    own = {**env, "METRICS_PORT": str(free_port())}  # several pushers: each serves its own /metrics
+    return _spawn(*profile, "-m", "services.cli", "outbound", "pusher", env=own, output=None)
 
 
 def _cpu_seconds(process: subprocess.Popen[bytes] | int) -> float:
@@ -165,6 +169,17 @@ async def _postgres_cpu_seconds(pool: Any, database: str) -> float:
     such as the migration's, are not counted)."""
     pids = [r[0] for r in await pool.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", database)]
     return sum(_cpu_seconds(pid) for pid in pids)
+
+
+def _peak_rss_mb(process: subprocess.Popen[bytes]) -> float:
+    """The most resident memory a process has used (Linux VmHWM; 0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def _own_cpu_seconds() -> float:
@@ -218,11 +233,11 @@ async def hubspot_simulator(rate: int, time_scale: float = TIME_SCALE) -> AsyncI
         del CHILDREN["hubspot_sim"]
 
 
-async def _cpu_now(pusher: subprocess.Popen[bytes] | None, pool: Any, database: str) -> dict[str, float]:
-    """CPU seconds used so far by each process of the pipeline."""
+async def _cpu_now(pushers: list[subprocess.Popen[bytes]], pool: Any, database: str) -> dict[str, float]:
+    """CPU seconds used so far by each process of the pipeline (the pushers together)."""
     now = {name: _cpu_seconds(process) for name, process in CHILDREN.items()}
     now["bench (poller + relay)"] = _own_cpu_seconds()
-    now["pusher"] = _cpu_seconds(pusher) if pusher is not None else 0.0
+    now["pusher"] = sum(_cpu_seconds(pusher) for pusher in pushers)
     now["postgres (this run's backends)"] = await _postgres_cpu_seconds(pool, database)
     return now
 
@@ -265,8 +280,10 @@ async def _pushed(pool: Any, prefix: str, timeout: float) -> None:
 
     Once the relay has published past the last change event, ``relay_partitions`` holds, per
     partition of the changes topic, the position of the last event published there: the pusher is
-    done when its checkpoint of every such partition has reached it. (Everything in SQL: this process
-    also runs the relay, which must not wait for a hash of every stream name.)
+    done when its checkpoint of every such partition has reached it, and no association waits for its
+    parent (with several pushers, a child can wait for a parent another pusher is writing: the next batch
+    or idle sweep writes it). (Everything in SQL: this process also runs the relay, which must not wait
+    for a hash of every stream name.)
     """
     from services.outbound.app import PUSHER_GROUP
     from services.topics import OUTBOUND_CHANGES, topic_name
@@ -278,17 +295,32 @@ async def _pushed(pool: Any, prefix: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         relayed = await pool.fetchval("SELECT COALESCE(max(position), 0) FROM relay_state")
-        if relayed >= last_change and not await pool.fetchval(
-            "SELECT count(*) FROM relay_partitions r LEFT JOIN consumer_checkpoints c "
-            "ON c.consumer = $1 AND c.topic = r.topic AND c.partition = r.partition "
-            "WHERE r.topic = $2 AND COALESCE(c.position, 0) < r.last_position",
-            PUSHER_GROUP,
-            topic,
+        if (
+            relayed >= last_change
+            and not await pool.fetchval(
+                "SELECT count(*) FROM relay_partitions r LEFT JOIN consumer_checkpoints c "
+                "ON c.consumer = $1 AND c.topic = r.topic AND c.partition = r.partition "
+                "WHERE r.topic = $2 AND COALESCE(c.position, 0) < r.last_position",
+                PUSHER_GROUP,
+                topic,
+            )
+            and not await pool.fetchval("SELECT count(*) FROM pending_associations")
         ):
             return
         if time.monotonic() > deadline:
             raise RuntimeError("the pusher did not finish in time")
         await asyncio.sleep(0.1)
+
+
+async def _relayed(pool: Any, position: int, timeout: float) -> None:
+    """Wait until the relay has published the log up to ``position``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if await pool.fetchval("SELECT COALESCE(max(position), 0) FROM relay_state") >= position:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError("the relay did not publish the log in time")
+        await asyncio.sleep(0.05)
 
 
 async def _joined(pool: Any, timeout: float = 60.0) -> None:
@@ -321,7 +353,7 @@ async def _minimum_requests(pool: Any) -> tuple[int, dict[str, int], dict[str, i
 
 
 async def full_sync(
-    run: Run, *, pusher_during_poll: bool, kinds: tuple[str, ...] | None = None
+    run: Run, *, pusher_during_poll: bool, kinds: tuple[str, ...] | None = None, pushers: int = 1
 ) -> dict[str, Any]:
     """Set up the portal, then poll everything and push it; returns the measurements."""
     from libs.config import load_settings
@@ -344,14 +376,14 @@ async def full_sync(
     await _http("POST", f"{run.hubspot_base}/_sim/bench-timing")  # counts from here on
     pool = await create_pool(dsn, min_size=1, max_size=4)
     settings = load_settings(env=env)
-    pusher: subprocess.Popen[bytes] | None = None
-    cpu_before = await _cpu_now(None, pool, run.database)
+    running: list[subprocess.Popen[bytes]] = []
+    cpu_before = await _cpu_now([], pool, run.database)
     try:
         async with outbound_runtime(settings, kleer=True, hubspot=False) as runtime:
             relay = runtime.relay()
             relay_task = asyncio.create_task(relay.run())
             if pusher_during_poll:
-                pusher = _spawn_pusher(env)
+                running = [_spawn_pusher(env) for _ in range(pushers)]
                 await _joined(pool)
             poller = runtime.poller(kinds) if kinds else runtime.poller()
             progress("polling Kleer ...")
@@ -361,14 +393,18 @@ async def full_sync(
             progress(
                 f"polled {sum(k.seen for k in report.kinds.values()):,} records in {polled - started:.1f}s"
             )
-            if pusher is None:
-                pusher = _spawn_pusher(env)
+            if not running:
+                # The push of (b) is the pusher's alone: the relay is done first.
+                await _relayed(pool, await runtime.store.head(), timeout=600)
+                progress(f"relayed the log {time.monotonic() - polled:.1f}s after the poll")
+                running = [_spawn_pusher(env) for _ in range(pushers)]
             await _pushed(pool, run.prefix, timeout=3600)
             finished = time.monotonic()
             records = await pool.fetchval("SELECT count(*) FROM hubspot_ids")
             progress(f"pushed {records:,} records, {finished - started:.1f}s after the poll began")
-            pusher_cpu = _cpu_seconds(pusher)
-            cpu_after = await _cpu_now(pusher, pool, run.database)
+            pusher_cpu = sum(_cpu_seconds(pusher) for pusher in running)
+            cpu_after = await _cpu_now(running, pool, run.database)
+            progress(f"pusher peak memory (MB): {[round(_peak_rss_mb(pusher)) for pusher in running]}")
             progress(
                 "CPU seconds: "
                 + ", ".join(f"{k} {v - cpu_before.get(k, 0.0):.1f}" for k, v in cpu_after.items())
@@ -388,7 +424,9 @@ async def full_sync(
                 "minimum_requests": minimum,
                 "push_wall_seconds": round((timing.get("last") or 0) - (timing.get("first") or 0), 2),
                 "dead_letters": await pool.fetchval("SELECT count(*) FROM dead_letters"),
+                "pushers": pushers,
                 "pusher_cpu_seconds": round(pusher_cpu, 1),
+                "pusher_peak_rss_mb": [round(_peak_rss_mb(pusher)) for pusher in running],
                 "cpu_seconds": {k: round(v - cpu_before.get(k, 0.0), 1) for k, v in cpu_after.items()},
                 "load_average_1m": round(os.getloadavg()[0], 2),
             }
@@ -412,7 +450,7 @@ async def full_sync(
             await relay_task
             return result
     finally:
-        if pusher is not None:
+        for pusher in running:
             _stop(pusher)
         await pool.close()
         await drop_database_async(run.database)
@@ -435,7 +473,7 @@ def linear_rate_bound(requests: int, limit: int, window_s: float) -> float:
     return max(0, requests - limit) / limit * window_s
 
 
-async def main(scale: float, phases: set[str]) -> int:
+async def main(scale: float, phases: set[str], pushers: int = 1) -> int:
     from services.outbound.app import tune_gc
     from sim.broker import TansuBroker, free_port
 
@@ -471,7 +509,7 @@ async def main(scale: float, phases: set[str]) -> int:
                 progress("(a, c, d) limits off: full sync with the pusher running during the poll")
                 async with hubspot_simulator(rate=0) as hubspot_base:
                     unlimited = await full_sync(
-                        Run(kleer_base, hubspot_base, broker, 0), pusher_during_poll=True
+                        Run(kleer_base, hubspot_base, broker, 0), pusher_during_poll=True, pushers=pushers
                     )
             if "limited" in phases:
                 progress(f"(b) rate limit {RATE} requests / 10 s, {TIME_SCALE:g}x faster: push a polled log")
@@ -479,6 +517,7 @@ async def main(scale: float, phases: set[str]) -> int:
                     limited = await full_sync(
                         Run(kleer_base, hubspot_base, broker, RATE, window_s=10.0 / TIME_SCALE),
                         pusher_during_poll=False,
+                        pushers=pushers,
                     )
             if "real-pace" in phases:
                 progress(f"(b') rate limit {RATE} requests / 10 s at HubSpot's real pace: push the clients")
@@ -487,6 +526,7 @@ async def main(scale: float, phases: set[str]) -> int:
                         Run(kleer_base, hubspot_base, broker, RATE, window_s=10.0),
                         pusher_during_poll=False,
                         kinds=("client",),
+                        pushers=pushers,
                     )
     finally:
         _stop(kleer)
@@ -513,7 +553,9 @@ async def main(scale: float, phases: set[str]) -> int:
         results["rate_limited"] = limited
         results["b_wall_over_rate_bound"] = round(limited["push_wall_seconds"] / bound, 3) if bound else None
         results["b_rate_bound_seconds"] = round(bound, 2)
-        results["b_wall_over_linear_bound"] = round(limited["push_wall_seconds"] / linear, 3) if linear else None
+        results["b_wall_over_linear_bound"] = (
+            round(limited["push_wall_seconds"] / linear, 3) if linear else None
+        )
         results["b_429s"] = limited["requests_by_status"].get("429", 0)
         print(
             f"(b) rate-limited wall / bound         {_ratio(results['b_wall_over_rate_bound']):>8}   "
@@ -571,6 +613,12 @@ if __name__ == "__main__":
         "--scale", type=float, default=1.0, help="share of the 100,000-client book (default 1)"
     )
     parser.add_argument(
+        "--pushers",
+        type=int,
+        default=1,
+        help="pusher processes in the consumer group (deploy/k8s runs at least 2)",
+    )
+    parser.add_argument(
         "--only",
         action="append",
         choices=PHASES,
@@ -578,4 +626,4 @@ if __name__ == "__main__":
     )
     args = parser.parse_args()
     # This process runs the poller and the relay, on the event loop ``kleer-sync outbound`` runs on.
-    sys.exit(run_event_loop(main(args.scale, set(args.only or PHASES))))
+    sys.exit(run_event_loop(main(args.scale, set(args.only or PHASES), args.pushers)))
