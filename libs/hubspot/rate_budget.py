@@ -263,8 +263,11 @@ class PostgresRateBudget:
     ``PostgresRateBudget(pool, portal="12345", max_requests=110, interval_ms=10_000)``.
     Each grant is one short statement (``SELECT hubspot_rate_acquire(...)``) under
     the portal row's lock, on the database clock; waiting happens outside any
-    transaction. Within one process, waiters queue locally so only one of them
-    polls the database.
+    transaction. Within one process, waiters queue locally and one task asks for
+    all of them in one statement (a pusher has 8 requests waiting at a time: one
+    round trip each made them wait 37 ms on average for a grant that was there).
+    When the window cannot take them all, they are served one at a time, so
+    none waits for slots a later one needs.
     """
 
     def __init__(
@@ -280,7 +283,8 @@ class PostgresRateBudget:
         self.policy = BudgetPolicy(max_requests, interval_ms, safety_margin, window_padding_ms)
         self._pool = pool
         self.portal = str(portal)
-        self._lock = asyncio.Lock()
+        self._queue: deque[tuple[int, asyncio.Future[None]]] = deque()  # (cost, granted) of the waiters
+        self._granter: asyncio.Task[None] | None = None
 
     @staticmethod
     def _now_ms() -> float:
@@ -302,13 +306,75 @@ class PostgresRateBudget:
         return wait
 
     async def acquire(self, cost: int = 1) -> None:
-        async with self._lock:
-            while True:
-                wait = await self.wait_ms(cost)
-                if wait <= 0:
-                    return
-                # A little jitter so pods waiting for the same slot do not all poll at once.
-                await asyncio.sleep(wait / 1000 + random.uniform(0, min(0.05, wait / 10_000)))
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((cost, granted))
+        if self._granter is None:
+            self._granter = asyncio.create_task(self._grant_queued())
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():  # granted as we were cancelled: give it back
+                for _ in range(min(max(1, cost), self.policy.limit)):
+                    self.observe({}, NO_ANSWER)
+            raise
+
+    async def _grant_queued(self) -> None:
+        """Grant the queued waiters, as many at once as the queue holds and the window takes."""
+        group: list[tuple[int, asyncio.Future[None]]] = []
+        try:
+            while self._queue:
+                group = self._next_group()
+                try:
+                    await self._grant(group)
+                except Exception as exc:  # the database: each waiter's acquire raises it
+                    for _, granted in group:
+                        if not granted.done():
+                            granted.set_exception(exc)
+                group = []
+        finally:
+            self._granter = None
+            left = [*group, *self._queue]  # only if this task was cancelled (the loop is closing)
+            self._queue.clear()
+            for _, granted in left:
+                granted.cancel()
+
+    def _next_group(self) -> list[tuple[int, asyncio.Future[None]]]:
+        group: list[tuple[int, asyncio.Future[None]]] = []
+        total = 0
+        while self._queue:
+            cost, granted = self._queue[0]
+            if granted.done():  # cancelled while queued
+                self._queue.popleft()
+                continue
+            cost = min(max(1, cost), self.policy.limit)
+            if group and total + cost > self.policy.limit:
+                break
+            self._queue.popleft()
+            group.append((cost, granted))
+            total += cost
+        return group
+
+    async def _grant(self, group: list[tuple[int, asyncio.Future[None]]]) -> None:
+        while True:
+            waiting = [(cost, granted) for cost, granted in group if not granted.done()]
+            if not waiting:
+                return
+            wait = await self.wait_ms(sum(cost for cost, _ in waiting))
+            if wait <= 0:
+                for cost, granted in waiting:
+                    if granted.done():  # cancelled during the statement: its grants go back
+                        for _ in range(cost):
+                            self.observe({}, NO_ANSWER)
+                    else:
+                        granted.set_result(None)
+                return
+            if len(waiting) > 1:
+                # The window cannot take them all: the first alone now, the others after it, in order.
+                self._queue.extendleft(reversed(waiting[1:]))
+                group = waiting[:1]
+                continue
+            # A little jitter so pods waiting for the same slot do not all poll at once.
+            await asyncio.sleep(wait / 1000 + random.uniform(0, min(0.05, wait / 10_000)))
 
     def observe(self, headers: Mapping[str, str], status: int = 200) -> None:
         self.policy.answered(self._now_ms())

@@ -95,6 +95,56 @@ async def test_a_cancelled_wait_takes_nothing(make_budget: Factory) -> None:
     assert time.monotonic() - started >= 0.39
 
 
+async def test_waiters_the_window_can_take_go_at_once_the_rest_wait_in_order(make_budget: Factory) -> None:
+    budget = make_budget(5, 600, safety_margin=0, window_padding_ms=0)
+    started = time.monotonic()
+    done: list[tuple[int, float]] = []
+
+    async def request(n: int) -> None:
+        await grant(budget)
+        done.append((n, time.monotonic() - started))
+
+    await asyncio.gather(*(request(n) for n in range(8)))
+    first, rest = done[:5], done[5:]
+    assert all(at < 0.3 for _, at in first)
+    assert all(at >= 0.59 for _, at in rest)
+    assert [n for n, _ in done] == list(range(8))
+
+
+async def test_concurrent_waiters_share_one_statement(budget_pool: asyncpg.Pool) -> None:
+    class Counting:
+        """The pool, counting the budget's statements."""
+
+        def __init__(self) -> None:
+            self.statements = 0
+
+        async def fetchval(self, *args: Any) -> Any:
+            self.statements += 1
+            return await budget_pool.fetchval(*args)
+
+    pool = Counting()
+    budget = PostgresRateBudget(pool, f"portal-{uuid.uuid4().hex[:8]}", 110, 10_000)
+    await asyncio.gather(*(grant(budget) for _ in range(8)))
+    assert pool.statements <= 2  # the first waiter's, then one for the seven queued behind it
+    assert await budget.counted() == 8
+
+
+async def test_a_waiter_cancelled_in_the_queue_takes_nothing(budget_pool: asyncpg.Pool) -> None:
+    budget = PostgresRateBudget(budget_pool, f"portal-{uuid.uuid4().hex[:8]}", 3, 400, safety_margin=0,
+                                window_padding_ms=0)
+    await asyncio.gather(*(grant(budget) for _ in range(3)))
+    queued = [asyncio.create_task(budget.acquire()) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    for task in queued[1:]:
+        task.cancel()
+    await queued[0]
+    budget.observe({}, 200)
+    for task in queued[1:]:
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert await budget.counted() == 1  # the window had moved on to the one that waited to the end
+
+
 async def test_two_pods_sharing_a_postgres_budget_meet_no_429(hubspot_sim: HubSpotSim,
                                                               budget_database_url: str) -> None:
     hubspot_sim.set_rate_limit(60, 10_000, time_scale=20)  # 60 per 500 ms, shared by both "pods"
