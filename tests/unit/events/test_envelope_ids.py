@@ -24,3 +24,29 @@ def test_ids_made_in_later_milliseconds_sort_later_and_none_repeat() -> None:
     assert first < later
     many = [new_event_id() for _ in range(20_000)]
     assert len(set(many)) == len(many)
+
+
+def test_threads_never_share_random_bits() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        batches = list(pool.map(lambda _: [new_event_id() for _ in range(10_000)], range(8)))
+    ids = [i for batch in batches for i in batch]
+    assert len(set(ids)) == len(ids)
+    assert len({i.int & ((1 << 62) - 1) for i in ids}) == len(ids)  # the random part alone, too
+
+
+def test_a_forked_child_draws_random_bits_of_its_own() -> None:
+    import os
+
+    new_event_id()  # the parent has a pool of random bytes now
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: send its next id's random part and leave
+        os.write(writer, (new_event_id().int & ((1 << 74) - 1)).to_bytes(10, "big"))
+        os._exit(0)
+    os.close(writer)
+    child = int.from_bytes(os.read(reader, 10), "big")
+    os.waitpid(pid, 0)
+    os.close(reader)
+    assert child != new_event_id().int & ((1 << 74) - 1)
