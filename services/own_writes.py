@@ -44,15 +44,14 @@ async def record_own_writes(
                 by_record[key] = logged
     if not by_record:
         return
+    # One JSON document of [object_id, properties] pairs: no Python-side check per array element (asyncpg's).
     await conn.execute(
         "INSERT INTO own_write_records AS w (connection, object_type, object_id, properties) "
-        "SELECT $1, $2, r.object_id, r.properties::jsonb "
-        "FROM unnest($3::text[], $4::text[]) AS r(object_id, properties) "
+        "SELECT $1, $2, r->>0, r->1 FROM jsonb_array_elements($3::jsonb) AS r "
         "ON CONFLICT (connection, object_type, object_id) DO UPDATE SET properties = w.properties || EXCLUDED.properties",
         connection,
         object_type,
-        list(by_record),
-        [orjson.dumps(logged).decode() for logged in by_record.values()],
+        orjson.dumps(list(by_record.items())).decode(),
     )
 
 

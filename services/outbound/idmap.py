@@ -34,21 +34,25 @@ class IdRow:
     properties: Mapping[str, str] | None = None  # the snapshot written (kept in memory, not in the table)
 
 
-def _key_columns(keys: Sequence[RecordKey]) -> tuple[list[str], list[str], list[str]]:
-    """Record keys as the (connection, kind, kleer_id) arrays a statement unnests."""
-    return [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]
+# Rows go to Postgres as one JSON array of arrays (``json_rows``), taken apart in SQL, not as one array
+# parameter per column: asyncpg checks every element of an array parameter in Python (35 checks per
+# pushed record, 1.4 s of a 24 s pusher profile), and the JSON costs the server no more. Measured on
+# 5,000 keys against 150,000 rows: 3.9-4.9 ms of client CPU per look-up instead of 11.8-12.6.
+_KEYS = "(SELECT r->>0 AS connection, r->>1 AS kind, r->>2 AS kleer_id FROM jsonb_array_elements($1::jsonb) AS r)"
+_WAITING = (
+    "(SELECT r->>0 AS connection, r->>1 AS from_kind, r->>2 AS from_kleer_id, r->>3 AS to_kind, "
+    "r->>4 AS to_kleer_id FROM jsonb_array_elements($1::jsonb) AS r)"
+)
 
 
-def _waiting_columns(
-    waiting: Sequence[Waiting],
-) -> tuple[list[str], list[str], list[str], list[str], list[str]]:
-    """Waiting associations as the (connection, from_kind, from_kleer_id, to_kind, to_kleer_id) arrays."""
-    return (
-        [w.connection for w in waiting],
-        [w.child_kind for w in waiting],
-        [w.child_kleer_id for w in waiting],
-        [w.parent.kind for w in waiting],
-        [w.parent.kleer_id or "" for w in waiting],
+def json_rows(rows: Iterable[Sequence[object]]) -> str:
+    """Rows (tuples or lists of JSON values) as the JSON array a statement takes apart with ``->>``."""
+    return orjson.dumps(rows if isinstance(rows, list) else list(rows)).decode()
+
+
+def _waiting_rows(waiting: Sequence[Waiting]) -> str:
+    return json_rows(
+        [(w.connection, w.child_kind, w.child_kleer_id, w.parent.kind, w.parent.kleer_id or "") for w in waiting]
     )
 
 
@@ -59,9 +63,8 @@ async def load_pushed(conn: Conn, keys: Iterable[RecordKey]) -> dict[RecordKey, 
         return {}
     rows = await conn.fetch(
         "SELECT h.connection, h.kind, h.kleer_id, h.hubspot_id, h.pushed_fingerprint, h.associated, h.removed "
-        "FROM unnest($1::text[], $2::text[], $3::text[]) AS k(connection, kind, kleer_id) "
-        "JOIN hubspot_ids h USING (connection, kind, kleer_id)",
-        *_key_columns(keys),
+        f"FROM {_KEYS} AS k JOIN hubspot_ids h USING (connection, kind, kleer_id)",
+        json_rows(keys),
     )
     return {(r[0], r[1], r[2]): Pushed(r[3], r[4], frozenset(r[5]), r[6]) for r in rows}
 
@@ -73,10 +76,9 @@ async def save_ids(conn: asyncpg.Connection, rows: Sequence[IdRow]) -> None:
     await conn.execute(
         "INSERT INTO hubspot_ids AS h (connection, kind, kleer_id, hubspot_object, hubspot_id, "
         "pushed_fingerprint, associated, removed) "
-        "SELECT r.connection, r.kind, r.kleer_id, r.hubspot_object, r.hubspot_id, r.fingerprint, "
-        "CASE WHEN r.associated = '' THEN '{}'::text[] ELSE string_to_array(r.associated, E'\\x1f') END, r.removed "
-        "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], "
-        "$8::bool[]) AS r(connection, kind, kleer_id, hubspot_object, hubspot_id, fingerprint, associated, removed) "
+        "SELECT r->>0, r->>1, r->>2, r->>3, r->>4, r->>5, "
+        "ARRAY(SELECT jsonb_array_elements_text(r->6)), (r->>7)::boolean "
+        "FROM jsonb_array_elements($1::jsonb) AS r "
         "ON CONFLICT (connection, kind, kleer_id) DO UPDATE SET "
         "hubspot_object = EXCLUDED.hubspot_object, "
         "hubspot_id = EXCLUDED.hubspot_id, pushed_fingerprint = EXCLUDED.pushed_fingerprint, "
@@ -84,14 +86,13 @@ async def save_ids(conn: asyncpg.Connection, rows: Sequence[IdRow]) -> None:
         "  THEN ARRAY(SELECT DISTINCT unnest(h.associated || EXCLUDED.associated)) "
         "  ELSE EXCLUDED.associated END, "
         "removed = EXCLUDED.removed, updated_at = now()",
-        [r.connection for r in rows],
-        [r.kind for r in rows],
-        [r.kleer_id for r in rows],
-        [r.hubspot_object for r in rows],
-        [r.hubspot_id for r in rows],
-        [r.fingerprint for r in rows],
-        ["\x1f".join(sorted(set(r.associated))) for r in rows],
-        [r.removed for r in rows],
+        json_rows(
+            [
+                (r.connection, r.kind, r.kleer_id, r.hubspot_object, r.hubspot_id, r.fingerprint,
+                 sorted(set(r.associated)), r.removed)
+                for r in rows
+            ]
+        ),
     )
 
 
@@ -101,12 +102,10 @@ async def add_associated(conn: asyncpg.Connection, entries: Sequence[tuple[Recor
         return
     await conn.execute(
         "UPDATE hubspot_ids h SET associated = ARRAY(SELECT DISTINCT unnest(h.associated || a.parents)) "
-        "FROM (SELECT connection, kind, kleer_id, array_agg(parent) AS parents "
-        "      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS x(connection, kind, kleer_id, parent) "
-        "      GROUP BY connection, kind, kleer_id) a "
+        "FROM (SELECT r->>0 AS connection, r->>1 AS kind, r->>2 AS kleer_id, array_agg(r->>3) AS parents "
+        "      FROM jsonb_array_elements($1::jsonb) AS r GROUP BY 1, 2, 3) a "
         "WHERE h.connection = a.connection AND h.kind = a.kind AND h.kleer_id = a.kleer_id",
-        *_key_columns([key for key, _ in entries]),
-        [parent for _, parent in entries],
+        json_rows([(*key, parent) for key, parent in entries]),
     )
 
 
@@ -115,8 +114,8 @@ async def add_waiting(conn: asyncpg.Connection, waiting: Sequence[Waiting]) -> N
         return
     await conn.execute(
         "INSERT INTO pending_associations (connection, from_kind, from_kleer_id, to_kind, to_kleer_id) "
-        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) ON CONFLICT DO NOTHING",
-        *_waiting_columns(waiting),
+        f"SELECT * FROM {_WAITING} AS r ON CONFLICT DO NOTHING",
+        _waiting_rows(waiting),
     )
 
 
@@ -124,11 +123,10 @@ async def remove_waiting(conn: asyncpg.Connection, resolved: Sequence[Waiting]) 
     if not resolved:
         return
     await conn.execute(
-        "DELETE FROM pending_associations p USING unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) "
-        "AS r(connection, from_kind, from_kleer_id, to_kind, to_kleer_id) "
+        f"DELETE FROM pending_associations p USING {_WAITING} AS r "
         "WHERE p.connection = r.connection AND p.from_kind = r.from_kind AND p.from_kleer_id = r.from_kleer_id "
         "AND p.to_kind = r.to_kind AND p.to_kleer_id = r.to_kleer_id",
-        *_waiting_columns(resolved),
+        _waiting_rows(resolved),
     )
 
 
@@ -137,10 +135,9 @@ async def forget_waiting(conn: asyncpg.Connection, children: Sequence[RecordKey]
     if not children:
         return
     await conn.execute(
-        "DELETE FROM pending_associations p USING unnest($1::text[], $2::text[], $3::text[]) "
-        "AS r(connection, kind, kleer_id) "
+        f"DELETE FROM pending_associations p USING {_KEYS} AS r "
         "WHERE p.connection = r.connection AND p.from_kind = r.kind AND p.from_kleer_id = r.kleer_id",
-        *_key_columns(children),
+        json_rows(children),
     )
 
 
@@ -228,8 +225,7 @@ async def waiting_for(conn: Conn, parents: Iterable[RecordKey]) -> list[Waiting]
         return []
     rows = await conn.fetch(
         "SELECT p.connection, p.from_kind, p.from_kleer_id, p.to_kind, p.to_kleer_id FROM pending_associations p "
-        "JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(connection, kind, kleer_id) "
-        "ON p.connection = k.connection AND p.to_kind = k.kind AND p.to_kleer_id = k.kleer_id",
-        *_key_columns(parents),
+        f"JOIN {_KEYS} AS k ON p.connection = k.connection AND p.to_kind = k.kind AND p.to_kleer_id = k.kleer_id",
+        json_rows(parents),
     )
     return [Waiting(r[0], r[1], r[2], ParentRef(r[3], r[4])) for r in rows]
