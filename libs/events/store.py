@@ -161,7 +161,11 @@ def _one_event_arguments(row: _Row) -> tuple[uuid.UUID, str, str, str, str, int]
 # keep the function: there COPY made bench_inbound's 100-event requests 26-28k events/s against 30-35k.
 COPY_FROM_EVENTS = 500
 
-_BEGIN_SQL = "SELECT event_id, stream, position, version FROM kleer_sync_append_begin($1::uuid[], $2::text[])"
+# The ids and streams as JSON arrays: asyncpg checks each element of an array parameter in Python.
+_BEGIN_SQL = (
+    "SELECT event_id, stream, position, version FROM kleer_sync_append_begin("
+    "ARRAY(SELECT jsonb_array_elements_text($1::jsonb)::uuid), ARRAY(SELECT jsonb_array_elements_text($2::jsonb)))"
+)
 _COPY_COLUMNS = ("position", "event_id", "stream", "version", "type", "data", "metadata")
 
 
@@ -171,7 +175,8 @@ async def _copy_append(conn: Any, batch: Sequence[_Row]) -> list[AppendResult]:
     them (a stored id is skipped, an expectation is the first new event's of its stream).
     """
     streams = list(dict.fromkeys(row[1] for row in batch))
-    rows = await conn.fetch(_BEGIN_SQL, [row[0] for row in batch], streams)
+    rows = await conn.fetch(_BEGIN_SQL, orjson.dumps([row[0] for row in batch]).decode(),
+                            orjson.dumps(streams).decode())
     stored: dict[uuid.UUID, AppendResult] = {}
     versions: dict[str, int] = {}
     head = 0
