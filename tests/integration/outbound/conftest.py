@@ -253,3 +253,12 @@ async def outbound(
 ) -> AsyncIterator[Outbound]:
     async with running_outbound(store, kleer_client, hubspot_sim, broker) as harness:
         yield harness
+
+
+@pytest.fixture
+async def outbound_without_pusher(
+    store: PostgresEventStore, kleer_client: KleerClient, hubspot_sim: HubSpotSim, broker: TansuBroker
+) -> AsyncIterator[Outbound]:
+    """The harness with the relay only: the test runs its own pusher consumers (``outbound.group``)."""
+    async with running_outbound(store, kleer_client, hubspot_sim, broker, pusher=False) as harness:
+        yield harness
