@@ -324,12 +324,7 @@ class PostgresRateBudget:
         try:
             while self._queue:
                 group = self._next_group()
-                try:
-                    await self._grant(group)
-                except Exception as exc:  # the database: each waiter's acquire raises it
-                    for _, granted in group:
-                        if not granted.done():
-                            granted.set_exception(exc)
+                await self._grant(group)
                 group = []
         finally:
             self._granter = None
@@ -359,7 +354,13 @@ class PostgresRateBudget:
             waiting = [(cost, granted) for cost, granted in group if not granted.done()]
             if not waiting:
                 return
-            wait = await self.wait_ms(sum(cost for cost, _ in waiting))
+            try:
+                wait = await self.wait_ms(sum(cost for cost, _ in waiting))
+            except Exception as exc:  # the database: the acquire of each waiter asking now raises it
+                for _, granted in waiting:
+                    if not granted.done():
+                        granted.set_exception(exc)
+                return
             if wait <= 0:
                 for cost, granted in waiting:
                     if granted.done():  # cancelled during the statement: its grants go back

@@ -129,6 +129,28 @@ async def test_concurrent_waiters_share_one_statement(budget_pool: asyncpg.Pool)
     assert await budget.counted() == 8
 
 
+async def test_a_database_error_reaches_the_waiters_asking_and_the_next_acquire_asks_again(
+    budget_pool: asyncpg.Pool,
+) -> None:
+    class Failing:
+        """The pool, failing its first statement (Postgres restarting)."""
+
+        def __init__(self) -> None:
+            self.failures = 1
+
+        async def fetchval(self, *args: Any) -> Any:
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionError("the database is restarting")
+            return await budget_pool.fetchval(*args)
+
+    budget = PostgresRateBudget(Failing(), f"portal-{uuid.uuid4().hex[:8]}", 110, 10_000)
+    first = await asyncio.gather(*(budget.acquire() for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(result, ConnectionError) for result in first)
+    await grant(budget)
+    assert await budget.counted() == 1  # the failed statement granted nothing
+
+
 async def test_a_waiter_cancelled_in_the_queue_takes_nothing(budget_pool: asyncpg.Pool) -> None:
     budget = PostgresRateBudget(budget_pool, f"portal-{uuid.uuid4().hex[:8]}", 3, 400, safety_margin=0,
                                 window_padding_ms=0)
