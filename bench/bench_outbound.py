@@ -25,7 +25,8 @@ and the pusher as ``kleer-sync outbound pusher`` in its own process.
 
 ``--scale 0.1`` runs a tenth of the book; ``--only unlimited`` (or ``limited``, ``real-pace``) runs one
 measurement; ``--pushers 2`` runs two pushers in the consumer group, as deploy/k8s does at least (on
-this 2-core machine that is no faster: the pusher, Postgres and the simulator already fill both cores). Each prints the CPU seconds every process of the pipeline used. With BENCH_PROFILE_DIR set,
+this 2-core machine that is no faster: the pusher, Postgres and the simulator already fill both cores).
+Each prints the CPU seconds every process of the pipeline used. With BENCH_PROFILE_DIR set,
 the pusher runs under cProfile and leaves its profile there.
 """
 
@@ -41,7 +42,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -292,11 +293,10 @@ async def _pushed(pool: Any, prefix: str, timeout: float) -> None:
     last_change = await pool.fetchval(
         "SELECT COALESCE(max(position), 0) FROM events WHERE type ~ '^Kleer[A-Za-z]+(Changed|Removed)$'"
     )
-    deadline = time.monotonic() + timeout
-    while True:
-        relayed = await pool.fetchval("SELECT COALESCE(max(position), 0) FROM relay_state")
-        if (
-            relayed >= last_change
+
+    async def done() -> bool:
+        return (
+            await _relayed_to(pool) >= last_change
             and not await pool.fetchval(
                 "SELECT count(*) FROM relay_partitions r LEFT JOIN consumer_checkpoints c "
                 "ON c.consumer = $1 AND c.topic = r.topic AND c.partition = r.partition "
@@ -305,34 +305,46 @@ async def _pushed(pool: Any, prefix: str, timeout: float) -> None:
                 topic,
             )
             and not await pool.fetchval("SELECT count(*) FROM pending_associations")
-        ):
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError("the pusher did not finish in time")
-        await asyncio.sleep(0.1)
+        )
+
+    await _until(done, timeout, "the pusher did not finish in time")
+
+
+async def _relayed_to(pool: Any) -> int:
+    """The position up to which the relay has published the log."""
+    position: int = await pool.fetchval("SELECT COALESCE(max(position), 0) FROM relay_state")
+    return position
 
 
 async def _relayed(pool: Any, position: int, timeout: float) -> None:
     """Wait until the relay has published the log up to ``position``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if await pool.fetchval("SELECT COALESCE(max(position), 0) FROM relay_state") >= position:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError("the relay did not publish the log in time")
-        await asyncio.sleep(0.05)
+
+    async def done() -> bool:
+        return await _relayed_to(pool) >= position
+
+    await _until(done, timeout, "the relay did not publish the log in time", interval=0.05)
 
 
 async def _joined(pool: Any, timeout: float = 60.0) -> None:
     from services.outbound.app import PUSHER_GROUP
 
+    async def done() -> bool:
+        return bool(
+            await pool.fetchval("SELECT count(*) FROM consumer_checkpoints WHERE consumer = $1", PUSHER_GROUP)
+        )
+
+    await _until(done, timeout, "the pusher did not join its consumer group")
+
+
+async def _until(
+    done: Callable[[], Awaitable[bool]], timeout: float, failure: str, interval: float = 0.1
+) -> None:
+    """Ask ``done`` every ``interval`` seconds until it says yes; after ``timeout``, raise ``failure``."""
     deadline = time.monotonic() + timeout
-    while not await pool.fetchval(
-        "SELECT count(*) FROM consumer_checkpoints WHERE consumer = $1", PUSHER_GROUP
-    ):
+    while not await done():
         if time.monotonic() > deadline:
-            raise RuntimeError("the pusher did not join its consumer group")
-        await asyncio.sleep(0.1)
+            raise RuntimeError(failure)
+        await asyncio.sleep(interval)
 
 
 async def _minimum_requests(pool: Any) -> tuple[int, dict[str, int], dict[str, int]]:
@@ -404,7 +416,8 @@ async def full_sync(
             progress(f"pushed {records:,} records, {finished - started:.1f}s after the poll began")
             pusher_cpu = sum(_cpu_seconds(pusher) for pusher in running)
             cpu_after = await _cpu_now(running, pool, run.database)
-            progress(f"pusher peak memory (MB): {[round(_peak_rss_mb(pusher)) for pusher in running]}")
+            peak_rss_mb = [round(_peak_rss_mb(pusher)) for pusher in running]
+            progress(f"pusher peak memory (MB): {peak_rss_mb}")
             progress(
                 "CPU seconds: "
                 + ", ".join(f"{k} {v - cpu_before.get(k, 0.0):.1f}" for k, v in cpu_after.items())
@@ -426,7 +439,7 @@ async def full_sync(
                 "dead_letters": await pool.fetchval("SELECT count(*) FROM dead_letters"),
                 "pushers": pushers,
                 "pusher_cpu_seconds": round(pusher_cpu, 1),
-                "pusher_peak_rss_mb": [round(_peak_rss_mb(pusher)) for pusher in running],
+                "pusher_peak_rss_mb": peak_rss_mb,
                 "cpu_seconds": {k: round(v - cpu_before.get(k, 0.0), 1) for k, v in cpu_after.items()},
                 "load_average_1m": round(os.getloadavg()[0], 2),
             }
