@@ -48,6 +48,7 @@ import asyncio
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 import asyncpg
@@ -177,6 +178,12 @@ class _Outcome:
     own_writes: dict[tuple[str, str], list[tuple[str, Mapping[str, str]]]] = field(default_factory=dict)
     parks: list[_Park] = field(default_factory=list)
 
+    @cached_property
+    def folded(self) -> tuple[list[IdRow], list[tuple[RecordKey, str]]]:
+        """The id rows with the new links of their records folded in, and the links of other records
+        (``_with_links``); made once, when the push is done, for the commit and the overlay alike."""
+        return _with_links(self.id_rows, self.associated)
+
 
 @dataclass
 class _Overlay:
@@ -193,8 +200,8 @@ class _Overlay:
     resolved: set[Waiting]
 
     @classmethod
-    def of(cls, outcome: _Outcome, rows: Sequence[IdRow], others: Sequence[tuple[RecordKey, str]]) -> _Overlay:
-        """From the outcome and its rows and other links as ``_with_links`` folds them (for the commit too)."""
+    def of(cls, outcome: _Outcome) -> _Overlay:
+        rows, others = outcome.folded
         linked: dict[RecordKey, set[str]] = {}
         for key, parent in others:
             linked.setdefault(key, set()).add(parent)
@@ -250,9 +257,8 @@ class Pusher:
         changes, malformed = coalesce(events)
         outcome = await self._push(changes, sweep=True)
         outcome.parks.extend(self._park_malformed(bad) for bad in malformed)
-        rows, others = _with_links(outcome.id_rows, outcome.associated)
-        self._overlays.append(_Overlay.of(outcome, rows, others))
-        return HandlerResult(appends=outcome.appends, writes=[self._writer(outcome, rows, others)])
+        self._overlays.append(_Overlay.of(outcome))
+        return HandlerResult(appends=outcome.appends, writes=[self._writer(outcome)])
 
     def forget_recent(self) -> None:
         """Drop what the last batches wrote from memory: they will not be committed (the consumer redoes them)."""
@@ -887,15 +893,8 @@ class Pusher:
 
     # --- commit -----------------------------------------------------------------------------------------
 
-    def _writer(
-        self,
-        outcome: _Outcome,
-        id_rows: Sequence[IdRow] | None = None,
-        others: Sequence[tuple[RecordKey, str]] = (),
-    ) -> Callable[[asyncpg.Connection], Awaitable[None]]:
-        """The outcome's writes; ``id_rows`` and ``others`` as ``_with_links`` folded them, if it did."""
-        if id_rows is None:
-            id_rows, others = _with_links(outcome.id_rows, outcome.associated)
+    def _writer(self, outcome: _Outcome) -> Callable[[asyncpg.Connection], Awaitable[None]]:
+        id_rows, others = outcome.folded
 
         async def write(conn: asyncpg.Connection) -> None:
             await idmap.save_ids(conn, id_rows)
