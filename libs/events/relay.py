@@ -48,7 +48,7 @@ from libs.events.kafka import (
     retry_with_backoff,
 )
 from libs.events.outage import database_unavailable, wait_for_database
-from libs.events.store import PostgresEventStore
+from libs.events.store import PostgresEventStore, TypeFilter
 from libs.observability import metrics
 from libs.observability.logging import get_logger
 
@@ -104,6 +104,7 @@ class Relay:
         self._stopping = asyncio.Event()
         self._last_offsets: dict[tuple[str, int], int] = {}
         self._last_positions: dict[tuple[str, int], int] = {}
+        self._published_types: TypeFilter | None = None  # the types the router publishes, asked once each
         self._last_loss_check = 0.0
         self._lag_updated = float("-inf")
         self.published_position = 0
@@ -197,9 +198,9 @@ class Relay:
             events = await self.store.read_all(after, self.config.batch_size)
             last = events[-1].position if events else after
         else:  # the events nobody consumes are skipped undecoded; the checkpoint still moves past them
-            events, last = await self.store.read_all_of_types(
-                after, self.config.batch_size, lambda event_type: route_type(event_type) is not None
-            )
+            if self._published_types is None:
+                self._published_types = TypeFilter(lambda event_type: route_type(event_type) is not None)
+            events, last = await self.store.read_all_of_types(after, self.config.batch_size, self._published_types)
         if last == after:
             await self._update_lag()
             return 0

@@ -13,7 +13,7 @@ from aiokafka.structs import TopicPartition
 from libs.events.envelope import NewEvent, RecordedEvent
 from libs.events.kafka import DEFAULT_PARTITIONS, PREVIOUS_POSITION_HEADER, header, partition_for
 from libs.events.relay import Relay, RelayConfig
-from libs.events.store import AppendRequest, PostgresEventStore
+from libs.events.store import _READ_OF_TYPES_SQL, AppendRequest, PostgresEventStore, TypeFilter
 from services.topics import OUTBOUND_CHANGES, all_topic_names, make_router, topic_name
 from sim.broker import TansuBroker
 
@@ -32,6 +32,25 @@ async def test_read_all_of_types_decodes_the_wanted_and_moves_past_the_rest(stor
     assert await store.read_all_of_types(everything[-1].position, 5, lambda t: True) == ([], everything[-1].position)
     none, last = await store.read_all_of_types(everything[0].position, 2, lambda t: t == "Wanted")
     assert (none, last) == ([], everything[2].position)  # a page of skipped events still moves the reader on
+
+
+async def test_a_type_filter_asks_once_per_type_and_the_server_leaves_out_what_it_refused(
+    store: PostgresEventStore,
+) -> None:
+    await store.append_batch(
+        [AppendRequest(f"s/{i}", [NewEvent("Skipped" if i % 3 else "Wanted", {"i": i})]) for i in range(9)]
+    )
+    asked: list[str] = []
+    types = TypeFilter(lambda t: asked.append(t) is None and t == "Wanted")
+    first, last = await store.read_all_of_types(0, 5, types)
+    second, end = await store.read_all_of_types(last, 5, types)
+    assert [e.data["i"] for e in first + second] == [0, 3, 6]
+    assert asked == ["Wanted", "Skipped"] and types.refused == ["Skipped"]
+    assert end == (await store.read_all(0, 100))[-1].position
+    async with store.pool.acquire() as conn:  # what the server sends of a refused type: position and type
+        rows = await conn.fetch(_READ_OF_TYPES_SQL, 0, 9, types.refused)
+    assert [(r["type"], r["data"] is None, r["event_id"] is None) for r in rows[:2]] == [
+        ("Wanted", False, False), ("Skipped", True, True)]
 
 
 async def _published(broker: TansuBroker, topic: str, expected: int) -> list[tuple[int, int, int]]:
