@@ -390,6 +390,7 @@ async def full_sync(
     settings = load_settings(env=env)
     running: list[subprocess.Popen[bytes]] = []
     cpu_before = await _cpu_now([], pool, run.database)
+    cpu_at_push = cpu_before
     try:
         async with outbound_runtime(settings, kleer=True, hubspot=False) as runtime:
             relay = runtime.relay()
@@ -409,6 +410,7 @@ async def full_sync(
                 # The push of (b) is the pusher's alone: the relay is done first.
                 await _relayed(pool, await runtime.store.head(), timeout=600)
                 progress(f"relayed the log {time.monotonic() - polled:.1f}s after the poll")
+                cpu_at_push = await _cpu_now([], pool, run.database)
                 running = [_spawn_pusher(env) for _ in range(pushers)]
             await _pushed(pool, run.prefix, timeout=3600)
             finished = time.monotonic()
@@ -422,6 +424,11 @@ async def full_sync(
                 "CPU seconds: "
                 + ", ".join(f"{k} {v - cpu_before.get(k, 0.0):.1f}" for k, v in cpu_after.items())
             )
+            if cpu_at_push is not cpu_before:
+                progress(
+                    "CPU seconds of the push alone: "
+                    + ", ".join(f"{k} {v - cpu_at_push.get(k, 0.0):.1f}" for k, v in cpu_after.items())
+                )
             requests = await _http("GET", f"{run.hubspot_base}/_sim/requests")
             timing = await _http("GET", f"{run.hubspot_base}/_sim/bench-timing")
             minimum, per_object, per_pair = await _minimum_requests(pool)
@@ -441,6 +448,7 @@ async def full_sync(
                 "pusher_cpu_seconds": round(pusher_cpu, 1),
                 "pusher_peak_rss_mb": peak_rss_mb,
                 "cpu_seconds": {k: round(v - cpu_before.get(k, 0.0), 1) for k, v in cpu_after.items()},
+                "push_cpu_seconds": {k: round(v - cpu_at_push.get(k, 0.0), 1) for k, v in cpu_after.items()},
                 "load_average_1m": round(os.getloadavg()[0], 2),
             }
             if not pusher_during_poll:
@@ -466,7 +474,7 @@ async def full_sync(
         for pusher in running:
             _stop(pusher)
         await pool.close()
-        await drop_database_async(run.database)
+        (None if os.environ.get("BENCH_KEEP_DB") else await drop_database_async(run.database))
 
 
 def _ratio(value: float | None) -> str:
