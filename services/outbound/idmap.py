@@ -147,12 +147,34 @@ async def forget_waiting(conn: asyncpg.Connection, children: Sequence[RecordKey]
 HUBSPOT_AHEAD_PREFIX = "inbound:"
 
 
+# The inbound handlers' syncs into Kleer, carrying the HubSpot properties they synced (services/inbound/handlers.py):
+# their writes, and the skip of a sync that found Kleer already holding HubSpot's values (only that skip carries
+# ``hubspot_properties`` on the Kleer record's stream).
+INBOUND_SYNC_TYPES = ("KleerClientUpdated", "KleerProjectUpdated", "KleerClientCreated", "InboundSyncSkipped")
+# Those events (``e``) of a record with the properties, spelled as migration 017's partial index
+# events_inbound_sync_idx is, literally: the planner uses that index only for a query that implies its predicate.
+INBOUND_SYNC_EVENT = "e.type IN ({}) AND e.data ? 'hubspot_properties'".format(
+    ", ".join(f"'{t}'" for t in INBOUND_SYNC_TYPES))
+
+# Per stream ($1): the properties of the latest upsert, then those of the latest inbound sync after it.
+# Each stream read backwards to its latest upsert; a removal flag (no kleer_id) is not a push of the record.
+_LAST_PUSHED_SQL = (
+    "SELECT s.stream, u.properties, i.props FROM unnest($1::text[]) AS s(stream) "
+    "LEFT JOIN LATERAL (SELECT e.version, e.data->'properties' AS properties FROM events e "
+    "  WHERE e.stream = s.stream AND e.type LIKE 'HubSpot%Upserted' AND e.data->'properties' ? 'kleer_id' "
+    "  ORDER BY e.version DESC LIMIT 1) u ON true "
+    "LEFT JOIN LATERAL (SELECT e.data->'hubspot_properties' AS props FROM events e WHERE e.stream = s.stream "
+    f"  AND e.version > COALESCE(u.version, 0) AND {INBOUND_SYNC_EVENT} "
+    "  ORDER BY e.version DESC LIMIT 1) i ON true"
+)
+
+
 async def last_pushed_properties(
-    conn: Conn, keys: Sequence[RecordKey], inbound_types: Sequence[str] = ()
+    conn: Conn, keys: Sequence[RecordKey]
 ) -> dict[RecordKey, tuple[dict[str, str] | None, dict[str, str] | None]]:
     """Per record: the properties of its latest ``HubSpot…Upserted`` event (what HubSpot holds from us; None
-    when the log has no push yet), and the HubSpot properties of the latest inbound sync (``inbound_types``)
-    recorded after that push (None when there is none).
+    when the log has no push yet), and the HubSpot properties of the latest inbound sync
+    (``INBOUND_SYNC_TYPES``) recorded after that push (None when there is none).
 
     The second matters: HubSpot may hold a value someone edited there after our push, which the inbound
     sync brought to Kleer. Compared with the push alone, a Kleer change back to the value we pushed looks
@@ -164,19 +186,7 @@ async def last_pushed_properties(
         RecordRef("kleer", kind, kleer_id).stream(connection): (connection, kind, kleer_id)
         for connection, kind, kleer_id in keys
     }
-    # Each stream read backwards to its latest upsert; a removal flag (no kleer_id) is not a push of the record.
-    # Then, on the same stream, the latest inbound sync after that upsert (its HubSpot properties), if any.
-    rows = await conn.fetch(
-        "SELECT s.stream, u.properties, i.props FROM unnest($1::text[]) AS s(stream) "
-        "LEFT JOIN LATERAL (SELECT e.version, e.data->'properties' AS properties FROM events e "
-        "  WHERE e.stream = s.stream AND e.type LIKE 'HubSpot%Upserted' AND e.data->'properties' ? 'kleer_id' "
-        "  ORDER BY e.version DESC LIMIT 1) u ON true "
-        "LEFT JOIN LATERAL (SELECT e.data->'hubspot_properties' AS props FROM events e WHERE e.stream = s.stream "
-        "  AND e.version > COALESCE(u.version, 0) AND e.type = ANY($2::text[]) AND e.data ? 'hubspot_properties' "
-        "  ORDER BY e.version DESC LIMIT 1) i ON true",
-        list(streams),
-        list(inbound_types),
-    )
+    rows = await conn.fetch(_LAST_PUSHED_SQL, list(streams))
     found: dict[RecordKey, tuple[dict[str, str] | None, dict[str, str] | None]] = {}
     for stream, properties, synced in rows:
         pushed, seen = _json_object(properties), _json_object(synced)

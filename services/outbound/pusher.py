@@ -101,10 +101,12 @@ log = get_logger(__name__)
 
 PUSHER_SOURCE = "outbound-pusher"
 REMOVED_FLAG = "kleer_deleted"  # the property a removal sets under RemovalPolicy.FLAG
-# The inbound handlers' syncs into Kleer, carrying the HubSpot properties they synced (services/inbound/handlers.py):
-# their writes, and the skip of a sync that found Kleer already holding HubSpot's values (only that skip carries
-# ``hubspot_properties`` on the Kleer record's stream).
-INBOUND_SYNC_TYPES = ("KleerClientUpdated", "KleerProjectUpdated", "KleerClientCreated", "InboundSyncSkipped")
+# Per stream ($1), the latest inbound sync's HubSpot properties and log position.
+_INBOUND_SYNCED_SQL = (
+    "SELECT s.stream, b.props, b.position FROM unnest($1::text[]) AS s(stream) "
+    "JOIN LATERAL (SELECT e.data->'hubspot_properties' AS props, e.position FROM events e "
+    f"  WHERE e.stream = s.stream AND {idmap.INBOUND_SYNC_EVENT} ORDER BY e.version DESC LIMIT 1) b ON true"
+)
 HELD_PREFIX = "held:"  # a pushed fingerprint with properties held back (never equal to a snapshot's)
 
 
@@ -439,7 +441,7 @@ class Pusher:
         after that push laid over them (HubSpot's edits that reached Kleer since)."""
         updates = [c.key for c in changes
                    if not c.force and (before := pushed.get(c.key)) is not None and not before.removed]
-        logged = await idmap.last_pushed_properties(self.pool, updates, INBOUND_SYNC_TYPES)
+        logged = await idmap.last_pushed_properties(self.pool, updates)
         found: dict[RecordKey, Mapping[str, str]] = {}
         for key in updates:
             in_memory = pushed[key].properties
@@ -529,12 +531,7 @@ class Pusher:
             return {}, {}
         streams = {RecordRef("kleer", c.kind, c.kleer_id).stream(c.connection): c.key for c in changes}
         rows = await self.pool.fetch(
-            "SELECT s.stream, b.props, b.position FROM unnest($1::text[]) AS s(stream) "
-            "JOIN LATERAL (SELECT e.data->'hubspot_properties' AS props, e.position FROM events e "
-            "  WHERE e.stream = s.stream AND e.type = ANY($2::text[]) AND e.data ? 'hubspot_properties' "
-            "  ORDER BY e.version DESC LIMIT 1) b ON true",
-            list(streams),
-            list(INBOUND_SYNC_TYPES),
+            _INBOUND_SYNCED_SQL, list(streams),
         )
         found: dict[RecordKey, Mapping[str, Any]] = {}
         positions: dict[RecordKey, int] = {}

@@ -145,7 +145,7 @@ async def test_a_hubspot_edit_already_synced_into_kleer_is_overwritten_by_a_late
     """Found by the short soak: an edit the inbound handlers had written to Kleer was still held back."""
     from libs.events.envelope import NewEvent
     from services.inbound.handlers import CLIENT_CREATED, SYNC_SKIPPED, UPDATED
-    from services.outbound.pusher import INBOUND_SYNC_TYPES
+    from services.outbound.idmap import INBOUND_SYNC_TYPES
 
     assert set(INBOUND_SYNC_TYPES) == {*UPDATED.values(), CLIENT_CREATED, SYNC_SKIPPED}
     async with _pushed_client(store, kleer_sim, hubspot_sim, 94) as (pusher, client, kleer_id, hubspot_id):
