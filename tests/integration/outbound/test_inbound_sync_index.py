@@ -11,7 +11,7 @@ from libs.events.envelope import NewEvent
 from libs.events.store import AppendRequest, PostgresEventStore
 from libs.records import RecordRef
 from services.outbound import idmap
-from services.outbound.idmap import INBOUND_SYNC_TYPES, _LAST_PUSHED_SQL
+from services.outbound.idmap import _LAST_PUSHED_SQL, INBOUND_SYNC_TYPES
 from services.outbound.pusher import _INBOUND_SYNCED_SQL
 
 CLIENTS = 2_000
