@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -194,32 +196,34 @@ class Relay:
         assert self._producer is not None, "start() the relay first"
         after = self.published_position
         route_type = getattr(self.router, "route_type", None)
+        outgoing: list[tuple[int, str, str | None, dict[str, Any], bytes]]
         if route_type is None:
             events = await self.store.read_all(after, self.config.batch_size)
             last = events[-1].position if events else after
+            outgoing = [(e.position, e.stream, self.router(e), e.metadata, e.to_json()) for e in events]
         else:  # the events nobody consumes are skipped undecoded; the checkpoint still moves past them
             if self._published_types is None:
                 self._published_types = TypeFilter(lambda event_type: route_type(event_type) is not None)
-            events, last = await self.store.read_all_of_types(after, self.config.batch_size, self._published_types)
+            wired, last = await self.store.read_wire_of_types(after, self.config.batch_size, self._published_types)
+            outgoing = [(e.position, e.stream, route_type(e.type), e.metadata, e.wire) for e in wired]
         if last == after:
             await self._update_lag()
             return 0
         futures = []
-        for event in events:
-            topic = self.router(event)
+        for position, stream, topic, metadata, wire in outgoing:
             if topic is None:
                 continue
-            partition = partition_for(event.stream, self.config.partitions)
+            partition = partition_for(stream, self.config.partitions)
             previous = self._last_positions.get((topic, partition), -1)
             future = await self._producer.send(
                 topic,
-                event.to_json(),
-                key=event.stream.encode(),
+                wire,
+                key=stream.encode(),
                 partition=partition,
-                headers=headers_of(event.metadata, previous),
+                headers=headers_of(metadata, previous),
             )
-            self._last_positions[(topic, partition)] = event.position
-            futures.append((event.position, topic, future))
+            self._last_positions[(topic, partition)] = position
+            futures.append((position, topic, future))
         partitions: dict[tuple[str, int], tuple[int, int]] = {}
         loss = False
         for position, topic, future in futures:
@@ -228,7 +232,8 @@ class Relay:
             if not self._advance_offset(key, record.offset):
                 loss = True
             partitions[key] = (record.offset, position)
-            metrics.RELAY_PUBLISHED.labels(topic=topic).inc()
+        for topic, count in Counter(topic for _, topic, _ in futures).items():
+            metrics.RELAY_PUBLISHED.labels(topic=topic).inc(count)
         if loss:
             await self._rewind("the broker handed out offsets it had given before")
             return last - after

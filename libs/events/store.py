@@ -31,7 +31,14 @@ from typing import Any, NamedTuple, Protocol
 import asyncpg
 import orjson
 
-from libs.events.envelope import EventDataError, NewEvent, RecordedEvent, encode_json_object, recorded_event
+from libs.events.envelope import (
+    EventDataError,
+    NewEvent,
+    RecordedEvent,
+    encode_json_object,
+    recorded_event,
+    wire_json,
+)
 from libs.observability import metrics
 
 ANY = -1
@@ -233,6 +240,16 @@ _READ_OF_TYPES_SQL = "SELECT {} FROM events WHERE position > $1 ORDER BY positio
     ", ".join(f if f in ("position", "type") else f"CASE WHEN type = ANY($3::text[]) THEN NULL ELSE {f} END AS {f}"
               for f in _FIELDS)
 )
+
+
+class WireEvent(NamedTuple):
+    """A stored event as a publisher sends it: ``wire`` is its ``RecordedEvent.to_json()``."""
+
+    position: int
+    stream: str
+    type: str
+    metadata: dict[str, Any]
+    wire: bytes
 
 
 class TypeFilter:
@@ -507,6 +524,21 @@ class PostgresEventStore:
         if not rows:
             return [], after
         return [event_from_row(r) for r in rows if types(r["type"])], rows[-1]["position"]
+
+    async def read_wire_of_types(self, after: int, limit: int, types: TypeFilter) -> tuple[list[WireEvent], int]:
+        """``read_all_of_types`` for a publisher: the wanted events as their wire form (``RecordedEvent.to_json``)
+        with what routing them takes, their documents never decoded; and the last position read."""
+        async with self._connection() as conn:
+            rows = await conn.fetch(_READ_OF_TYPES_SQL, after, limit, types.refused)
+        if not rows:
+            return [], after
+        loads = orjson.loads
+        return [
+            WireEvent(position, stream, event_type, {} if metadata == "{}" else loads(metadata),
+                      wire_json(position, event_id, stream, version, event_type, data, metadata, recorded_at))
+            for position, event_id, stream, version, event_type, data, metadata, recorded_at in rows
+            if types(event_type)
+        ], rows[-1]["position"]
 
     async def get(self, event_id: uuid.UUID) -> RecordedEvent | None:
         async with self._connection() as conn:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from libs.events.envelope import EventDataError, RecordedEvent
+from libs.events.envelope import EventDataError, RecordedEvent, wire_json
 from libs.events.store import event_from_row as _record
 
 
@@ -56,3 +56,13 @@ def test_an_envelope_from_kafka_decodes_to_the_same_event_and_refuses_data_that_
     for field in ("data", "metadata"):
         with pytest.raises(EventDataError, match="must be JSON objects"):
             RecordedEvent.from_json(orjson.dumps({**wire, field: [["name", "x"]]}))
+
+
+@pytest.mark.parametrize("metadata", [{}, {"correlation_id": "c-1", "actor": "poller"}])
+@pytest.mark.parametrize("stream", ["c1/kleer-client/7", 'c1/kleer-client/"Åre\\\\ & \u2028"'])
+def test_the_wire_form_of_a_row_is_the_events_own(metadata: dict[str, str], stream: str) -> None:
+    row = (*_row(metadata)[:2], stream, *_row(metadata)[3:])
+    wire = wire_json(*row)  # type: ignore[arg-type]
+    event = _record(row)
+    assert orjson.loads(wire) == orjson.loads(event.to_json())
+    assert RecordedEvent.from_json(wire) == event
