@@ -13,7 +13,12 @@ and the pusher as ``kleer-sync outbound pusher`` in its own process.
     n goes no sooner than floor((n - 1) / 110) windows after the first). Target
     <= 1.10, and no 429. (Our budget spends 104 of each 110 on purpose.) The
     push starts once the setup's requests have left the portal's window, as the
-    bound assumes. Sessions before 2026-12-07 divided by a linear bound,
+    bound assumes, and with the whole log to push: the pushers, settled in their
+    consumer group, wait through the poll for the relay to publish it (the
+    relay's second or so of publishing overlaps the push's start, as it would in
+    production). Sessions before 2026-12-08 started the pusher once the relay
+    was done, so several pushers rebalanced mid-push. Sessions before 2026-12-07
+    divided by a linear bound,
     (requests - 110) / 110 windows, up to one window less than any client can
     do; it is still printed, for comparison.
 (b') The same at HubSpot's real pace (110 requests / 10 s, not sped up), for the
@@ -51,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import aiohttp
 
 from bench.common import drop_database_async, fresh_database, progress, write_results
+from libs.events.kafka import ensure_topics
 from libs.runtime import run_event_loop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -316,24 +322,28 @@ async def _relayed_to(pool: Any) -> int:
     return position
 
 
-async def _relayed(pool: Any, position: int, timeout: float) -> None:
-    """Wait until the relay has published the log up to ``position``."""
+async def _joined(pool: Any, bootstrap_servers: str, members: int, timeout: float = 60.0) -> None:
+    """Until the pushers' consumer group is stable with ``members`` members and has its checkpoints: a
+    push that starts later is not interrupted by a rebalance (one pusher taking all partitions, then
+    giving half of them up with a batch in flight, when the second one joins)."""
+    from aiokafka.admin import AIOKafkaAdminClient
 
-    async def done() -> bool:
-        return await _relayed_to(pool) >= position
-
-    await _until(done, timeout, "the relay did not publish the log in time", interval=0.05)
-
-
-async def _joined(pool: Any, timeout: float = 60.0) -> None:
     from services.outbound.app import PUSHER_GROUP
 
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+
     async def done() -> bool:
-        return bool(
+        groups = [g for answer in await admin.describe_consumer_groups([PUSHER_GROUP]) for g in answer.groups]
+        stable = any(g[1] == PUSHER_GROUP and g[2] == "Stable" and len(g[5]) == members for g in groups)
+        return stable and bool(
             await pool.fetchval("SELECT count(*) FROM consumer_checkpoints WHERE consumer = $1", PUSHER_GROUP)
         )
 
-    await _until(done, timeout, "the pusher did not join its consumer group")
+    try:
+        await _until(done, timeout, f"the {members} pusher(s) did not settle in their consumer group", 0.25)
+    finally:
+        await admin.close()
 
 
 async def _until(
@@ -394,10 +404,13 @@ async def full_sync(
     try:
         async with outbound_runtime(settings, kleer=True, hubspot=False) as runtime:
             relay = runtime.relay()
-            relay_task = asyncio.create_task(relay.run())
+            relay_task: asyncio.Task[None] | None = None
             if pusher_during_poll:
-                running = [_spawn_pusher(env) for _ in range(pushers)]
-                await _joined(pool)
+                relay_task = asyncio.create_task(relay.run())
+            else:  # (b): the pushers wait, joined, for the relay to publish the polled log
+                await ensure_topics(relay.config.bootstrap_servers, relay.config.topics, relay.config.partitions)
+            running = [_spawn_pusher(env) for _ in range(pushers)]
+            await _joined(pool, relay.config.bootstrap_servers, pushers)
             poller = runtime.poller(kinds) if kinds else runtime.poller()
             progress("polling Kleer ...")
             started = time.monotonic()
@@ -406,12 +419,11 @@ async def full_sync(
             progress(
                 f"polled {sum(k.seen for k in report.kinds.values()):,} records in {polled - started:.1f}s"
             )
-            if not running:
-                # The push of (b) is the pusher's alone: the relay is done first.
-                await _relayed(pool, await runtime.store.head(), timeout=600)
-                progress(f"relayed the log {time.monotonic() - polled:.1f}s after the poll")
-                cpu_at_push = await _cpu_now([], pool, run.database)
-                running = [_spawn_pusher(env) for _ in range(pushers)]
+            if relay_task is None:
+                # The push of (b) starts with the whole log to push, as the bound assumes, and a settled group.
+                cpu_at_push = await _cpu_now(running, pool, run.database)
+                relay_task = asyncio.create_task(relay.run())
+            assert relay_task is not None
             await _pushed(pool, run.prefix, timeout=3600)
             finished = time.monotonic()
             records = await pool.fetchval("SELECT count(*) FROM hubspot_ids")
