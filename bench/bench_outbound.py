@@ -322,6 +322,16 @@ async def _relayed_to(pool: Any) -> int:
     return position
 
 
+async def _report_relayed(pool: Any, head: int, since: float) -> None:
+    """Say when the relay has published the log up to ``head``."""
+
+    async def done() -> bool:
+        return await _relayed_to(pool) >= head
+
+    await _until(done, 600, "the relay did not publish the log in time", interval=0.05)
+    progress(f"the relay published the log in {time.monotonic() - since:.1f}s")
+
+
 async def _joined(pool: Any, bootstrap_servers: str, members: int, timeout: float = 60.0) -> None:
     """Until the pushers' consumer group is stable with ``members`` members and has its checkpoints: a
     push that starts later is not interrupted by a rebalance (one pusher taking all partitions, then
@@ -405,6 +415,7 @@ async def full_sync(
         async with outbound_runtime(settings, kleer=True, hubspot=False) as runtime:
             relay = runtime.relay()
             relay_task: asyncio.Task[None] | None = None
+            relaying: asyncio.Task[None] | None = None
             if pusher_during_poll:
                 relay_task = asyncio.create_task(relay.run())
             else:  # (b): the pushers wait, joined, for the relay to publish the polled log
@@ -423,6 +434,7 @@ async def full_sync(
                 # The push of (b) starts with the whole log to push, as the bound assumes, and a settled group.
                 cpu_at_push = await _cpu_now(running, pool, run.database)
                 relay_task = asyncio.create_task(relay.run())
+                relaying = asyncio.create_task(_report_relayed(pool, await runtime.store.head(), time.monotonic()))
             assert relay_task is not None
             await _pushed(pool, run.prefix, timeout=3600)
             finished = time.monotonic()
@@ -466,6 +478,8 @@ async def full_sync(
             if not pusher_during_poll:
                 await relay.stop()
                 await relay_task
+                if relaying is not None:
+                    await relaying
                 return result
             # (d) a no-change poll of every client: time, and HubSpot writes (none expected)
             head = await runtime.store.head()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
+import struct
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
-from aiokafka.partitioner import murmur2
 
 from libs.observability.logging import get_logger
 
@@ -69,7 +70,40 @@ MARKER_HEADER = "kleer-sync-marker"  # a liveness probe of the relay, not an eve
 
 def partition_for(stream: str, partitions: int) -> int:
     """The partition of a stream: Kafka's default murmur2 on the key, fixed partition count."""
-    return int(murmur2(stream.encode()) & 0x7FFFFFFF) % partitions
+    return (murmur2(stream.encode()) & 0x7FFFFFFF) % partitions
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (the default partitioner's hash), as ``aiokafka.partitioner.murmur2`` computes it.
+
+    The same arithmetic, in fewer Python operations: the 4-byte words unpacked at once, and no masking of
+    values that are already 32-bit. The relay hashes every event's stream; aiokafka's version was 16 % of
+    its time during a full sync (py-spy). A test checks both agree.
+    """
+    length = len(data)
+    m = 0x5BD1E995
+    h = 0x9747B28C ^ length
+    words = length >> 2
+    if words:
+        for k in _unpack_words(words)(data):
+            k = (k * m) & 0xFFFFFFFF
+            k = ((k ^ (k >> 24)) * m) & 0xFFFFFFFF
+            h = ((h * m) & 0xFFFFFFFF) ^ k
+    tail = length & 3
+    if tail:
+        end = length & ~3
+        if tail == 3:
+            h ^= data[end + 2] << 16
+        if tail >= 2:
+            h ^= data[end + 1] << 8
+        h = ((h ^ data[end]) * m) & 0xFFFFFFFF
+    h = ((h ^ (h >> 13)) * m) & 0xFFFFFFFF
+    return h ^ (h >> 15)
+
+
+@functools.lru_cache(maxsize=256)
+def _unpack_words(words: int) -> Callable[[bytes], tuple[int, ...]]:
+    return struct.Struct(f"<{words}I").unpack_from
 
 
 async def ensure_topics(
