@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -95,6 +98,28 @@ def test_a_property_needs_an_existing_group_and_a_known_type(store: CrmStore) ->
 def test_any_calendar_date_is_a_valid_date_value(day: object) -> None:
     prop = built_in_properties(ObjectType.INVOICES, "")["hs_invoice_date"]
     assert check_value(prop, str(day)) is None
+
+
+@given(st.from_regex(r"\d{4}-\d{2}-\d{2}\n?", fullmatch=True) | st.text(max_size=12))
+def test_a_date_value_is_valid_exactly_when_strptime_reads_it(value: str) -> None:
+    prop = built_in_properties(ObjectType.INVOICES, "")["hs_invoice_date"]
+    try:
+        datetime.strptime(value, "%Y-%m-%d")
+        readable = re.match(r"^\d{4}-\d{2}-\d{2}$", value) is not None
+    except ValueError:
+        readable = False
+    if readable or not value.isdigit():  # epoch milliseconds have rules of their own
+        assert (check_value(prop, value) is None) == (readable or value == "")
+
+
+def test_an_enumeration_follows_its_options_when_they_are_replaced() -> None:
+    prop = built_in_properties(ObjectType.DEALS, "")["dealstage"]
+    first = sorted(prop.option_values())[0]
+    assert check_value(prop, first) is None
+    prop.options = [{"label": "Only", "value": "only"}]
+    assert check_value(prop, "only") is None
+    problem = check_value(prop, first)
+    assert problem is not None and problem.error == "INVALID_OPTION"
 
 
 @given(st.integers(min_value=1, max_value=86_399_999))
