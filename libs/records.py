@@ -40,7 +40,7 @@ class RecordRef:
         return cls(match["system"], match["kind"], match["id"])
 
     def stream(self, connection: str) -> str:
-        return f"{connection}/{self.system}-{self.kind}/{self.id}"
+        return stream_of(connection, self.system, self.kind, self.id)
 
     @classmethod
     def from_stream(cls, stream: str) -> tuple[str, RecordRef]:
@@ -52,3 +52,8 @@ class RecordRef:
 
     def __str__(self) -> str:
         return f"{self.system}:{self.kind}:{self.id}"
+
+
+def stream_of(connection: str, system: str, kind: str, record_id: str) -> str:
+    """``RecordRef(system, kind, record_id).stream(connection)``, for parts already checked (no RecordRef made)."""
+    return f"{connection}/{system}-{kind}/{record_id}"
