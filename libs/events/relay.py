@@ -209,30 +209,18 @@ class Relay:
         if last == after:
             await self._update_lag()
             return 0
-        futures = []
-        for position, stream, topic, metadata, wire in outgoing:
-            if topic is None:
-                continue
-            partition = partition_for(stream, self.config.partitions)
-            previous = self._last_positions.get((topic, partition), -1)
-            future = await self._producer.send(
-                topic,
-                wire,
-                key=stream.encode(),
-                partition=partition,
-                headers=headers_of(metadata, previous),
-            )
-            self._last_positions[(topic, partition)] = position
-            futures.append((position, topic, future))
+        sent = await self._send_batches(outgoing)
         partitions: dict[tuple[str, int], tuple[int, int]] = {}
         loss = False
-        for position, topic, future in futures:
-            record = await future
-            key = (topic, record.partition)
-            if not self._advance_offset(key, record.offset):
+        for key, positions, future in sent:
+            base = (await future).offset  # a batch's messages take consecutive offsets from its base
+            if not self._advance_offset(key, base, len(positions)):
                 loss = True
-            partitions[key] = (record.offset, position)
-        for topic, count in Counter(topic for _, topic, _ in futures).items():
+            partitions[key] = (base + len(positions) - 1, positions[-1])
+        published: Counter[str] = Counter()
+        for (topic, _), positions, _ in sent:
+            published[topic] += len(positions)
+        for topic, count in published.items():
             metrics.RELAY_PUBLISHED.labels(topic=topic).inc(count)
         if loss:
             await self._rewind("the broker handed out offsets it had given before")
@@ -241,10 +229,43 @@ class Relay:
         await self._update_lag()
         return last - after
 
-    def _advance_offset(self, key: tuple[str, int], offset: int) -> bool:
-        """Remember the newest offset of a partition; False if the broker went backwards (lost data)."""
+    async def _send_batches(
+        self, outgoing: Sequence[tuple[int, str, str | None, dict[str, Any], bytes]]
+    ) -> list[tuple[tuple[str, int], list[int], asyncio.Future[Any]]]:
+        """Hand the routed events to the producer as record batches, per (topic, partition) in log order;
+        returns each batch's (topic, partition), positions and delivery future.
+
+        One ``send`` per event cost the relay about 11 us of its own time per message, a batch built here
+        about 5 (a 40,000-message run against the Tansu broker): most of ``send``'s work is per call.
+        """
+        assert self._producer is not None
+        producer = self._producer
+        partitions = self.config.partitions
+        open_batches: dict[tuple[str, int], tuple[Any, list[int]]] = {}
+        sent: list[tuple[tuple[str, int], list[int], asyncio.Future[Any]]] = []
+        for position, stream, topic, metadata, wire in outgoing:
+            if topic is None:
+                continue
+            key = (topic, partition_for(stream, partitions))
+            headers = headers_of(metadata, self._last_positions.get(key, -1))
+            batch = open_batches.get(key)
+            if batch is None:
+                batch = open_batches[key] = (producer.create_batch(), [])
+            if batch[0].append(timestamp=None, key=stream.encode(), value=wire, headers=headers) is None:
+                sent.append((key, batch[1], await producer.send_batch(batch[0], key[0], partition=key[1])))
+                batch = open_batches[key] = (producer.create_batch(), [])
+                batch[0].append(timestamp=None, key=stream.encode(), value=wire, headers=headers)  # the first fits
+            batch[1].append(position)
+            self._last_positions[key] = position
+        for key, (builder, positions) in open_batches.items():
+            sent.append((key, positions, await producer.send_batch(builder, key[0], partition=key[1])))
+        return sent
+
+    def _advance_offset(self, key: tuple[str, int], offset: int, count: int = 1) -> bool:
+        """Remember the newest offset of a partition after ``count`` messages from ``offset`` on; False if the
+        broker went backwards (lost data)."""
         previous = self._last_offsets.get(key)
-        self._last_offsets[key] = offset
+        self._last_offsets[key] = offset + count - 1
         return previous is None or offset > previous
 
     async def _save_state(self, position: int, partitions: dict[tuple[str, int], tuple[int, int]]) -> None:

@@ -112,3 +112,61 @@ async def test_the_relay_publishes_exactly_the_routed_events_with_their_chain_an
         await pool.fetch("SELECT partition, last_position FROM relay_partitions WHERE relay = 'relay'")
     )
     assert last_positions == previous
+
+
+async def test_events_past_one_record_batch_go_out_in_order_and_the_saved_offsets_are_the_brokers(
+    store: PostgresEventStore, pool: asyncpg.Pool, broker: TansuBroker
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    filler = "x" * 2_000  # ~2 KB a message: 600 fill about five 256 KB record batches
+    await store.append_batch(
+        [AppendRequest(f"c1/kleer-client/{i % 50}", [NewEvent("KleerClientChanged", {"i": i, "f": filler})])
+         for i in range(600)]
+    )
+    everything = await store.read_all(0, 1_000)
+    relay = Relay(
+        store,
+        make_router(prefix),  # type: ignore[arg-type]
+        RelayConfig(bootstrap_servers=broker.bootstrap_servers, topics=all_topic_names(prefix), batch_size=400),
+    )
+    await relay.start()
+    try:
+        while await relay.publish_once():
+            pass
+    finally:
+        await relay._close_producer()
+
+    topic = topic_name(OUTBOUND_CHANGES, prefix)
+    messages = await _messages(broker, topic, len(everything))
+    in_partition: dict[int, list[tuple[int, int]]] = {}  # (offset, position) in each partition
+    for partition, offset, position, link in messages:  # log order in each partition, each linked to the last
+        chain = in_partition.setdefault(partition, [])
+        assert link == (chain[-1][1] if chain else -1)
+        chain.append((offset, position))
+    assert sorted(m[2] for m in messages) == [e.position for e in everything]
+    saved = {r["partition"]: (r["last_offset"], r["last_position"]) for r in await pool.fetch(
+        "SELECT partition, last_offset, last_position FROM relay_partitions WHERE relay = 'relay' AND topic = $1",
+        topic)}
+    assert saved == {p: chain[-1] for p, chain in in_partition.items()}
+
+
+async def _messages(broker: TansuBroker, topic: str, expected: int) -> list[tuple[int, int, int, int]]:
+    """(partition, offset, position, previous-position header) of the topic's messages, once ``expected``
+    arrived."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(DEFAULT_PARTITIONS)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        found: list[tuple[int, int, int, int]] = []
+        deadline = time.monotonic() + 30
+        while len(found) < expected and time.monotonic() < deadline:
+            for tp, batch in (await consumer.getmany(timeout_ms=500)).items():
+                for message in batch:
+                    link = header(message, PREVIOUS_POSITION_HEADER)
+                    found.append((tp.partition, message.offset, RecordedEvent.from_json(message.value).position,
+                                  int(link or b"-2")))
+        return found
+    finally:
+        await consumer.stop()
