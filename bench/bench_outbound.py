@@ -15,10 +15,10 @@ and the pusher as ``kleer-sync outbound pusher`` in its own process.
     push starts once the setup's requests have left the portal's window, as the
     bound assumes, and with the whole log to push: the pushers, settled in their
     consumer group, wait through the poll for the relay to publish it (the
-    relay's second or so of publishing overlaps the push's start, as it would in
-    production). Sessions before 2026-12-08 started the pusher once the relay
-    was done, so several pushers rebalanced mid-push. Sessions before 2026-12-07
-    divided by a linear bound,
+    relay's publishing, 13-16 s of the push at full scale here, overlaps it, as
+    it would in production). Until the third sitting of 2026-12-07 the pushers
+    started once the relay was done, so several pushers rebalanced mid-push.
+    Sessions before 2026-12-07 divided by a linear bound,
     (requests - 110) / 110 windows, up to one window less than any client can
     do; it is still printed, for comparison.
 (b') The same at HubSpot's real pace (110 requests / 10 s, not sped up), for the
@@ -30,7 +30,8 @@ and the pusher as ``kleer-sync outbound pusher`` in its own process.
 
 ``--scale 0.1`` runs a tenth of the book; ``--only unlimited`` (or ``limited``, ``real-pace``) runs one
 measurement; ``--pushers 2`` runs two pushers in the consumer group, as deploy/k8s does at least (on
-this 2-core machine that is no faster: the pusher, Postgres and the simulator already fill both cores).
+this 2-core machine (b) came to 1.27-1.36 with two, 1.89-1.99 with one, 2026-12-07: one pusher is idle
+whenever it waits for Postgres or HubSpot, two overlap those waits).
 Each prints the CPU seconds every process of the pipeline used. With BENCH_PROFILE_DIR set,
 the pusher runs under cProfile and leaves its profile there.
 """
