@@ -29,9 +29,9 @@ and the pusher as ``kleer-sync outbound pusher`` in its own process.
     writes (target 0).
 
 ``--scale 0.1`` runs a tenth of the book; ``--only unlimited`` (or ``limited``, ``real-pace``) runs one
-measurement; ``--pushers 2`` runs two pushers in the consumer group, as deploy/k8s does at least (on
-this 2-core machine (b) came to 1.27-1.36 with two, 1.89-1.99 with one, 2026-12-07: one pusher is idle
-whenever it waits for Postgres or HubSpot, two overlap those waits).
+measurement. Two pushers run in the consumer group, as deploy/k8s runs at least (``--pushers 1`` for
+one: on this 2-core machine (b) came to 1.27-1.36 with two, 1.89-1.99 with one, 2026-12-07; one pusher is
+idle whenever it waits for Postgres or HubSpot, two overlap those waits; (c) was no different).
 Each prints the CPU seconds every process of the pipeline used. With BENCH_PROFILE_DIR set,
 the pusher runs under cProfile and leaves its profile there.
 """
@@ -521,7 +521,7 @@ def linear_rate_bound(requests: int, limit: int, window_s: float) -> float:
     return max(0, requests - limit) / limit * window_s
 
 
-async def main(scale: float, phases: set[str], pushers: int = 1) -> int:
+async def main(scale: float, phases: set[str], pushers: int = 2) -> int:
     from services.outbound.app import tune_gc
     from sim.broker import TansuBroker, free_port
 
@@ -663,8 +663,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--pushers",
         type=int,
-        default=1,
-        help="pusher processes in the consumer group (deploy/k8s runs at least 2)",
+        default=2,
+        help="pusher processes in the consumer group (default 2: deploy/k8s runs at least 2)",
     )
     parser.add_argument(
         "--only",
