@@ -53,26 +53,21 @@ async def test_a_type_filter_asks_once_per_type_and_the_server_leaves_out_what_i
         ("Wanted", False, False), ("Skipped", True, True)]
 
 
-async def _published(broker: TansuBroker, topic: str, expected: int) -> list[tuple[int, int, int]]:
-    """(partition, position, previous-position header) of the topic's messages, once ``expected`` arrived
-    (and whatever else came with them)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
+async def _publish_all(store: PostgresEventStore, broker: TansuBroker, prefix: str, batch_size: int) -> Relay:
+    """A relay that has published the whole log, ``batch_size`` events a read."""
+    relay = Relay(
+        store,
+        make_router(prefix),  # type: ignore[arg-type]
+        RelayConfig(bootstrap_servers=broker.bootstrap_servers, topics=all_topic_names(prefix),
+                    batch_size=batch_size),
+    )
+    await relay.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in range(DEFAULT_PARTITIONS)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        found: list[tuple[int, int, int]] = []
-        deadline = time.monotonic() + 30
-        while len(found) < expected and time.monotonic() < deadline:
-            for tp, messages in (await consumer.getmany(timeout_ms=500)).items():
-                for message in messages:
-                    event = RecordedEvent.from_json(message.value)
-                    link = header(message, PREVIOUS_POSITION_HEADER)
-                    found.append((tp.partition, event.position, int(link or b"-2")))
-        return found
+        while await relay.publish_once():
+            pass
     finally:
-        await consumer.stop()
+        await relay._close_producer()
+    return relay
 
 
 async def test_the_relay_publishes_exactly_the_routed_events_with_their_chain_and_checkpoints_past_the_rest(
@@ -86,22 +81,13 @@ async def test_the_relay_publishes_exactly_the_routed_events_with_their_chain_an
         requests.append(AppendRequest(f"c1/kleer-client/{i % 7}", [NewEvent(event_type, {"i": i})]))
     await store.append_batch(requests)
     everything = await store.read_all(0, 100)
-    relay = Relay(
-        store,
-        make_router(prefix),  # type: ignore[arg-type]
-        RelayConfig(bootstrap_servers=broker.bootstrap_servers, topics=all_topic_names(prefix), batch_size=4),
-    )
-    await relay.start()
-    try:
-        while await relay.publish_once():
-            pass
-    finally:
-        await relay._close_producer()
+    relay = await _publish_all(store, broker, prefix, batch_size=4)
     assert relay.published_position == everything[-1].position  # past the trailing unrouted run too
     assert await pool.fetchval("SELECT position FROM relay_state WHERE relay = 'relay'") == everything[-1].position
 
     routed = [e for e in everything if e.type == "KleerClientChanged"]
-    published = await _published(broker, topic_name(OUTBOUND_CHANGES, prefix), len(routed))
+    published = [(partition, position, link) for partition, _, position, link in
+                 await _messages(broker, topic_name(OUTBOUND_CHANGES, prefix), len(routed))]
     assert sorted(p for _, p, _ in published) == [e.position for e in routed]
     previous: dict[int, int] = {}
     for event in routed:  # each message links to the one before it in its partition, skipped events aside
@@ -124,17 +110,7 @@ async def test_events_past_one_record_batch_go_out_in_order_and_the_saved_offset
          for i in range(600)]
     )
     everything = await store.read_all(0, 1_000)
-    relay = Relay(
-        store,
-        make_router(prefix),  # type: ignore[arg-type]
-        RelayConfig(bootstrap_servers=broker.bootstrap_servers, topics=all_topic_names(prefix), batch_size=400),
-    )
-    await relay.start()
-    try:
-        while await relay.publish_once():
-            pass
-    finally:
-        await relay._close_producer()
+    await _publish_all(store, broker, prefix, batch_size=400)
 
     topic = topic_name(OUTBOUND_CHANGES, prefix)
     messages = await _messages(broker, topic, len(everything))
