@@ -8,6 +8,10 @@
 -- 50,000 companies, 1.3 s of the server's 10 s for the push); this index holds the
 -- inbound syncs alone, so a record without one costs one look-up in a small index.
 --
+-- Building it reads the whole log once, and appends wait meanwhile (the migration
+-- runs in a transaction, so not CONCURRENTLY, as 007's indexes): on a large log,
+-- migrate when a pause of the writers is acceptable.
+--
 -- The pusher's queries spell the same predicate out literally (the planner uses
 -- a partial index only for a query whose conditions imply its predicate); a test
 -- (tests/integration/outbound/test_inbound_sync_index.py) checks that they do.
