@@ -62,7 +62,7 @@ Router = Callable[[RecordedEvent], str | None]
 
 def routes_by_type(route_type: Callable[[str], str | None]) -> Router:
     """A router that decides by the event type alone. The relay reads through it without decoding the
-    events it does not publish (``PostgresEventStore.read_all_of_types``)."""
+    events it does not publish (``PostgresEventStore.read_wire_of_types``)."""
 
     def route(event: RecordedEvent) -> str | None:
         return route_type(event.type)

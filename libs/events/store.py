@@ -507,27 +507,16 @@ class PostgresEventStore:
                 )
         return [event_from_row(r) for r in rows]
 
-    async def read_all_of_types(
-        self, after: int, limit: int, wanted: Callable[[str], bool]
-    ) -> tuple[list[RecordedEvent], int]:
-        """Like ``read_all(after, limit)``, but only the events whose type ``wanted`` accepts are decoded and
-        returned; with them, the last position read (``after`` if none), so a reader moves past the rest.
-
-        For a reader that skips many events (the relay does not publish HubSpot…Upserted facts, half the
-        log): decoding their data was most of its cost of reading. A reader that passes the same
-        ``TypeFilter`` every time also spares the server: the types it refused before come back as their
-        position and type alone, not their documents turned into text.
-        """
-        types = wanted if isinstance(wanted, TypeFilter) else TypeFilter(wanted)
-        async with self._connection() as conn:
-            rows = await conn.fetch(_READ_OF_TYPES_SQL, after, limit, types.refused)
-        if not rows:
-            return [], after
-        return [event_from_row(r) for r in rows if types(r["type"])], rows[-1]["position"]
-
     async def read_wire_of_types(self, after: int, limit: int, types: TypeFilter) -> tuple[list[WireEvent], int]:
-        """``read_all_of_types`` for a publisher: the wanted events as their wire form (``RecordedEvent.to_json``)
-        with what routing them takes, their documents never decoded; and the last position read."""
+        """For a publisher, like ``read_all(after, limit)`` but only the events whose type ``types`` accepts,
+        as their wire form (``RecordedEvent.to_json()``) with what routing them takes; with them, the last
+        position read (``after`` if none), so a reader moves past the rest.
+
+        The relay does not publish HubSpot…Upserted facts, half the log: decoding their data was most of its
+        cost of reading, and turning their documents into text most of the server's. The types ``types``
+        refused before come back as their position and type alone; the documents of the others are
+        published as Postgres returns them, never decoded and encoded again.
+        """
         async with self._connection() as conn:
             rows = await conn.fetch(_READ_OF_TYPES_SQL, after, limit, types.refused)
         if not rows:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 
 import asyncpg
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
@@ -20,17 +22,25 @@ from sim.broker import TansuBroker
 pytestmark = pytest.mark.slow
 
 
-async def test_read_all_of_types_decodes_the_wanted_and_moves_past_the_rest(store: PostgresEventStore) -> None:
+async def test_read_wire_of_types_gives_the_wanted_as_published_and_moves_past_the_rest(
+    store: PostgresEventStore,
+) -> None:
     await store.append_batch(
         [AppendRequest(f"s/{i}", [NewEvent("Skipped" if i % 3 else "Wanted", {"i": i})]) for i in range(9)]
     )
     everything = await store.read_all(0, 100)
-    wanted, last = await store.read_all_of_types(0, 5, lambda t: t == "Wanted")
+
+    async def read(after: int, limit: int, wanted: Callable[[str], bool]) -> tuple[list[RecordedEvent], int]:
+        wired, last = await store.read_wire_of_types(after, limit, TypeFilter(wanted))
+        assert all(w.metadata == RecordedEvent.from_json(w.wire).metadata for w in wired)
+        return [RecordedEvent.from_json(w.wire) for w in wired], last
+
+    wanted, last = await read(0, 5, lambda t: t == "Wanted")
     assert [e.data["i"] for e in wanted] == [0, 3]
     assert wanted == [e for e in everything[:5] if e.type == "Wanted"]
     assert last == everything[4].position
-    assert await store.read_all_of_types(everything[-1].position, 5, lambda t: True) == ([], everything[-1].position)
-    none, last = await store.read_all_of_types(everything[0].position, 2, lambda t: t == "Wanted")
+    assert await read(everything[-1].position, 5, lambda t: True) == ([], everything[-1].position)
+    none, last = await read(everything[0].position, 2, lambda t: t == "Wanted")
     assert (none, last) == ([], everything[2].position)  # a page of skipped events still moves the reader on
 
 
@@ -42,9 +52,9 @@ async def test_a_type_filter_asks_once_per_type_and_the_server_leaves_out_what_i
     )
     asked: list[str] = []
     types = TypeFilter(lambda t: asked.append(t) is None and t == "Wanted")
-    first, last = await store.read_all_of_types(0, 5, types)
-    second, end = await store.read_all_of_types(last, 5, types)
-    assert [e.data["i"] for e in first + second] == [0, 3, 6]
+    first, last = await store.read_wire_of_types(0, 5, types)
+    second, end = await store.read_wire_of_types(last, 5, types)
+    assert [orjson.loads(e.wire)["data"]["i"] for e in first + second] == [0, 3, 6]
     assert asked == ["Wanted", "Skipped"] and types.refused == ["Skipped"]
     assert end == (await store.read_all(0, 100))[-1].position
     async with store.pool.acquire() as conn:  # what the server sends of a refused type: position and type
