@@ -79,6 +79,7 @@ class BatchingConsumer(EventConsumer):
         pipeline: bool = True,
         on_idle: Callable[[], Awaitable[Any]] | None = None,
         idle_interval: float = 10.0,
+        idle_first: float = 0.5,
         on_discard: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(store, handler, config, dlq)
@@ -87,6 +88,11 @@ class BatchingConsumer(EventConsumer):
         self.pipeline = pipeline
         self.on_idle = on_idle
         self.idle_interval = idle_interval
+        # The idle chore (the pusher's sweep of waiting associations) runs soon after work, then ever less
+        # often while it finds nothing: a child whose parent another pusher wrote last waits about a second,
+        # not a whole interval, and an idle pusher asks Postgres once per ``idle_interval``.
+        self.idle_first = min(idle_first, idle_interval)
+        self._idle_wait = idle_interval
         self.on_discard = on_discard  # a handled batch will not be committed: drop what the handler remembers
         self._last_idle = time.monotonic()
 
@@ -127,6 +133,7 @@ class BatchingConsumer(EventConsumer):
                         await self._handle_now(gathered)
                         continue
                     in_flight = asyncio.create_task(self._commit_all(batch, result))
+                    self._idle_wait = self.idle_first
                     for tp, events in batch.events.items():  # tentative, so the next batch starts after it
                         self._checkpoints[(tp.topic, tp.partition)] = events[-1].position
                     if not self.pipeline:
@@ -246,10 +253,13 @@ class BatchingConsumer(EventConsumer):
             self.on_discard()
 
     async def _maybe_idle(self) -> None:
-        if self.on_idle is None or time.monotonic() - self._last_idle < self.idle_interval:
+        if self.on_idle is None or time.monotonic() - self._last_idle < self._idle_wait:
             return
         self._last_idle = time.monotonic()
+        found: Any = None
         try:
-            await self.on_idle()
+            found = await self.on_idle()
         except Exception as exc:  # an idle chore must never stop the consumer
             log.warning("idle task failed", consumer=self.config.name, error=repr(exc))
+        # Something done: soon again. Nothing: wait twice as long as last time, up to idle_interval.
+        self._idle_wait = self.idle_first if found else min(self._idle_wait * 2, self.idle_interval)
