@@ -112,18 +112,8 @@ class RecordedEvent:
 
     def to_json(self) -> bytes:
         """The wire form published to Kafka."""
-        return orjson.dumps(
-            {
-                "position": self.position,
-                "event_id": str(self.event_id),
-                "stream": self.stream,
-                "version": self.version,
-                "type": self.type,
-                "data": self.data,
-                "metadata": self.metadata,
-                "recorded_at": self.recorded_at.isoformat(),
-            }
-        )
+        return _wire(self.position, self.event_id, self.stream, self.version, self.type,
+                     orjson.dumps(self.data), orjson.dumps(self.metadata), self.recorded_at)
 
     @classmethod
     def from_json(cls, raw: bytes) -> RecordedEvent:
@@ -155,10 +145,18 @@ def wire_json(
 ) -> bytes:
     """``RecordedEvent.to_json()`` of a stored event, from its documents as JSON text (as Postgres returns
     jsonb): the relay publishes what it read without decoding and encoding the documents again."""
+    return _wire(position, event_id, stream, version, event_type, data.encode(), metadata.encode(), recorded_at)
+
+
+def _wire(
+    position: int, event_id: uuid.UUID, stream: str, version: int, event_type: str,
+    data: bytes, metadata: bytes, recorded_at: datetime,
+) -> bytes:
+    """The Kafka envelope, its documents already JSON: the one place its layout is written."""
     return b"".join((
         b'{"position":', str(position).encode(), b',"event_id":"', str(event_id).encode(),
         b'","stream":', orjson.dumps(stream), b',"version":', str(version).encode(),
-        b',"type":', orjson.dumps(event_type), b',"data":', data.encode(), b',"metadata":', metadata.encode(),
+        b',"type":', orjson.dumps(event_type), b',"data":', data, b',"metadata":', metadata,
         b',"recorded_at":"', recorded_at.isoformat().encode(), b'"}',
     ))
 

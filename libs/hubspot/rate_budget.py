@@ -128,6 +128,10 @@ class BudgetPolicy:
         """A grant never observed (a caller that broke the contract) stops counting as in flight after this."""
         return max(3.0 * self.interval_ms, 1_000.0)
 
+    def cost_of(self, cost: int) -> int:
+        """The grants a request of ``cost`` takes: at least one, at most the whole window."""
+        return min(max(1, cost), self.limit)
+
     def granted(self, now: float, cost: int) -> None:
         self.in_flight.extend([now] * cost)
 
@@ -222,7 +226,7 @@ class SlidingWindowBudget:
             return self._blocked_until - now
         policy = self.policy
         limit = policy.limit
-        cost = min(max(1, cost), limit)
+        cost = policy.cost_of(cost)
         counted = len(self._answered) + len(policy.in_flight)
         if counted + cost <= limit:
             policy.granted(now, cost)
@@ -296,7 +300,7 @@ class PostgresRateBudget:
         now = self._now_ms()
         policy.drop_stale(now)
         used, block = policy.take_pending()
-        cost = min(max(1, cost), policy.limit)
+        cost = policy.cost_of(cost)
         wait: int = await self._pool.fetchval(
             "SELECT hubspot_rate_acquire($1, $2, $3, $4, $5, $6)",
             self.portal, cost, policy.limit, policy.shared_window_ms(now), used, block,
@@ -306,6 +310,7 @@ class PostgresRateBudget:
         return wait
 
     async def acquire(self, cost: int = 1) -> None:
+        cost = self.policy.cost_of(cost)
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((cost, granted))
         if self._granter is None:
@@ -314,9 +319,13 @@ class PostgresRateBudget:
             await granted
         except asyncio.CancelledError:
             if granted.done() and not granted.cancelled():  # granted as we were cancelled: give it back
-                for _ in range(min(max(1, cost), self.policy.limit)):
-                    self.observe({}, NO_ANSWER)
+                self._give_back(cost)
             raise
+
+    def _give_back(self, cost: int) -> None:
+        """Return the grants of a request that will not be sent."""
+        for _ in range(cost):
+            self.observe({}, NO_ANSWER)
 
     async def _grant_queued(self) -> None:
         """Grant the queued waiters, as many at once as the queue holds and the window takes."""
@@ -341,7 +350,6 @@ class PostgresRateBudget:
             if granted.done():  # cancelled while queued
                 self._queue.popleft()
                 continue
-            cost = min(max(1, cost), self.policy.limit)
             if group and total + cost > self.policy.limit:
                 break
             self._queue.popleft()
@@ -364,8 +372,7 @@ class PostgresRateBudget:
             if wait <= 0:
                 for cost, granted in waiting:
                     if granted.done():  # cancelled during the statement: its grants go back
-                        for _ in range(cost):
-                            self.observe({}, NO_ANSWER)
+                        self._give_back(cost)
                     else:
                         granted.set_result(None)
                 return
