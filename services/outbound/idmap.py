@@ -12,7 +12,7 @@ from typing import TypeAlias
 import asyncpg
 import orjson
 
-from libs.records import RecordRef
+from libs.records import stream_of
 from services.outbound.planning import Pushed, RecordKey, Waiting
 from services.outbound.snapshots import ParentRef
 
@@ -147,6 +147,14 @@ async def forget_waiting(conn: asyncpg.Connection, children: Sequence[RecordKey]
 HUBSPOT_AHEAD_PREFIX = "inbound:"
 
 
+def record_stream(key: RecordKey) -> str:
+    """The log stream of a Kleer record, ``RecordRef("kleer", kind, kleer_id).stream(connection)``, without
+    building (and checking) a RecordRef: the pusher asks for thousands a batch, of parts already checked (a
+    stream coalesce parsed, or a Kleer record's numeric id)."""
+    connection, kind, kleer_id = key
+    return stream_of(connection, "kleer", kind, kleer_id)
+
+
 # The inbound handlers' syncs into Kleer, carrying the HubSpot properties they synced (services/inbound/handlers.py):
 # their writes, and the skip of a sync that found Kleer already holding HubSpot's values (only that skip carries
 # ``hubspot_properties`` on the Kleer record's stream).
@@ -182,10 +190,7 @@ async def last_pushed_properties(
     """
     if not keys:
         return {}
-    streams = {
-        RecordRef("kleer", kind, kleer_id).stream(connection): (connection, kind, kleer_id)
-        for connection, kind, kleer_id in keys
-    }
+    streams = {record_stream(key): key for key in keys}
     rows = await conn.fetch(_LAST_PUSHED_SQL, list(streams))
     found: dict[RecordKey, tuple[dict[str, str] | None, dict[str, str] | None]] = {}
     for stream, properties, synced in rows:

@@ -66,7 +66,7 @@ from libs.mapping.model import Mappings
 from libs.mapping.objects import INBOUND_OBJECT_TYPES, KLEER_ID, PROJECT
 from libs.observability import metrics
 from libs.observability.logging import get_logger
-from libs.records import RecordRef, stream_of
+from libs.records import RecordRef
 from services.outbound import idmap
 from services.outbound.idmap import IdRow
 from services.outbound.planning import (
@@ -527,7 +527,7 @@ class Pusher:
         position of that sync."""
         if not changes:
             return {}, {}
-        streams = {RecordRef("kleer", c.kind, c.kleer_id).stream(c.connection): c.key for c in changes}
+        streams = {idmap.record_stream(c.key): c.key for c in changes}
         rows = await self.pool.fetch(
             _INBOUND_SYNCED_SQL, list(streams),
         )
@@ -634,10 +634,7 @@ class Pusher:
         metadata = {"actor": self.actor, "source": self.source}
         if cause is not None:
             metadata.update(causation(cause))
-        # No RecordRef (its checks cost more than the rest of this): a change's kind and id come from a stream
-        # coalesce parsed, or from a Kleer record (numeric ids).
-        stream = stream_of(change.connection, "kleer", change.kind, change.kleer_id)
-        outcome.appends.append(AppendRequest(stream, [NewEvent(event_type, data, metadata)]))
+        outcome.appends.append(AppendRequest(idmap.record_stream(change.key), [NewEvent(event_type, data, metadata)]))
 
     def _own_write(
         self,
