@@ -48,6 +48,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -114,18 +115,24 @@ def serve_hubspot(port: int, rate: int, time_scale: float) -> None:
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)  # the portal grows to 300,000 records: no full collection per batch
     timing: dict[str, float | None] = {"first": None, "last": None}
+    answered: list[float] = []  # when each API answer went out, for the requests per window
 
     async def on_prepare(request: web.Request, _: web.StreamResponse) -> None:
         if not request.path.startswith("/_"):
             now = time.time()
             timing["first"] = timing["first"] or now
             timing["last"] = now
+            answered.append(now)
 
     async def get_timing(_: web.Request) -> web.Response:
-        return web.json_response(timing)
+        window = 10.0 / time_scale
+        per_window = Counter(int((t - answered[0]) // window) for t in answered) if answered else Counter()
+        counts = [per_window.get(n, 0) for n in range(max(per_window, default=-1) + 1)]
+        return web.json_response({**timing, "per_window": counts})
 
     async def reset_timing(_: web.Request) -> web.Response:
         timing.update(first=None, last=None)
+        answered.clear()
         simulator.request_counts.clear()
         return web.json_response(timing)
 
@@ -468,6 +475,7 @@ async def full_sync(
                 "requests_by_status": requests["by_status"],
                 "minimum_requests": minimum,
                 "push_wall_seconds": round((timing.get("last") or 0) - (timing.get("first") or 0), 2),
+                "requests_per_window": timing.get("per_window", []),
                 "dead_letters": await pool.fetchval("SELECT count(*) FROM dead_letters"),
                 "pushers": pushers,
                 "pusher_cpu_seconds": round(pusher_cpu, 1),
@@ -610,6 +618,7 @@ async def main(scale: float, phases: set[str], pushers: int = 2) -> int:
             f"({limited['push_wall_seconds']}s / {bound:.1f}s, 429s: {results['b_429s']}; target <= 1.10; "
             f"{_ratio(results['b_wall_over_linear_bound'])} against the linear bound of earlier sessions)"
         )
+        print(f"    requests answered per window, from the first: {limited['requests_per_window']}")
     if real_pace is not None:
         real_bound = rate_bound(real_pace["requests"], RATE, 10.0)
         real_linear = linear_rate_bound(real_pace["requests"], RATE, 10.0)

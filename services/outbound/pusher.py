@@ -611,9 +611,10 @@ class Pusher:
             "hubspot_id": hubspot_id,
             "created": created,
             "properties": properties,  # what HubSpot holds from us now
-            "written": sorted(sent),  # the properties this write sent (the rest were unchanged or held)
             "fingerprint": fingerprint,
         }
+        if sent is not properties:  # the properties this write sent (the rest were unchanged or held); absent
+            data["written"] = sorted(sent)  # when it sent them all (a first push: a third of the event's size)
         if held:
             data["held"] = sorted(held)
         self._append(outcome, change, upserted_type(change.hubspot_object), data)
@@ -652,7 +653,7 @@ class Pusher:
         echoing = self._echoing.get(change.hubspot_object)
         if echoing is None:
             return
-        logged = {p: v for p, v in properties.items() if p in echoing and (v or not created)}
+        logged = {p: v for p in echoing if p in properties and ((v := properties[p]) or not created)}
         if logged:
             outcome.own_writes.setdefault((change.connection, change.hubspot_object), []).append(
                 (hubspot_id, logged)

@@ -52,6 +52,12 @@ async def test_a_later_write_replaces_that_property_and_keeps_the_others(conn: a
     assert await conn.fetchval("SELECT count(*) FROM own_write_records") == 1  # one row per record
 
 
+async def test_a_property_written_as_no_value_echoes_as_an_empty_one(conn: asyncpg.Connection) -> None:
+    await record_own_writes(conn, "c1", "companies", [("101", {"city": None, "name": "Acme AB"})])  # type: ignore[dict-item]
+    found = await echoes(conn, "c1", "companies", [("101", "city", ""), ("101", "city", "Lund")])
+    assert found == {("101", "city")}
+
+
 async def test_a_write_older_than_the_echo_window_is_no_longer_an_echo(conn: asyncpg.Connection) -> None:
     await record_own_writes(conn, "c1", "companies", [("101", {"name": "Acme AB", "phone": "+46 8 1"})])
     old = int(ECHO_WINDOW.total_seconds()) + 60
