@@ -18,7 +18,7 @@ import orjson
 
 from libs.observability.logging import get_logger
 from services.inbound.kleer_write import SyncBase
-from services.outbound.idmap import HUBSPOT_AHEAD_PREFIX
+from services.outbound.idmap import HUBSPOT_AHEAD_PREFIX, upsert_of_record, upserted_properties
 
 log = get_logger(__name__)
 
@@ -100,12 +100,13 @@ async def last_syncs(
     if not streams:
         return {}
     rows = await conn.fetch(
-        "SELECT s.stream, b.type AS base_type, b.data AS base_data, "
+        "SELECT s.stream, b.type AS base_type, b.data AS base_data, b.properties AS base_properties, "
         "u.position AS pushed_position, u.data->>'fingerprint' AS pushed_fingerprint, "
         "c.position AS change_position, c.data->>'fingerprint' AS change_fingerprint "
         "FROM unnest($1::text[]) AS s(stream) "
-        "LEFT JOIN LATERAL (SELECT e.type, e.data FROM events e WHERE e.stream = s.stream AND e.recorded_at < $2 "
-        "  AND ((e.type = $3 AND e.data->'properties' ? 'kleer_id') "
+        "LEFT JOIN LATERAL (SELECT e.type, e.data, CASE WHEN e.type = $3 THEN "
+        f"  {upserted_properties('e')} END AS properties FROM events e WHERE e.stream = s.stream "
+        f"  AND e.recorded_at < $2 AND ((e.type = $3 AND {upsert_of_record('e')}) "
         "       OR (e.type = ANY($4::text[]) AND e.data ? 'hubspot_properties')) "
         "  ORDER BY e.version DESC LIMIT 1) b ON true "
         "LEFT JOIN LATERAL (SELECT e.position, e.data FROM events e WHERE e.stream = s.stream "
@@ -123,7 +124,7 @@ async def last_syncs(
     for row in rows:
         data = _json(row["base_data"])
         upsert = row["base_type"] == upserted
-        properties = data.get("properties" if upsert else "hubspot_properties")
+        properties = (_json(row["base_properties"]) or None) if upsert else data.get("hubspot_properties")
         changed: list[Any] = [] if upsert else list(data.get("changed_properties") or [])
         pending = row["change_fingerprint"] if (row["change_position"] or 0) > (row["pushed_position"] or 0) else None
         found[row["stream"]] = SyncBase(

@@ -11,7 +11,8 @@ Changed fields come from *consecutive snapshots* of the same stream:
 
 - ``Kleer{Kind}Changed`` / ``…PushRequested`` carry the full mapped snapshot
   (``properties``); each is compared with the previous snapshot of its stream.
-- ``HubSpot{Object}Upserted`` carries what was written; compared with the
+- ``HubSpot{Object}Upserted`` carries what HubSpot holds from us (or names the
+  change event whose snapshot that is, ``properties_from``); compared with the
   previous write of its stream.
 - ``WebhookReceived`` (a property change) is compared with the last value the
   timeline knows HubSpot held (from writes and earlier webhooks).
@@ -32,6 +33,7 @@ from enum import StrEnum
 from typing import Any
 
 from libs.events.envelope import RecordedEvent
+from services.outbound.snapshots import PROPERTIES_FROM
 
 
 class Step(StrEnum):
@@ -170,8 +172,10 @@ def field_changes(before: Mapping[str, object] | None, after: Mapping[str, objec
     return tuple(changes)
 
 
-def _snapshot(data: Mapping[str, Any]) -> dict[str, object] | None:
+def _snapshot(data: Mapping[str, Any], by_id: Mapping[str, RecordedEvent]) -> dict[str, object] | None:
     properties = data.get("properties")
+    if properties is None and isinstance(source := data.get(PROPERTIES_FROM), str) and source in by_id:
+        properties = by_id[source].data.get("properties")  # an upsert of the snapshot its cause carries
     return dict(properties) if isinstance(properties, Mapping) else None
 
 
@@ -184,10 +188,12 @@ class _State:
     hubspot_values: dict[str, str | None] = field(default_factory=dict)  # what HubSpot is known to hold
 
 
-def _changes(event: RecordedEvent, step: Step, state: _State) -> tuple[FieldChange, ...]:
+def _changes(
+    event: RecordedEvent, step: Step, state: _State, by_id: Mapping[str, RecordedEvent]
+) -> tuple[FieldChange, ...]:
     data = event.data
     if step in (Step.POLL, Step.PUSH_REQUEST, Step.PUSH):
-        snapshot = _snapshot(data)
+        snapshot = _snapshot(data, by_id)
         if snapshot is None:
             return ()
         family = "hubspot-write" if step is Step.PUSH else "kleer-snapshot"
@@ -324,7 +330,7 @@ def build_timeline(events: Iterable[RecordedEvent], own_streams: Sequence[str]) 
                 actor=str(meta.get("actor") or "?"),
                 source=str(meta.get("source") or ""),
                 summary=summarize(event, step),
-                changes=_changes(event, step, state),
+                changes=_changes(event, step, state, unique),
                 correlation_id=_text(meta.get("correlation_id")),
                 causation_id=_text(meta.get("causation_id")),
                 chain=causation_chain(event, unique),

@@ -5,6 +5,7 @@ set-based and run inside the consumer's commit transaction.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -14,7 +15,7 @@ import orjson
 
 from libs.records import stream_of
 from services.outbound.planning import Pushed, RecordKey, Waiting
-from services.outbound.snapshots import ParentRef
+from services.outbound.snapshots import PROPERTIES_FROM, ParentRef
 
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
@@ -164,12 +165,30 @@ INBOUND_SYNC_TYPES = ("KleerClientUpdated", "KleerProjectUpdated", "KleerClientC
 INBOUND_SYNC_EVENT = "e.type IN ({}) AND e.data ? 'hubspot_properties'".format(
     ", ".join(f"'{t}'" for t in INBOUND_SYNC_TYPES))
 
+def upsert_of_record(e: str) -> str:
+    """SQL: upsert event ``e`` wrote the record (a removal flag, which sets ``kleer_deleted`` alone, did not)."""
+    return f"({e}.data->'properties' ? 'kleer_id' OR {e}.data ? '{PROPERTIES_FROM}')"
+
+
+def upserted_properties(e: str) -> str:
+    """SQL: the properties upsert event ``e`` left in HubSpot, its own or those of the change event it names
+    (one look-up by the unique event id)."""
+    return (f"COALESCE({e}.data->'properties', (SELECT c.data->'properties' FROM events c "
+            f"WHERE c.event_id = ({e}.data->>'{PROPERTIES_FROM}')::uuid))")
+
+
+async def properties_of_upsert(conn: Conn, event_id: uuid.UUID) -> dict[str, str] | None:
+    """What HubSpot held from us after the upsert recorded as ``event_id`` (None: no such upsert)."""
+    found = await conn.fetchval(f"SELECT {upserted_properties('e')} FROM events e WHERE e.event_id = $1", event_id)
+    return _texts(_json_object(found))
+
+
 # Per stream ($1): the properties of the latest upsert, then those of the latest inbound sync after it.
 # Each stream read backwards to its latest upsert; a removal flag (no kleer_id) is not a push of the record.
 _LAST_PUSHED_SQL = (
     "SELECT s.stream, u.properties, i.props FROM unnest($1::text[]) AS s(stream) "
-    "LEFT JOIN LATERAL (SELECT e.version, e.data->'properties' AS properties FROM events e "
-    "  WHERE e.stream = s.stream AND e.type LIKE 'HubSpot%Upserted' AND e.data->'properties' ? 'kleer_id' "
+    f"LEFT JOIN LATERAL (SELECT e.version, {upserted_properties('e')} AS properties FROM events e "
+    f"  WHERE e.stream = s.stream AND e.type LIKE 'HubSpot%Upserted' AND {upsert_of_record('e')} "
     "  ORDER BY e.version DESC LIMIT 1) u ON true "
     "LEFT JOIN LATERAL (SELECT e.data->'hubspot_properties' AS props FROM events e WHERE e.stream = s.stream "
     f"  AND e.version > COALESCE(u.version, 0) AND {INBOUND_SYNC_EVENT} "

@@ -27,7 +27,9 @@
    ``planning.RemovalPolicy``);
 6. returns, for the consumer's single commit transaction, the
    ``HubSpot{Object}Upserted`` / ``…Archived`` events (caused by the change
-   event, on the Kleer record's stream), the id map, the own-write log (for
+   event, on the Kleer record's stream; an upsert holds what HubSpot now has
+   from us, ``properties``, or names the change event whose snapshot that is,
+   ``properties_from``: ``idmap.upserted_properties`` reads either), the id map, the own-write log (for
    objects HubSpot can sync back: companies and projects) and DLQ entries.
 
 Failures: a transient HubSpot failure the client could not overcome raises, so
@@ -88,6 +90,7 @@ from services.outbound.planning import (
 )
 from services.outbound.snapshots import (
     CHANGED,
+    PROPERTIES_FROM,
     PUSH_REQUESTED,
     ParentRef,
     Snapshot,
@@ -604,15 +607,21 @@ class Pusher:
                 properties=properties,
             )
         )
-        data = {
+        data: dict[str, Any] = {
             "kleer_id": change.kleer_id,
             "kind": change.kind,
             "hubspot_object": change.hubspot_object,
             "hubspot_id": hubspot_id,
             "created": created,
-            "properties": properties,  # what HubSpot holds from us now
             "fingerprint": fingerprint,
         }
+        cause = change.event
+        if cause is not None and cause.data.get("properties") is properties:
+            # What HubSpot holds from us is the snapshot the change event (our cause) carries: named, not
+            # repeated (the properties were half of every event the pusher records, and most of its COPY).
+            data[PROPERTIES_FROM] = str(cause.event_id)
+        else:
+            data["properties"] = properties  # what HubSpot holds from us now
         if sent is not properties:  # the properties this write sent (the rest were unchanged or held); absent
             data["written"] = sorted(sent)  # when it sent them all (a first push: a third of the event's size)
         if held:

@@ -87,6 +87,11 @@ def push_requested_type(kind: str) -> str:
     return f"Kleer{_KIND_NAMES[kind]}{PUSH_REQUESTED}"
 
 
+# A ``HubSpot…Upserted`` event carries what HubSpot holds from us as ``properties``, or, when that is the
+# snapshot of the change event that caused the upsert, that event's id under this key.
+PROPERTIES_FROM = "properties_from"
+
+
 def upserted_type(hubspot_object: str) -> str:
     return f"HubSpot{_HUBSPOT_NAMES[hubspot_object]}Upserted"
 

@@ -57,3 +57,20 @@ async def test_a_push_recorded_after_hubspot_was_read_is_not_the_base(pool: asyn
     base = await _base(pool, read_at)
     assert base.properties == {"kleer_id": "7", "name": "A"}
     assert base.pushed_fingerprint == "fb"  # what waits for the pusher is judged on every push
+
+
+async def test_a_push_that_names_its_change_events_snapshot_has_that_snapshot_as_the_base(
+    pool: asyncpg.Pool, store: PostgresEventStore
+) -> None:
+    """The pusher's upsert names the change event whose snapshot HubSpot now holds (``properties_from``)."""
+    (change,) = await store.append(
+        STREAM, [NewEvent("KleerClientChanged", {"properties": {"kleer_id": "7", "name": "A"}, "fingerprint": "fa"})]
+    )
+    await _record(store, "HubSpotCompanyUpserted", properties_from=str(change.event_id), fingerprint="fa")
+    base = await _base(pool)
+    assert (base.properties, base.pushed_fingerprint, base.pending_fingerprint) == ({"kleer_id": "7", "name": "A"},
+                                                                                   "fa", None)
+    # Naming an event the log does not hold (never written by the pusher) gives no base rather than a wrong one.
+    await _record(store, "HubSpotCompanyUpserted", properties_from="01a24fbc-b6a8-72a0-be0d-4233d884c3b8",
+                  fingerprint="fb")
+    assert (await _base(pool)).properties is None

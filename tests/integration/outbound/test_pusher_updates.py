@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from libs.events.envelope import RecordedEvent
+from libs.events.envelope import NewEvent, RecordedEvent
 from libs.events.store import PostgresEventStore
+from services.outbound.idmap import properties_of_upsert
 from services.outbound.pusher import Pusher
 from services.outbound.setup import setup_hubspot
 from services.outbound.snapshots import Snapshot, changed_type, record_snapshot
@@ -20,24 +21,17 @@ from tests.integration.outbound.conftest import CONNECTION, hubspot_by_kleer_id
 _positions = iter(range(1, 10**9))
 
 
-def _events(snapshots: Sequence[Snapshot]) -> list[RecordedEvent]:
-    return [
-        RecordedEvent(
-            next(_positions),
-            uuid.uuid4(),
-            s.stream(CONNECTION),
-            1,
-            changed_type(s.kind),
-            s.to_event_data(),
-            {},
-            datetime.now(UTC),
-        )
-        for s in snapshots
-    ]
+async def _logged(store: PostgresEventStore, snapshot: Snapshot) -> RecordedEvent:
+    """``snapshot``'s change event, recorded in the log as the poller records it (the pusher's events come
+    from the log; an upsert may name its cause's snapshot rather than repeat it)."""
+    stream = snapshot.stream(CONNECTION)
+    (appended,) = await store.append(stream, [NewEvent(changed_type(snapshot.kind), snapshot.to_event_data(), {})])
+    (event,) = await store.read_stream(stream, from_version=appended.version)
+    return event
 
 
 async def _push(store: PostgresEventStore, pusher: Pusher, snapshot: Snapshot) -> None:
-    await _handle(store, pusher, _events([snapshot]))
+    await _handle(store, pusher, [await _logged(store, snapshot)])
 
 
 async def _handle(store: PostgresEventStore, pusher: Pusher, events: Sequence[RecordedEvent]) -> None:
@@ -81,7 +75,11 @@ async def test_a_kleer_change_pushed_after_a_hubspot_edit_of_another_field_keeps
         assert (company["invoice_email"], company["phone"]) == ("ny@kleer.example.se", "08-765 43 21")
         upserted = [e for e in await store.read_all(0, 100) if e.type == "HubSpotCompanyUpserted"]
         assert upserted[-1].data["written"] == ["invoice_email"]
-        assert upserted[-1].data["properties"]["invoice_email"] == "ny@kleer.example.se"
+        # What HubSpot holds from us is the change event's snapshot: the upsert names it rather than repeat it.
+        assert "properties" not in upserted[-1].data
+        pushed = await properties_of_upsert(store.pool, upserted[-1].event_id)
+        assert pushed is not None and pushed["invoice_email"] == "ny@kleer.example.se"
+        assert pushed == record_snapshot("client", {**client, "email": "ny@kleer.example.se"}).properties
 
         # Deleted in HubSpot meanwhile: the next change creates it again, whole.
         hubspot_sim.sim.ui_delete("companies", str(hubspot_id))
@@ -90,6 +88,22 @@ async def test_a_kleer_change_pushed_after_a_hubspot_edit_of_another_field_keeps
         again = _company(hubspot_sim, kleer_id)
         assert again["id"] != hubspot_id
         assert (again["invoice_email"], again["name"]) == ("tredje@kleer.example.se", client["name"])
+
+
+async def test_a_restarted_pusher_sends_only_what_changed_since_the_push_the_log_names(
+    store: PostgresEventStore, kleer_sim: KleerSimServer, hubspot_sim: HubSpotSim
+) -> None:
+    """A pusher without the last push in memory (restarted, another pod) reads it from the log, where the
+    upsert names its change event's snapshot: only the changed property goes, a HubSpot edit stays."""
+    async with _pushed_client(store, kleer_sim, hubspot_sim, 98) as (pusher, client, kleer_id, hubspot_id):
+        hubspot_sim.ui_edit("companies", hubspot_id, {"phone": "08-765 43 21"})
+        restarted = Pusher(store, pusher.portals)
+        await _push(store, restarted, record_snapshot("client", {**client, "email": "ny@kleer.example.se"}))
+
+        company = _company(hubspot_sim, kleer_id)
+        assert (company["invoice_email"], company["phone"]) == ("ny@kleer.example.se", "08-765 43 21")
+        upserted = [e for e in await store.read_all(0, 100) if e.type == "HubSpotCompanyUpserted"]
+        assert [e.data.get("written") for e in upserted] == [None, ["invoice_email"]]  # the first sent all
 
 
 async def test_a_hubspot_edit_of_the_same_trigger_property_not_yet_in_kleer_is_not_overwritten(
@@ -114,7 +128,8 @@ async def test_a_hubspot_edit_of_the_same_trigger_property_not_yet_in_kleer_is_n
 
         assert _company(hubspot_sim, kleer_id)["phone"] == "08-765 43 21"
         settled = [e for e in await store.read_all(0, 100) if e.type == "HubSpotCompanyUpserted"][-1]
-        assert "held" not in settled.data and settled.data["properties"]["phone"] == "08-765 43 21"
+        assert "held" not in settled.data
+        assert (await properties_of_upsert(store.pool, settled.event_id) or {})["phone"] == "08-765 43 21"
         assert settled.data["fingerprint"] == record_snapshot("client", {**older, "phone": "08-765 43 21"}).fingerprint
 
         # A Kleer change of a trigger property HubSpot did not touch is written as before.
@@ -227,7 +242,7 @@ async def _queued_then_synced(
 
     stream = f"{CONNECTION}/kleer-client/{kleer_id}"
     await store.append(stream, [NewEvent(changed_type("client"), queued.to_event_data(), {})])
-    (event,) = [e for e in await store.read_stream(stream) if e.type == changed_type("client")]
+    *_, event = [e for e in await store.read_stream(stream) if e.type == changed_type("client")]
     edited = hubspot_sim.ui_edit("companies", hubspot_id, edit)
     synced = {"kleer_id": kleer_id, "hubspot_properties": dict(edited.properties), "fields": dict.fromkeys(edit, "x")}
     async with store.pool.acquire() as conn, conn.transaction():

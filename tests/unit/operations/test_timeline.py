@@ -84,6 +84,18 @@ def test_webhook_old_value_is_what_hubspot_last_got_and_kleer_write_shows_both_s
     assert [link.type for link in by_type["KleerClientUpdated"].chain] == ["WebhookReceived"]
 
 
+def test_an_upsert_that_names_its_change_events_snapshot_shows_that_snapshot_as_written() -> None:
+    first = event(KLEER, "KleerClientChanged", {"kind": "client", "kleer_id": "7", "properties": {"name": "Acme", "phone": "1"}})
+    created = event(KLEER, "HubSpotCompanyUpserted", {"hubspot_object": "companies", "hubspot_id": "900", "created": True, "properties_from": str(first.event_id)}, cause=first)
+    second = event(KLEER, "KleerClientChanged", {"kind": "client", "kleer_id": "7", "properties": {"name": "Acme AB", "phone": "1"}})
+    updated = event(KLEER, "HubSpotCompanyUpserted", {"hubspot_object": "companies", "hubspot_id": "900", "properties_from": str(second.event_id), "written": ["name"]}, cause=second)
+    hook = event(HUBSPOT, "WebhookReceived", {"subscriptionType": "company.propertyChange", "propertyName": "name", "propertyValue": "Acme Nord"})
+    by_position = {e.position: e for e in build_timeline([first, created, second, updated, hook], [KLEER, HUBSPOT])}
+    assert by_position[created.position].changes == (FieldChange("name", None, "Acme"), FieldChange("phone", None, "1"))
+    assert by_position[updated.position].changes == (FieldChange("name", "Acme", "Acme AB"),)
+    assert by_position[hook.position].changes == (FieldChange("name", "Acme AB", "Acme Nord"),)  # what HubSpot got
+
+
 def test_causation_chain_walks_back_across_streams_and_stops_at_unknown_causes() -> None:
     root = event(HUBSPOT, "WebhookReceived", {})
     command = event(KLEER, "UpdateKleerClient", {}, cause=root)
