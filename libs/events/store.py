@@ -177,13 +177,31 @@ _COPY_COLUMNS = ("position", "event_id", "stream", "version", "type", "data", "m
 
 
 async def _copy_append(conn: Any, batch: Sequence[_Row]) -> list[AppendResult]:
-    """Append ``batch`` by COPY in ``conn``'s open transaction (see migration 016): the append lock, the
-    stored ids and the heads first, then the events numbered here, checked as ``kleer_sync_append`` checks
-    them (a stored id is skipped, an expectation is the first new event's of its stream).
+    """Append ``batch`` by COPY in ``conn``'s open transaction (see migration 016).
+
+    A first attempt, in a savepoint, does not look the batch's event ids up among the stored ones: new
+    ids (all of them, but for a retried command's) are what appenders of batches this large record, and
+    the look-up was two fifths of the append lock's statement. A stored id shows as the unique violation
+    of ``events_event_id_key`` (or, in a stream with an expectation, as a version conflict); then the
+    savepoint is rolled back and the batch appended again with the look-up, as ``kleer_sync_append``
+    does it.
     """
+    try:
+        async with conn.transaction():
+            return await _copy_attempt(conn, batch, look_up_ids=False)
+    except (asyncpg.PostgresError, ConcurrencyError) as exc:
+        if isinstance(exc, asyncpg.PostgresError) and not _first_attempt_needs_the_lookup(exc):
+            raise
+    return await _copy_attempt(conn, batch, look_up_ids=True)
+
+
+async def _copy_attempt(conn: Any, batch: Sequence[_Row], *, look_up_ids: bool) -> list[AppendResult]:
+    """The append lock, the stored ids (``look_up_ids``) and the heads first, then the events numbered here,
+    checked as ``kleer_sync_append`` checks them (a stored id is skipped, an expectation is the first new
+    event's of its stream)."""
     streams = list(dict.fromkeys(row[1] for row in batch))
-    rows = await conn.fetch(_BEGIN_SQL, orjson.dumps([row[0] for row in batch]).decode(),
-                            orjson.dumps(streams).decode())
+    ids = orjson.dumps([row[0] for row in batch]).decode() if look_up_ids else "[]"
+    rows = await conn.fetch(_BEGIN_SQL, ids, orjson.dumps(streams).decode())
     stored: dict[uuid.UUID, AppendResult] = {}
     versions: dict[str, int] = {}
     head = 0

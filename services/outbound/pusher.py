@@ -177,6 +177,7 @@ class _Outcome:
 
     results: list[PushResult] = field(default_factory=list)
     id_rows: list[IdRow] = field(default_factory=list)
+    new_ids: set[RecordKey] = field(default_factory=set)  # records hubspot_ids had no row of when the push began
     associated: list[tuple[RecordKey, str]] = field(default_factory=list)
     add_waiting: list[Waiting] = field(default_factory=list)
     resolved_waiting: list[Waiting] = field(default_factory=list)
@@ -598,6 +599,8 @@ class Pusher:
         # (and a fingerprint no snapshot has, so the next snapshot of the record is pushed again).
         properties = {**snapshot.properties, **held} if held else snapshot.properties
         fingerprint = f"{HELD_PREFIX}{snapshot.fingerprint}" if held else snapshot.fingerprint
+        if before is None:
+            outcome.new_ids.add(change.key)
         outcome.id_rows.append(
             _id_row(
                 change,
@@ -902,7 +905,7 @@ class Pusher:
         id_rows, others = outcome.folded
 
         async def write(conn: asyncpg.Connection) -> None:
-            await idmap.save_ids(conn, id_rows)
+            await idmap.save_ids(conn, id_rows, new=outcome.new_ids)
             await idmap.add_associated(conn, others)
             await idmap.remove_waiting(conn, outcome.resolved_waiting)
             await idmap.add_waiting(conn, outcome.add_waiting)
