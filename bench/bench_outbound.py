@@ -116,6 +116,7 @@ def serve_hubspot(port: int, rate: int, time_scale: float) -> None:
     gc.set_threshold(100_000, 50, 100)  # the portal grows to 300,000 records: no full collection per batch
     timing: dict[str, float | None] = {"first": None, "last": None}
     answered: list[float] = []  # when each API answer went out, for the requests per window
+    paths: list[str] = []
 
     async def on_prepare(request: web.Request, _: web.StreamResponse) -> None:
         if not request.path.startswith("/_"):
@@ -123,16 +124,19 @@ def serve_hubspot(port: int, rate: int, time_scale: float) -> None:
             timing["first"] = timing["first"] or now
             timing["last"] = now
             answered.append(now)
+            paths.append(request.path)
 
     async def get_timing(_: web.Request) -> web.Response:
         window = 10.0 / time_scale
         per_window = Counter(int((t - answered[0]) // window) for t in answered) if answered else Counter()
         counts = [per_window.get(n, 0) for n in range(max(per_window, default=-1) + 1)]
-        return web.json_response({**timing, "per_window": counts})
+        trace = [(round(t - answered[0], 3), p) for t, p in zip(answered, paths)] if os.environ.get("BENCH_TRACE") else []
+        return web.json_response({**timing, "per_window": counts, "trace": trace})
 
     async def reset_timing(_: web.Request) -> web.Response:
         timing.update(first=None, last=None)
         answered.clear()
+        paths.clear()
         simulator.request_counts.clear()
         return web.json_response(timing)
 
@@ -476,6 +480,7 @@ async def full_sync(
                 "minimum_requests": minimum,
                 "push_wall_seconds": round((timing.get("last") or 0) - (timing.get("first") or 0), 2),
                 "requests_per_window": timing.get("per_window", []),
+                "trace": timing.get("trace", []),
                 "dead_letters": await pool.fetchval("SELECT count(*) FROM dead_letters"),
                 "pushers": pushers,
                 "pusher_cpu_seconds": round(pusher_cpu, 1),

@@ -303,7 +303,7 @@ class EventConsumer:
             if header(message, MARKER_HEADER) is not None:
                 continue
             try:
-                event = RecordedEvent.from_json(message.value)
+                event = self._decode(tp, message)
             except EventDataError as exc:
                 log.error(
                     "undecodable message skipped", topic=tp.topic, offset=message.offset, error=str(exc)
@@ -321,6 +321,10 @@ class EventConsumer:
             events[event.position] = event
             cursor = event.position
         return [events[p] for p in sorted(events)]
+
+    def _decode(self, tp: TopicPartition, message: Any) -> RecordedEvent:
+        """The event a message carries (raises ``EventDataError``)."""
+        return RecordedEvent.from_json(message.value)
 
     async def _read_gap(self, tp: TopicPartition, after: int, before: int) -> list[RecordedEvent]:
         """Events of this topic and partition with after < position < before, from the log."""

@@ -10,14 +10,19 @@ requests, not records), and no request is in flight while a batch commits.
 This subclass
 
 - gathers messages from all assigned partitions for up to ``linger`` seconds
-  (or ``max_events``) and calls the handler once with all of them, in log
-  order;
+  (or ``max_events``, or until none has come for ``quiet`` seconds: the
+  partitions are drained, and waiting longer only delays the batch) and calls
+  the handler once with all of them, in log order;
 - commits the effects and every partition's checkpoint (with its Kafka offset
   and the broker epoch, as the base class does) in one transaction;
 - with ``pipeline`` on, commits batch N in the background while the handler
   already works on batch N+1 (the handler must then not rely on batch N's rows
   being committed: ``Pusher`` keeps what it just wrote in memory). Commits stay
-  in order, and a stop finishes the batch in flight and its commit first.
+  in order, and a stop finishes the batch in flight and its commit first;
+- with ``prefetch`` on, fetches and decodes batch N+1's messages while the
+  handler of batch N waits for HubSpot, so that the next batch's requests
+  start sooner (which of them are new is still decided against the
+  checkpoints when the batch is taken).
 
 Dedupe, gap filling, broker-epoch changes, database restarts (the batch in flight is
 forgotten and taken again from the checkpoints), retries and parking are the base
@@ -38,7 +43,7 @@ from aiokafka.structs import TopicPartition
 from libs.events.consumer import ConsumerConfig, EventConsumer, HandlerResult
 from libs.events.dlq import DeadLetterQueue
 from libs.events.envelope import RecordedEvent
-from libs.events.kafka import Stopped
+from libs.events.kafka import MARKER_HEADER, Stopped, header
 from libs.events.outage import database_unavailable
 from libs.events.store import PostgresEventStore
 from libs.observability import metrics
@@ -76,7 +81,9 @@ class BatchingConsumer(EventConsumer):
         *,
         max_events: int = PUSH_BATCH_EVENTS,
         linger: float = 1.0,
+        quiet: float = 0.2,
         pipeline: bool = True,
+        prefetch: bool = True,
         on_idle: Callable[[], Awaitable[Any]] | None = None,
         idle_interval: float = 10.0,
         idle_first: float = 0.5,
@@ -85,7 +92,13 @@ class BatchingConsumer(EventConsumer):
         super().__init__(store, handler, config, dlq)
         self.max_events = max_events
         self.linger = linger
+        # A batch stops gathering once no message has come for this long: the end of a sync's backlog went
+        # to HubSpot a whole linger late (bench_outbound (b): a second with no request before the last batch).
+        self.quiet = min(quiet, linger)
         self.pipeline = pipeline
+        self.prefetch = prefetch
+        self._ahead: asyncio.Task[dict[TopicPartition, list[Any]]] | None = None  # the next batch, prefetched
+        self._decoded: dict[tuple[TopicPartition, int], RecordedEvent] = {}  # its events, by partition and offset
         self.on_idle = on_idle
         self.idle_interval = idle_interval
         # The idle chore (the pusher's sweep of waiting associations) runs soon after work, then ever less
@@ -106,8 +119,9 @@ class BatchingConsumer(EventConsumer):
         try:
             while not self._stopping.is_set():
                 try:
-                    gathered = await self._gather()
-                    await self._follow_broker_epoch()
+                    gathered = await self._next_messages()
+                    if await self._follow_broker_epoch():
+                        self._drop_ahead()
                     if not gathered:
                         if in_flight is not None:
                             await self._settle(in_flight)
@@ -119,7 +133,10 @@ class BatchingConsumer(EventConsumer):
                     if batch is None:
                         continue
                     started = time.perf_counter()
-                    result = await self._run_handler(batch.ordered())  # overlaps the previous batch's commit
+                    handling = asyncio.ensure_future(self._run_handler(batch.ordered()))
+                    if self.prefetch:  # while the handler waits for HubSpot
+                        self._ahead = asyncio.create_task(self._prefetched())
+                    result = await handling  # overlaps the previous batch's commit
                     log.info(
                         "batch handled",
                         consumer=self.config.name,
@@ -143,6 +160,7 @@ class BatchingConsumer(EventConsumer):
                     if not database_unavailable(exc):
                         raise
                     # The batch in flight may or may not have committed: Postgres says which, once it is back.
+                    self._drop_ahead()
                     if in_flight is not None:
                         with contextlib.suppress(Exception):
                             await in_flight
@@ -152,6 +170,7 @@ class BatchingConsumer(EventConsumer):
                                 consumer=self.config.name, error=repr(exc))
                     await self._resume_after_outage()
         finally:
+            self._drop_ahead()
             if in_flight is not None:
                 with contextlib.suppress(Exception):
                     await self._settle(in_flight)
@@ -165,6 +184,43 @@ class BatchingConsumer(EventConsumer):
             await self._update_lag()
         return committed
 
+    async def _next_messages(self) -> dict[TopicPartition, list[Any]]:
+        """The messages of the next batch: prefetched during the last one, or fetched now."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return await self._gather()
+        try:
+            return await ahead
+        except Exception as exc:  # the prefetch's fetch (or decoding) failed: fetch again, here
+            log.warning("prefetch failed; fetching again", consumer=self.config.name, error=repr(exc))
+            self._decoded.clear()
+            return await self._gather()
+
+    async def _prefetched(self) -> dict[TopicPartition, list[Any]]:
+        """Fetch the next batch's messages and decode their events (``_decode`` finds them then)."""
+        gathered = await self._gather()
+        decoded = self._decoded
+        for tp, messages in gathered.items():
+            for start in range(0, len(messages), 500):
+                for message in messages[start : start + 500]:
+                    if header(message, MARKER_HEADER) is not None:
+                        continue
+                    with contextlib.suppress(Exception):  # a bad message is reported when it is taken
+                        decoded[(tp, message.offset)] = self._decode(tp, message)
+                await asyncio.sleep(0)  # let the handler's answers in between
+        return gathered
+
+    def _decode(self, tp: TopicPartition, message: Any) -> RecordedEvent:
+        found = self._decoded.pop((tp, message.offset), None)
+        return found if found is not None else super()._decode(tp, message)
+
+    def _drop_ahead(self) -> None:
+        """Forget the prefetched batch (an outage, a stop, the broker's data gone): it is fetched again."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.cancel()
+        self._decoded.clear()
+
     async def _gather(self) -> dict[TopicPartition, list[Any]]:
         assert self._kafka is not None
         gathered: dict[TopicPartition, list[Any]] = {}
@@ -174,7 +230,7 @@ class BatchingConsumer(EventConsumer):
             if deadline is None:
                 timeout = self.config.poll_timeout_ms
             else:
-                timeout = max(0, int((deadline - time.monotonic()) * 1000))
+                timeout = max(0, int(min(deadline - time.monotonic(), self.quiet) * 1000))
             try:
                 batches = await self._kafka.getmany(timeout_ms=timeout, max_records=self.max_events - count)
             except Exception as exc:
@@ -188,6 +244,8 @@ class BatchingConsumer(EventConsumer):
                 if not batches:
                     break  # nothing arrived within one poll timeout
                 deadline = time.monotonic() + self.linger
+            elif not batches:
+                break  # quiet for ``quiet`` seconds: drained
             if time.monotonic() >= deadline:
                 break
         return gathered
@@ -199,6 +257,7 @@ class BatchingConsumer(EventConsumer):
             found = await self._new_events(tp, messages, after[tp])
             if found:
                 events[tp] = found
+        self._decoded.clear()  # what the prefetch decoded is taken now; the rest is stale
         if not events:
             return None
         return _Batch(events, after, {tp: gathered[tp][-1].offset for tp in events})

@@ -1,0 +1,77 @@
+"""How the pusher's consumer gathers a batch: up to ``max_events`` or ``linger``, and no longer than the stream
+keeps coming (a drained backlog goes out after ``quiet``, not a whole linger later)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+from typing import Any
+
+from aiokafka.structs import TopicPartition
+
+from libs.events.consumer import ConsumerConfig, HandlerResult
+from services.outbound.consumer import BatchingConsumer
+
+TP = TopicPartition("t", 0)
+
+
+class _Kafka:
+    """``getmany`` answering from a script of (seconds until it arrives, message count), as a broker would."""
+
+    def __init__(self, script: list[tuple[float, int]]) -> None:
+        self.script = list(script)
+        self.started = time.monotonic()
+        self.due = 0.0
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
+        now = time.monotonic() - self.started
+        if not self.script:
+            await asyncio.sleep(timeout_ms / 1000)
+            return {}
+        after, count = self.script[0]
+        wait = self.due + after - now
+        if wait > timeout_ms / 1000:
+            await asyncio.sleep(timeout_ms / 1000)
+            return {}
+        await asyncio.sleep(max(0.0, wait))
+        self.script.pop(0)
+        self.due += after
+        return {TP: [SimpleNamespace(offset=i) for i in range(min(count, max_records))]}
+
+
+async def _nothing(events: Any) -> HandlerResult:
+    return HandlerResult()
+
+
+def _consumer(script: list[tuple[float, int]], *, max_events: int = 1000) -> BatchingConsumer:
+    consumer = BatchingConsumer(
+        SimpleNamespace(pool=None),  # type: ignore[arg-type]
+        _nothing,
+        ConsumerConfig("pusher", ["t"], "127.0.0.1:1", poll_timeout_ms=500),
+        None,  # type: ignore[arg-type]
+        max_events=max_events,
+        linger=1.0,
+        quiet=0.1,
+    )
+    consumer._kafka = _Kafka(script)  # type: ignore[assignment]
+    return consumer
+
+
+async def _timed_gather(consumer: BatchingConsumer) -> tuple[int, float]:
+    started = time.monotonic()
+    gathered = await consumer._gather()
+    return sum(len(m) for m in gathered.values()), time.monotonic() - started
+
+
+async def test_a_drained_backlog_is_handed_over_once_the_stream_pauses_not_a_linger_later() -> None:
+    count, seconds = await _timed_gather(_consumer([(0.0, 300), (0.02, 200)]))
+    assert count == 500
+    assert seconds < 0.5  # 0.02 s for the messages, then 0.1 s of quiet; the linger is 1 s
+
+
+async def test_a_steady_stream_fills_the_batch_for_up_to_the_linger() -> None:
+    count, seconds = await _timed_gather(_consumer([(0.0, 100)] + [(0.05, 100)] * 40, max_events=100_000))
+    assert 0.9 <= seconds < 1.5 and 1_500 <= count <= 2_200  # messages every 0.05 s: gathered for the whole second
+    count, seconds = await _timed_gather(_consumer([(0.0, 600), (0.05, 600)], max_events=1_000))
+    assert count == 1_000 and seconds < 0.5  # full: handed over at once
