@@ -77,8 +77,31 @@ EPOCH_CHECK_SECONDS = 1.0
 
 @dataclass
 class HandlerResult:
+    """What a handler leaves to the consumer's commit: its writes and appends, in the checkpoint's transaction.
+
+    ``pending``: work the handler started and the commit waits for, before it opens the transaction (the
+    writes read what it found). Should one fail, nothing of the batch is committed and the error is the
+    commit's.
+    """
+
     appends: list[AppendRequest] = field(default_factory=list)
     writes: list[SqlWrite] = field(default_factory=list)
+    pending: list[Awaitable[Any]] = field(default_factory=list)
+
+    async def settled(self) -> None:
+        """Wait for the pending work."""
+        for work in self.pending:
+            await work
+
+    async def commit(self, store: PostgresEventStore) -> None:
+        """Outside a consumer (a redrive, a replay, a test): once the pending work is done, the writes and
+        the appends in one transaction, as a consumer commits them with its checkpoint."""
+        await self.settled()
+        async with store.pool.acquire() as conn, conn.transaction():
+            for write in self.writes:
+                await write(conn)
+            if self.appends:
+                await store.append_batch(self.appends, conn=conn)
 
 
 BatchHandler = Callable[[Sequence[RecordedEvent]], Awaitable[HandlerResult]]
@@ -367,6 +390,7 @@ class EventConsumer:
     ) -> bool:
         """Effects and checkpoint in one transaction; False if the checkpoint moved under us."""
         new_checkpoint = events[-1].position
+        await result.settled()
         async with self.pool.acquire() as conn, conn.transaction():
             stored = await self._lock_checkpoint(conn, tp)
             if stored is not None and stored > checkpoint:

@@ -25,12 +25,7 @@ def make_redriver(handlers: InboundHandlers, store: PostgresEventStore) -> Redri
         event = await store.get(entry.event_id)
         if event is None:
             raise LookupError(f"event {entry.event_id} of dead letter {entry.id} is not in the log")
-        result = await handlers.apply([event], raise_failures=True, force=True)
-        async with store.pool.acquire() as conn, conn.transaction():
-            for write in result.writes:
-                await write(conn)
-            if result.appends:
-                await store.append_batch(result.appends, conn=conn)
+        await (await handlers.apply([event], raise_failures=True, force=True)).commit(store)
 
     return redrive
 

@@ -925,12 +925,7 @@ async def _push_batch(
     removals = [i.position for i in items if i.removal]
     if removals:
         # Through the pusher's batch handler, committed as its consumer would (one transaction).
-        result = await pusher.handle(await events_at(store.pool, removals))
-        async with store.pool.acquire() as conn, conn.transaction():
-            for write in result.writes:
-                await write(conn)
-            if result.appends:
-                await store.append_batch(result.appends, conn=conn)
+        await (await pusher.handle(await events_at(store.pool, removals))).commit(store)
         report.pushed += len(removals)
 
 

@@ -211,11 +211,7 @@ async def _drive(
         events = await _with_creations(pool, await events_at(pool, part), run.up_to_position)
         started = await pool.fetchval("SELECT clock_timestamp()")
         result = await handlers.apply(events, force=True)
-        async with pool.acquire() as conn, conn.transaction():
-            for write in result.writes:
-                await write(conn)
-            if result.appends:
-                await store.append_batch(result.appends, conn=conn)
+        await result.commit(store)
         outcomes = _outcomes(result.appends)
         parked = {r["record"]: r["reason"] for r in await pool.fetch(
             "SELECT record, reason FROM dead_letters WHERE status = 'open' AND event_id = ANY($1::uuid[]) "

@@ -276,6 +276,7 @@ class BatchingConsumer(EventConsumer):
     async def _commit_all(self, batch: _Batch, result: HandlerResult) -> bool:
         """Effects and every partition's checkpoint in one transaction; False if one moved under us."""
         moved: dict[tuple[str, int], int] = {}
+        await result.settled()  # the handler's work still under way (the pusher's associations)
         started = time.perf_counter()
         async with self.pool.acquire() as conn:
             async with conn.transaction():

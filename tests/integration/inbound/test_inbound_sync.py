@@ -311,11 +311,7 @@ class _Outbound:
         handled = [i for i, e in enumerate(events) if e.type == "HubSpotCompanyUpserted"]
         waiting = [e for e in events[(max(handled) if handled else -1) + 1:] if e.type == "KleerClientChanged"]
         for event in waiting:
-            result = await self.pusher.handle([event])
-            async with self.stack.deps.pool.acquire() as conn, conn.transaction():
-                for write in result.writes:
-                    await write(conn)
-                await self.stack.deps.store.append_batch(result.appends, conn=conn)
+            await (await self.pusher.handle([event])).commit(self.stack.deps.store)
         return len(waiting)
 
     def hubspot(self, company_id: str) -> dict[str, Any]:

@@ -53,11 +53,7 @@ CONNECTION = "acme"
 
 async def commit(store: PostgresEventStore, result: HandlerResult) -> None:
     """Commit a handler's result as ``EventConsumer`` does: its writes and appends in one transaction."""
-    async with store.pool.acquire() as conn, conn.transaction():
-        for write in result.writes:
-            await write(conn)
-        if result.appends:
-            await store.append_batch(result.appends, conn=conn)
+    await result.commit(store)
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -36,10 +38,7 @@ def _events(snapshots: Sequence[Snapshot]) -> list[RecordedEvent]:
 
 
 async def _commit(store: PostgresEventStore, result: HandlerResult) -> None:
-    async with store.pool.acquire() as conn, conn.transaction():
-        for write in result.writes:
-            await write(conn)
-        await store.append_batch(result.appends, conn=conn)
+    await result.commit(store)
 
 
 async def test_a_batch_handled_before_the_previous_one_committed_links_and_skips_as_if_it_had(
@@ -55,9 +54,11 @@ async def test_a_batch_handled_before_the_previous_one_committed_links_and_skips
         await setup_hubspot(hubspot)
         pusher = Pusher(store, {CONNECTION: hubspot})
         first = await pusher.handle(_events([company, invoice_snapshot]))  # not committed yet
+        await first.settled()  # its associations written (the consumer does not wait for that: see below)
         writes = write_requests(hubspot_sim)
 
         second = await pusher.handle(_events([company, *lines]))  # the company again, and the invoice's rows
+        await second.settled()
 
         # The company is skipped (batch 1 wrote it), the rows link straight to the invoice of batch 1:
         # one upsert of line items and one association batch, nothing left waiting.
@@ -68,4 +69,35 @@ async def test_a_batch_handled_before_the_previous_one_committed_links_and_skips
 
     assert await store.pool.fetchval("SELECT count(*) FROM pending_associations") == 0
     expected = {(s.kind, s.kleer_id): s for s in [company, invoice_snapshot, *lines]}
+    assert_hubspot_matches(hubspot_sim, expected)
+
+
+async def test_the_next_batch_goes_ahead_while_the_previous_ones_associations_are_written(
+    store: PostgresEventStore, kleer_sim: KleerSimServer, hubspot_sim: HubSpotSim
+) -> None:
+    """The handler returns once its records are written; the associations follow (``HandlerResult.pending``)
+    while the next batch is handled, and each commit holds its batch's links."""
+    kleer_sim.seed(n_clients=4, seed=62)
+    invoices = [i for i in kleer_sim.book.invoices if i["certified"] and not i.get("debit-invoice-nr")][:2]
+    clients = {i["client-ref"]["id"]: kleer_sim.book.clients.get(i["client-ref"]["id"]) for i in invoices}
+    companies = [s for c in clients.values() if c is not None for s in snapshots_for_push("client", c)]
+    first_invoice, *first_lines = snapshots_for_push("invoice", invoices[0])
+    second_invoice, *second_lines = snapshots_for_push("invoice", invoices[1])
+    async with hubspot_sim.client() as hubspot:
+        await setup_hubspot(hubspot)
+        pusher = Pusher(store, {CONNECTION: hubspot})
+        first = await pusher.handle(_events([*companies, first_invoice, second_invoice]))
+        assert first.pending and not all(asyncio.ensure_future(p).done() for p in first.pending)
+        second = await pusher.handle(_events([*first_lines, *second_lines]))  # while batch 1 links
+        await _commit(store, first)
+        await _commit(store, second)
+
+    assert await store.pool.fetchval("SELECT count(*) FROM pending_associations") == 0
+    linked = {r[0]: sorted(r[1]) for r in await store.pool.fetch(
+        "SELECT kind || ':' || kleer_id, associated FROM hubspot_ids WHERE kind IN ('invoice', 'line_item')")}
+    for invoice, lines in ((invoices[0], first_lines), (invoices[1], second_lines)):
+        assert linked[f"invoice:{invoice['id']}"] == [f"client:{invoice['client-ref']['id']}"]
+        assert all(linked[f"line_item:{line.kleer_id}"] == [f"invoice:{invoice['id']}"] for line in lines)
+    expected = {(s.kind, s.kleer_id): s for s in [*companies, first_invoice, second_invoice, *first_lines,
+                                                   *second_lines]}
     assert_hubspot_matches(hubspot_sim, expected)

@@ -36,11 +36,7 @@ async def _push(store: PostgresEventStore, pusher: Pusher, snapshot: Snapshot) -
 
 async def _handle(store: PostgresEventStore, pusher: Pusher, events: Sequence[RecordedEvent]) -> None:
     """The pusher's batch, committed as its consumer would."""
-    result = await pusher.handle(events)
-    async with store.pool.acquire() as conn, conn.transaction():
-        for write in result.writes:
-            await write(conn)
-        await store.append_batch(result.appends, conn=conn)
+    await (await pusher.handle(events)).commit(store)
 
 
 def _company(hubspot_sim: HubSpotSim, kleer_id: str) -> dict[str, Any]:
