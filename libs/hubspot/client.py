@@ -176,7 +176,7 @@ class HubSpotClient:
 
     async def start(self) -> None:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._session = aiohttp.ClientSession(timeout=self._timeout, trace_configs=[_SENT_TRACE])
 
     async def close(self) -> None:
         if self._session is not None:
@@ -222,8 +222,10 @@ class HubSpotClient:
         attempt = 0
         refreshed = False
         while True:
+            sending: _Sending | None = None
             if budgeted:
                 await self._acquire(search)
+                sending = _Sending(self._budgets(search))
             answered = False
             try:
                 headers = {"Authorization": "Bearer " + await self._auth.token(session, self.base_url)}
@@ -232,7 +234,7 @@ class HubSpotClient:
                 correlation_headers(headers)
                 started = time.perf_counter()
                 async with session.request(method, self.base_url + path, data=data, params=params,
-                                           headers=headers) as resp:
+                                           headers=headers, trace_request_ctx=sending) as resp:
                     raw = await resp.read()
                     status = resp.status
                     answer_headers: Mapping[str, str] = resp.headers
@@ -250,6 +252,8 @@ class HubSpotClient:
                 await asyncio.sleep(delay)
                 continue
             finally:
+                if sending is not None:
+                    sending.done(went=answered)  # no-op once the request went out
                 if budgeted and not answered:
                     self._observe(search, {}, NO_ANSWER)
             HUBSPOT_REQUESTS.labels(endpoint=endpoint, status=str(status)).inc()
@@ -297,8 +301,12 @@ class HubSpotClient:
             try:
                 await self.search_budget.acquire()
             except BaseException:
-                self.budget.observe({}, NO_ANSWER)  # give the portal grant back to the contract
+                self.budget.sent(went=False)  # give the portal grant back to the contract
+                self.budget.observe({}, NO_ANSWER)
                 raise
+
+    def _budgets(self, search: bool) -> tuple[RateBudget, ...]:
+        return (self.budget, self.search_budget) if search else (self.budget,)
 
     def _observe(self, search: bool, headers: Mapping[str, str], status: int) -> None:
         if search:
@@ -714,6 +722,34 @@ class HubSpotClient:
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+class _Sending:
+    """One granted request on its way: tells its budgets, once, when it has gone out (or never will)."""
+
+    __slots__ = ("budgets", "told")
+
+    def __init__(self, budgets: tuple[RateBudget, ...]) -> None:
+        self.budgets = budgets
+        self.told = False
+
+    def done(self, went: bool = True) -> None:
+        if not self.told:
+            self.told = True
+            for budget in self.budgets:
+                budget.sent(went)
+
+
+async def _on_headers_sent(_session: aiohttp.ClientSession, context: Any, _params: Any) -> None:
+    sending = context.trace_request_ctx
+    if isinstance(sending, _Sending):
+        sending.done()
+
+
+# A request has gone out once its headers are sent: HubSpot counts it as it arrives (the rate budget's padding).
+_SENT_TRACE = aiohttp.TraceConfig()
+_SENT_TRACE.on_request_headers_sent.append(_on_headers_sent)
+_SENT_TRACE.freeze()
+
 
 def _decode(raw: bytes) -> Any:
     if not raw:

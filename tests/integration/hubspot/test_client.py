@@ -316,3 +316,22 @@ async def test_budgeted_upserts_of_many_records_meet_no_429(kleer_ids: HubSpotSi
         result = await hubspot.batch_upsert(COMPANIES, companies(3_000), id_property="kleer_id")
     assert result.ok
     assert upsert_requests(kleer_ids) == {"200": 30}
+
+
+async def test_each_granted_request_tells_its_budget_once_when_it_went_out(kleer_ids: HubSpotSim) -> None:
+    """The budget pads its shared window by the delay from grant to going out (HubSpot counts arrivals)."""
+    budget = SlidingWindowBudget(100, 10_000)
+    kleer_ids.set_faults(latency={"ms": 300})  # every answer takes 300 ms more
+    async with kleer_ids.client(budget=budget) as hubspot:
+        await asyncio.gather(*(hubspot.list_records(COMPANIES) for _ in range(5)))
+    kleer_ids.clear_faults()
+    assert len(budget.policy.send_delays_ms) == 5 and not budget.policy.unsent
+    assert all(0 <= delay < 250 for delay in budget.policy.send_delays_ms)  # out long before the answers
+    assert min(budget.policy.latencies_ms) >= 300
+
+    gone = SlidingWindowBudget(100, 10_000)
+    async with HubSpotClient(base_url="http://127.0.0.1:9", token=Secret("pat-x"), budget=gone, max_retries=1,
+                             retry_base_s=0.01) as hubspot:
+        with pytest.raises(HubSpotUnavailable):
+            await hubspot.list_records(COMPANIES)  # nothing listens there: no request ever went out
+    assert not gone.policy.unsent and not gone.policy.send_delays_ms

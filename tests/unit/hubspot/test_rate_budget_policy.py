@@ -89,15 +89,27 @@ async def test_grants_never_observed_stop_counting_after_three_intervals() -> No
     assert b.counted() == 0
 
 
-def test_shared_window_covers_slow_answers_and_old_requests_in_flight() -> None:
+def test_shared_window_covers_the_delay_from_grant_to_going_out_not_to_the_answer() -> None:
     policy = BudgetPolicy(100, 1000, None, None)
-    assert policy.shared_window_ms(0) == 1020  # 2% by default
+    assert policy.shared_window_ms(0) == 1020  # 2% by default (the network)
     policy.granted(0, 1)
-    assert policy.shared_window_ms(500) == 1500  # the oldest request in flight is 500 ms old
-    policy.answered(600)
-    assert policy.shared_window_ms(700) == 1600  # the slowest recent answer took 600 ms
-    policy.granted(700, 1)
-    assert policy.shared_window_ms(9000) == 2000  # never more than one extra interval
+    assert policy.shared_window_ms(500) == 1500  # granted 500 ms ago and still not out: it may arrive now
+    policy.sent(510)
+    policy.answered(560)
+    policy.granted(600, 1)
+    policy.sent(610)
+    policy.answered(640)
+    assert policy.shared_window_ms(1000) == 1550  # 510 ms to go out at worst, and a 40 ms round trip at best
+    for moment in range(1000, 1000 + 32 * 10, 10):  # newer requests go out at once...
+        policy.granted(moment, 1)
+        policy.sent(moment + 5)
+        policy.answered(moment + (8 if moment == 1300 else 400))  # ...and one came back in 8 ms
+    assert policy.shared_window_ms(2000) == 1020  # 5 + 8 ms (the 2% floor): not the 400 ms of HubSpot and reading
+    policy.granted(2000, 1)
+    policy.sent(2000, went=False)  # never went out (failed before): no delay recorded
+    assert policy.shared_window_ms(9000) == 1020
+    policy.granted(9000, 1)
+    assert policy.shared_window_ms(20_000) == 2000  # never more than one extra interval
 
 
 async def test_headers_lower_the_limit_adopt_the_interval_and_book_foreign_use() -> None:
