@@ -130,7 +130,8 @@ def serve_hubspot(port: int, rate: int, time_scale: float) -> None:
         window = 10.0 / time_scale
         per_window = Counter(int((t - answered[0]) // window) for t in answered) if answered else Counter()
         counts = [per_window.get(n, 0) for n in range(max(per_window, default=-1) + 1)]
-        trace = [(round(t - answered[0], 3), p) for t, p in zip(answered, paths)] if os.environ.get("BENCH_TRACE") else []
+        trace = ([(round(t - answered[0], 3), p) for t, p in zip(answered, paths, strict=True)]
+                 if os.environ.get("BENCH_TRACE") else [])
         return web.json_response({**timing, "per_window": counts, "trace": trace})
 
     async def reset_timing(_: web.Request) -> web.Response:

@@ -187,20 +187,27 @@ class BudgetPolicy:
 
     def shared_window_ms(self, now: float) -> int:
         """For a window of grant times (Postgres): the interval plus the delay from grant to arrival — the
-        slowest of the recent requests from grant to going out (or this process's oldest granted request
-        not yet out), plus the network, taken as the fastest recent round trip — at least 2% of the
-        interval, at most one more interval.
+        slowest of the recent requests from grant to going out, the median recent answer (the network,
+        and HubSpot getting to the request), or this process's oldest request still unanswered (a server
+        that counts a request only when it gets to it, as the simulator does, may not have counted it yet),
+        whichever is longest — at least 2% of the interval, at most one more interval.
 
-        Not the slowest answer: HubSpot counted the request when it arrived, and an answer also waits for
-        HubSpot's work and for this process to read it (a pusher busy with a batch). Padding every grant
-        with the slowest answer made a window of 1.1-1.4 s out of the bench's 1 s (HubSpot's 10 s sped up
-        10x). A network much slower for some requests than for the fastest is left to the safety margin,
-        to HubSpot's Remaining header (its count, when above ours, is booked) and to the 429 back-off.
+        Not the slowest recent answer: an answer also waits for HubSpot's work and for this process to read
+        it (a pusher busy with a batch). Padding every grant with the slowest of the last 32 answers made
+        a window of 1.1-1.4 s out of the bench's 1 s (HubSpot's 10 s sped up 10x). Less than the median
+        answer and the oldest unanswered request was too little: runs with going-out delay plus the
+        fastest answer met 429s. A request slower still is left to the safety margin, to HubSpot's
+        Remaining header (its count, when above ours, is booked) and to the 429 back-off.
         """
-        oldest = now - self.unsent[0] if self.unsent else 0.0
-        network = min(self.latencies_ms, default=0.0)  # the fastest recent round trip: at least the network's
-        delay = max(self.interval_ms / 50, max(self.send_delays_ms, default=0.0) + network, oldest + network)
+        oldest = now - self.in_flight[0] if self.in_flight else 0.0
+        typical = _median(self.latencies_ms)  # going out, the network, HubSpot getting to it (and answering)
+        delay = max(self.interval_ms / 50, max(self.send_delays_ms, default=0.0), typical, oldest)
         return self.interval_ms + self.padding_ms + int(min(delay, self.interval_ms))
+
+
+def _median(values: deque[float]) -> float:
+    """The upper median (0 for none)."""
+    return sorted(values)[len(values) // 2] if values else 0.0
 
 
 class SlidingWindowBudget:
