@@ -326,7 +326,7 @@ async def test_each_granted_request_tells_its_budget_once_when_it_went_out(kleer
         await asyncio.gather(*(hubspot.list_records(COMPANIES) for _ in range(5)))
     kleer_ids.clear_faults()
     assert len(budget.policy.send_delays_ms) == 5 and not budget.policy.unsent
-    assert all(0 <= delay < 250 for delay in budget.policy.send_delays_ms)  # out long before the answers
+    assert all(0 <= delay < 300 for delay in budget.policy.send_delays_ms)  # out before the answers came
     assert min(budget.policy.latencies_ms) >= 300
 
     gone = SlidingWindowBudget(100, 10_000)
