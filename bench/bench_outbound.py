@@ -115,29 +115,26 @@ def serve_hubspot(port: int, rate: int, time_scale: float) -> None:
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)  # the portal grows to 300,000 records: no full collection per batch
     timing: dict[str, float | None] = {"first": None, "last": None}
-    answered: list[float] = []  # when each API answer went out, for the requests per window
-    paths: list[str] = []
+    answered: list[tuple[float, str]] = []  # when each API answer went out, and its path
 
     async def on_prepare(request: web.Request, _: web.StreamResponse) -> None:
         if not request.path.startswith("/_"):
             now = time.time()
             timing["first"] = timing["first"] or now
             timing["last"] = now
-            answered.append(now)
-            paths.append(request.path)
+            answered.append((now, request.path))
 
     async def get_timing(_: web.Request) -> web.Response:
         window = 10.0 / time_scale
-        per_window = Counter(int((t - answered[0]) // window) for t in answered) if answered else Counter()
+        first = answered[0][0] if answered else 0.0
+        per_window = Counter(int((t - first) // window) for t, _ in answered)
         counts = [per_window.get(n, 0) for n in range(max(per_window, default=-1) + 1)]
-        trace = ([(round(t - answered[0], 3), p) for t, p in zip(answered, paths, strict=True)]
-                 if os.environ.get("BENCH_TRACE") else [])
+        trace = [(round(t - first, 3), p) for t, p in answered] if os.environ.get("BENCH_TRACE") else []
         return web.json_response({**timing, "per_window": counts, "trace": trace})
 
     async def reset_timing(_: web.Request) -> web.Response:
         timing.update(first=None, last=None)
         answered.clear()
-        paths.clear()
         simulator.request_counts.clear()
         return web.json_response(timing)
 

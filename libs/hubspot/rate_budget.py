@@ -27,10 +27,10 @@ consecutive 429 up to a whole window.
 process per portal, tests). ``PostgresRateBudget`` shares one window among
 every pod of a portal through Postgres (table and function of migration 006,
 ordered by the database clock): there a grant counts for the interval plus
-a padding that covers the delay from a grant to its request going out (the
-slowest of this process's recent requests, or its oldest granted request not
-yet out), at least 2% of the interval for the network. ``UnlimitedBudget``
-never waits.
+a padding that covers the delay from a grant to its request's arrival (the
+slowest of this process's recent requests to go out, its median answer, or
+its oldest request still unanswered; see ``BudgetPolicy.shared_window_ms``),
+at least 2% of the interval. ``UnlimitedBudget`` never waits.
 """
 
 from __future__ import annotations

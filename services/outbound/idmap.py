@@ -106,16 +106,19 @@ async def save_ids(conn: asyncpg.Connection, rows: Sequence[IdRow], *, new: Set[
         return
     rest = rows
     if len(new) >= COPY_NEW_IDS_FROM:
-        fresh = [r for r in rows if (r.connection, r.kind, r.kleer_id) in new]
+        fresh: list[IdRow] = []
+        known: list[IdRow] = []
+        for row in rows:
+            (fresh if (row.connection, row.kind, row.kleer_id) in new else known).append(row)
         if len(fresh) >= COPY_NEW_IDS_FROM:
             try:
                 async with conn.transaction():
                     await conn.copy_records_to_table("hubspot_ids", records=map(_id_values, fresh),
                                                      columns=_ID_COLUMNS)
             except asyncpg.UniqueViolationError:
-                rest = rows
+                pass  # another writer stored one: every row through the upsert
             else:
-                rest = [r for r in rows if (r.connection, r.kind, r.kleer_id) not in new]
+                rest = known
     if rest:
         await conn.execute(_UPSERT_IDS_SQL, json_rows([_id_values(r) for r in rest]))
 

@@ -114,9 +114,9 @@ _INBOUND_SYNCED_SQL = (
     "JOIN LATERAL (SELECT e.data->'hubspot_properties' AS props, e.position FROM events e "
     f"  WHERE e.stream = s.stream AND {idmap.INBOUND_SYNC_EVENT} ORDER BY e.version DESC LIMIT 1) b ON true"
 )
-HELD_PREFIX = "held:"
+HELD_PREFIX = "held:"  # a pushed fingerprint with properties held back (never equal to a snapshot's)
 LINK_ATTEMPTS = 5  # attempts at a batch's associations before its commit fails (as the consumer's for a batch)
-LINK_RETRY_BASE_S = 0.2  # a pushed fingerprint with properties held back (never equal to a snapshot's)
+LINK_RETRY_BASE_S = 0.2  # back-off between those attempts: up to this times 2 ** attempt, jittered
 
 
 def echoing_properties(mappings: Mappings | None = None) -> dict[str, frozenset[str]]:
