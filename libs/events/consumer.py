@@ -28,6 +28,10 @@ broker epoch in Postgres; consumers see the new epoch and re-read their
 partitions from the beginning (a broker that came back empty would otherwise
 leave them parked at offsets it no longer has).
 
+Pauses: while the group is paused (``libs.events.pauses``, ``kleer-sync
+outbound pause``) a consumer takes nothing from Kafka; it stays in its group,
+so nothing rebalances, and goes on where it was once resumed.
+
 Database restarts: a batch whose handler or commit fails because the server
 went away is neither retried against the attempt budget nor dead-lettered: the
 consumer waits for the server, seeks every assigned partition back to its
@@ -43,6 +47,7 @@ Postgres (same topic, same partition) and handled first, in order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -65,6 +70,7 @@ from libs.events.kafka import (
     retry_with_backoff,
 )
 from libs.events.outage import database_unavailable, wait_for_database
+from libs.events.pauses import PAUSE_CHECK_SECONDS, paused
 from libs.events.store import AppendRequest, PostgresEventStore
 from libs.observability import metrics
 from libs.observability.logging import bind_correlation_id, get_logger
@@ -150,6 +156,7 @@ class EventConsumer:
         self._checkpoints: dict[tuple[str, int], int] = {}
         self._epoch: int | None = None
         self._epoch_checked = 0.0
+        self._pause_checked = 0.0
         self._lag_task: asyncio.Task[None] | None = None
         self._lag_stale = False
         self.handled = 0
@@ -184,6 +191,8 @@ class EventConsumer:
         assert self._kafka is not None
         try:
             while not self._stopping.is_set():
+                if await self._held():
+                    continue
                 try:
                     batches = await self._kafka.getmany(timeout_ms=self.config.poll_timeout_ms)
                 except Exception as exc:
@@ -213,6 +222,47 @@ class EventConsumer:
                 await asyncio.gather(self._lag_task, return_exceptions=True)
 
     # -- internals ---------------------------------------------------------------
+    async def _paused_now(self) -> bool:
+        """Whether the group is paused (Postgres asked at most every ``PAUSE_CHECK_SECONDS``)."""
+        now = time.monotonic()
+        if now - self._pause_checked < PAUSE_CHECK_SECONDS:
+            return False
+        self._pause_checked = now
+        return await paused(self.pool, self.config.name) is not None
+
+    async def _held(self) -> bool:
+        """Whether the group was paused (and is resumed now, or the consumer stopping)."""
+        try:
+            if not await self._paused_now():
+                return False
+            await self._hold_while_paused()
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            log.warning("database unavailable; resuming from the checkpoints once it is back",
+                        consumer=self.config.name, error=repr(exc))
+            await self._resume_after_outage()
+        return True
+
+    async def _hold_while_paused(self) -> None:
+        """Take nothing until the group is resumed (or the consumer stops); a member of the group meanwhile."""
+        pause = await paused(self.pool, self.config.name)
+        if pause is None:
+            return
+        name = self.config.name
+        log.warning("consumer paused: taking nothing from Kafka until `kleer-sync outbound resume`",
+                    consumer=name, reason=pause.reason, paused_by=pause.paused_by)
+        metrics.CONSUMER_PAUSED.labels(consumer=name).set(1)
+        try:
+            while not self._stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), PAUSE_CHECK_SECONDS)
+                if await paused(self.pool, name) is None:
+                    log.info("consumer resumed", consumer=name)
+                    return
+        finally:
+            metrics.CONSUMER_PAUSED.labels(consumer=name).set(0)
+
     async def _follow_broker_epoch(self) -> bool:
         """After the relay saw the broker lose data, read every assigned partition again from the start.
 

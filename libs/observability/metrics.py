@@ -37,6 +37,10 @@ RELAY_REPUBLISHES = Counter(
 CONSUMER_LAG_EVENTS = Gauge(
     PREFIX + "consumer_lag_events", "Log head minus the consumer's checkpoint, by consumer.", ["consumer"]
 )
+CONSUMER_PAUSED = Gauge(
+    PREFIX + "consumer_paused", "1 while a consumer group is paused (kleer-sync outbound pause), by consumer.",
+    ["consumer"],
+)
 CONSUMER_HANDLED = Counter(
     PREFIX + "consumer_events_handled_total",
     "Events handled by a consumer, by outcome.",

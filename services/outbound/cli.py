@@ -4,6 +4,8 @@
 - ``kleer-sync outbound poller [--once] [--types clients,invoices]``: the poller alone
   (``--once``: one pass now, print what changed, exit).
 - ``kleer-sync outbound pusher``: the pusher alone (consumer group ``outbound-pusher``).
+- ``kleer-sync outbound pause [--reason TEXT]`` / ``resume``: every pusher stops taking changes from Kafka
+  (the batch in flight is written and committed first) / takes them again; changes queue meanwhile.
 - ``kleer-sync hubspot setup``: create our property group and custom properties (safe to run twice).
 """
 
@@ -14,8 +16,11 @@ import asyncio
 import sys
 from typing import Any
 
+import asyncpg
+
 from libs.config import ConfigError, Settings, load_settings
-from libs.events.store import EventStoreError
+from libs.events.pauses import PAUSE_CHECK_SECONDS
+from libs.events.store import EventStoreError, create_pool
 from libs.hubspot.errors import HubSpotError
 from libs.kleer import KleerError
 from libs.mapping.errors import MappingsFileError
@@ -45,6 +50,14 @@ def register(subparsers: Any) -> None:
     poller.set_defaults(func=run_poller)
     pusher = parts.add_parser("pusher", help="push recorded changes to HubSpot (consumer outbound-pusher)")
     pusher.set_defaults(func=run_pusher)
+    pause = parts.add_parser(
+        "pause", help="stop every pusher writing to HubSpot: changes queue in Kafka until `resume`"
+    )
+    pause.add_argument("--reason", default="", help="why (shown by the pushers' log and by `resume`)")
+    pause.add_argument("--actor", default=None, help="who pauses (default: user:<login>)")
+    pause.set_defaults(func=run_pause)
+    resume = parts.add_parser("resume", help="let the pushers take the queued changes again")
+    resume.set_defaults(func=run_resume)
 
     hubspot = command_group(subparsers, "hubspot", help="HubSpot portal tasks")
     setup = hubspot.add_parser(
@@ -115,6 +128,55 @@ async def _poll_once(settings: Settings, kinds: tuple[str, ...]) -> Any:
             return await runtime.poller(kinds).poll_once(kinds)
         except PollerBusy as exc:
             raise ConfigError([str(exc)]) from None
+
+
+def run_pause(args: argparse.Namespace) -> int:
+    from libs.events.pauses import pause
+    from services.operations.cli import default_actor
+    from services.outbound.app import PUSHER_GROUP
+
+    async def main(dsn: str) -> str:
+        pool = await create_pool(dsn, min_size=1, max_size=1)
+        try:
+            found = await pause(pool, PUSHER_GROUP, reason=args.reason, by=args.actor or default_actor())
+        finally:
+            await pool.close()
+        return (f"pushers paused since {found.paused_at:%Y-%m-%d %H:%M:%S %Z} by {found.paused_by}"
+                + (f" ({found.reason})" if found.reason else "")
+                + ": they finish the batch in hand, then take nothing from Kafka until "
+                "`kleer-sync outbound resume`")
+
+    return _with_database(main)
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    from libs.events.pauses import resume
+    from services.outbound.app import PUSHER_GROUP
+
+    async def main(dsn: str) -> str:
+        pool = await create_pool(dsn, min_size=1, max_size=1)
+        try:
+            ended = await resume(pool, PUSHER_GROUP)
+        finally:
+            await pool.close()
+        if ended is None:
+            return "the pushers were not paused"
+        return (f"pushers resumed (paused since {ended.paused_at:%Y-%m-%d %H:%M:%S %Z} by {ended.paused_by}): "
+                f"they take the queued changes within {PAUSE_CHECK_SECONDS:g} s")
+
+    return _with_database(main)
+
+
+def _with_database(main: Any) -> int:
+    try:
+        settings = load_settings(required=["DATABASE_URL"])
+        print(asyncio.run(main(settings.require("DATABASE_URL"))))
+    except (ConfigError, EventStoreError) as exc:
+        return _fail(str(exc))
+    except (OSError, asyncpg.PostgresError) as exc:
+        return _fail(f"cannot reach Postgres at DATABASE_URL ({type(exc).__name__}: {exc}); "
+                     "is it running, and has `kleer-sync db migrate` run?")
+    return 0
 
 
 def run_setup(args: argparse.Namespace) -> int:

@@ -19,6 +19,8 @@ This subclass
   already works on batch N+1 (the handler must then not rely on batch N's rows
   being committed: ``Pusher`` keeps what it just wrote in memory). Commits stay
   in order, and a stop finishes the batch in flight and its commit first;
+- while its group is paused (``kleer-sync outbound pause``), commits the batch
+  in flight and takes nothing more until resumed;
 - with ``prefetch`` on, fetches and decodes batch N+1's messages while the
   handler of batch N waits for HubSpot, so that the next batch's requests
   start sooner (which of them are new is still decided against the
@@ -119,6 +121,12 @@ class BatchingConsumer(EventConsumer):
         try:
             while not self._stopping.is_set():
                 try:
+                    if await self._paused_now():
+                        if in_flight is not None:  # the batch in flight commits before the pause
+                            await self._settle(in_flight)
+                            in_flight = None
+                        await self._hold_while_paused()
+                        continue
                     gathered = await self._next_messages()
                     if await self._follow_broker_epoch():
                         self._drop_ahead()

@@ -237,3 +237,23 @@ async def test_a_checkpoint_offset_past_the_end_of_its_partition_resumes_from_th
         await _append(store, 300, "e")
         await _wait_for_effects(pool, 300, timeout=60)
     await _assert_exactly_once(pool, 300)
+
+
+async def test_a_paused_consumer_group_takes_nothing_until_resumed_then_everything_once(
+    store: PostgresEventStore, pool: asyncpg.Pool, broker: TansuBroker
+) -> None:
+    from libs.events import pauses
+
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    await _effects_table(pool)
+    async with _running_relay(store, broker, prefix), _running_consumer(store, broker, prefix) as consumer:
+        await _append(store, 300, "p")
+        await _wait_for_effects(pool, 300, timeout=60)
+        await pauses.pause(pool, consumer.config.name, reason="test")
+        await asyncio.sleep(1.5)  # noticed within a second
+        await _append(store, 400, "q")
+        await asyncio.sleep(2.0)  # relayed by now; a running consumer would have taken them
+        assert await pool.fetchval("SELECT count(*) FROM test_effects") == 300
+        await pauses.resume(pool, consumer.config.name)
+        await _wait_for_effects(pool, 700, timeout=60)
+    await _assert_exactly_once(pool, 700)

@@ -61,6 +61,7 @@ def test_every_alert_says_what_happened_and_what_to_do(prod_objects: list[Manife
         "kleer_sync_poll_last_success_timestamp_seconds",
         "kleer_sync_relay_lag_events",
         "kleer_sync_consumer_lag_events",
+        "kleer_sync_consumer_paused",
         "kleer_sync_dead_letters",
         "kleer_sync_hubspot_rate_limited_total",
         'kleer_sync_webhook_requests_total{outcome!="accepted"}',
