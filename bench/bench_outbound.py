@@ -13,12 +13,15 @@ and the pusher as ``kleer-sync outbound pusher`` in its own process.
     n goes no sooner than floor((n - 1) / 110) windows after the first). Target
     <= 1.10, and no 429. (Our budget spends 104 of each 110 on purpose.) The
     push starts once the setup's requests have left the portal's window, as the
-    bound assumes, and with the whole log to push: the pushers, settled in their
-    consumer group, wait through the poll for the relay to publish it (the
-    relay's publishing, 13-16 s of the push at full scale here, overlaps it, as
-    it would in production). Until the third sitting of 2026-12-07 the pushers
-    started once the relay was done, so several pushers rebalanced mid-push.
-    Sessions before 2026-12-07 divided by a linear bound,
+    bound assumes, and with the whole log to push, in Kafka: the pushers,
+    settled in their consumer group and paused (``kleer-sync outbound pause``),
+    wait while the relay publishes the log as the poller writes it (as it does
+    in production: it follows the log's head), and are resumed once it has.
+    Until 2026-12-08 the relay started with the push instead, and its 13-16 s
+    of publishing took a third of this machine's two cores from the push
+    (``--relay-during-push`` measures that way); until the third sitting of
+    2026-12-07 the pushers started once the relay was done, so several pushers
+    rebalanced mid-push. Sessions before 2026-12-07 divided by a linear bound,
     (requests - 110) / 110 windows, up to one window less than any client can
     do; it is still printed, for comparison.
 (b') The same at HubSpot's real pace (110 requests / 10 s, not sped up), for the
@@ -332,14 +335,14 @@ async def _relayed_to(pool: Any) -> int:
     return position
 
 
-async def _report_relayed(pool: Any, head: int, since: float) -> None:
-    """Say when the relay has published the log up to ``head``."""
+async def _report_relayed(pool: Any, head: int, since: float, what: str = "") -> None:
+    """Say when the relay has published the log up to ``head`` (seconds ``since``, ``what`` that was)."""
 
     async def done() -> bool:
         return await _relayed_to(pool) >= head
 
     await _until(done, 600, "the relay did not publish the log in time", interval=0.05)
-    progress(f"the relay published the log in {time.monotonic() - since:.1f}s")
+    progress(f"the relay had published the log {time.monotonic() - since:.1f}s {what or 'later'}")
 
 
 async def _joined(pool: Any, bootstrap_servers: str, members: int, timeout: float = 60.0) -> None:
@@ -395,13 +398,19 @@ async def _minimum_requests(pool: Any) -> tuple[int, dict[str, int], dict[str, i
 
 
 async def full_sync(
-    run: Run, *, pusher_during_poll: bool, kinds: tuple[str, ...] | None = None, pushers: int = 1
+    run: Run,
+    *,
+    pusher_during_poll: bool,
+    kinds: tuple[str, ...] | None = None,
+    pushers: int = 1,
+    relay_during_push: bool = False,
 ) -> dict[str, Any]:
     """Set up the portal, then poll everything and push it; returns the measurements."""
     from libs.config import load_settings
+    from libs.events import pauses
     from libs.events.migrate import migrate
     from libs.events.store import create_pool
-    from services.outbound.app import outbound_runtime
+    from services.outbound.app import PUSHER_GROUP, outbound_runtime
 
     dsn = await fresh_database(run.database)
     await migrate(dsn, log=None)
@@ -426,12 +435,17 @@ async def full_sync(
             relay = runtime.relay()
             relay_task: asyncio.Task[None] | None = None
             relaying: asyncio.Task[None] | None = None
+            backlog = not pusher_during_poll and not relay_during_push
             if pusher_during_poll:
                 relay_task = asyncio.create_task(relay.run())
             else:  # (b): the pushers wait, joined, for the relay to publish the polled log
                 await ensure_topics(relay.config.bootstrap_servers, relay.config.topics, relay.config.partitions)
+            if backlog:  # paused from their first look: they join their group, and take nothing yet
+                await pauses.pause(pool, PUSHER_GROUP, reason="bench: the push starts with the log in Kafka")
             running = [_spawn_pusher(env) for _ in range(pushers)]
             await _joined(pool, relay.config.bootstrap_servers, pushers)
+            if backlog:  # the relay follows the poll, as in production
+                relay_task = asyncio.create_task(relay.run())
             poller = runtime.poller(kinds) if kinds else runtime.poller()
             progress("polling Kleer ...")
             started = time.monotonic()
@@ -440,8 +454,12 @@ async def full_sync(
             progress(
                 f"polled {sum(k.seen for k in report.kinds.values()):,} records in {polled - started:.1f}s"
             )
-            if relay_task is None:
-                # The push of (b) starts with the whole log to push, as the bound assumes, and a settled group.
+            if backlog:
+                # The push of (b) starts with the whole log in Kafka, as the bound assumes, and a settled group.
+                await _report_relayed(pool, await runtime.store.head(), polled, "after the poll")
+                cpu_at_push = await _cpu_now(running, pool, run.database)
+                await pauses.resume(pool, PUSHER_GROUP)
+            elif relay_task is None:  # --relay-during-push
                 cpu_at_push = await _cpu_now(running, pool, run.database)
                 relay_task = asyncio.create_task(relay.run())
                 relaying = asyncio.create_task(_report_relayed(pool, await runtime.store.head(), time.monotonic()))
@@ -481,6 +499,7 @@ async def full_sync(
                 "trace": timing.get("trace", []),
                 "dead_letters": await pool.fetchval("SELECT count(*) FROM dead_letters"),
                 "pushers": pushers,
+                "relay_during_push": relay_during_push or pusher_during_poll,
                 "pusher_cpu_seconds": round(pusher_cpu, 1),
                 "pusher_peak_rss_mb": peak_rss_mb,
                 "cpu_seconds": {k: round(v - cpu_before.get(k, 0.0), 1) for k, v in cpu_after.items()},
@@ -532,7 +551,7 @@ def linear_rate_bound(requests: int, limit: int, window_s: float) -> float:
     return max(0, requests - limit) / limit * window_s
 
 
-async def main(scale: float, phases: set[str], pushers: int = 2) -> int:
+async def main(scale: float, phases: set[str], pushers: int = 2, relay_during_push: bool = False) -> int:
     from services.outbound.app import tune_gc
     from sim.broker import TansuBroker, free_port
 
@@ -577,6 +596,7 @@ async def main(scale: float, phases: set[str], pushers: int = 2) -> int:
                         Run(kleer_base, hubspot_base, broker, RATE, window_s=10.0 / TIME_SCALE),
                         pusher_during_poll=False,
                         pushers=pushers,
+                        relay_during_push=relay_during_push,
                     )
             if "real-pace" in phases:
                 progress(f"(b') rate limit {RATE} requests / 10 s at HubSpot's real pace: push the clients")
@@ -586,6 +606,7 @@ async def main(scale: float, phases: set[str], pushers: int = 2) -> int:
                         pusher_during_poll=False,
                         kinds=("client",),
                         pushers=pushers,
+                        relay_during_push=relay_during_push,
                     )
     finally:
         _stop(kleer)
@@ -684,6 +705,12 @@ if __name__ == "__main__":
         choices=PHASES,
         help="run only this measurement (repeatable): unlimited = (a, c, d), limited = (b), real-pace = (b')",
     )
+    parser.add_argument(
+        "--relay-during-push",
+        action="store_true",
+        help="(b, b'): start the relay with the push, as sessions before 2026-12-08 did, instead of during the "
+        "poll with the pushers paused",
+    )
     args = parser.parse_args()
     # This process runs the poller and the relay, on the event loop ``kleer-sync outbound`` runs on.
-    sys.exit(run_event_loop(main(args.scale, set(args.only or PHASES), args.pushers)))
+    sys.exit(run_event_loop(main(args.scale, set(args.only or PHASES), args.pushers, args.relay_during_push)))
