@@ -349,16 +349,17 @@ class HubSpotClient:
 
     async def _write_by_id(self, object_type: ObjectType, op: str, inputs: Sequence[RecordInput],
                            id_property: str | None) -> BatchResult:
-        merged: dict[str, dict[str, str]] = {}
+        merged: dict[str, Mapping[str, str]] = {}  # the caller's properties, copied only to merge them
         owners: dict[str, list[int]] = {}
         for index, item in enumerate(inputs):
             if not item.id:
                 raise ValueError(f"batch {op} input {index} has no id")
+            properties = item.properties if type(item.properties) is dict else dict(item.properties)
             if item.id in merged:
-                merged[item.id].update(item.properties)
+                merged[item.id] = {**merged[item.id], **properties}
                 owners[item.id].append(index)
             else:
-                merged[item.id] = dict(item.properties)
+                merged[item.id] = properties
                 owners[item.id] = [index]
         ids = list(merged)
         base, template = _objects_path(object_type)
@@ -385,6 +386,8 @@ class HubSpotClient:
 
         chunks = [list(range(i, min(i + BATCH_SIZE, len(ids)))) for i in range(0, len(ids), BATCH_SIZE)]
         parts = await self._gather([partial(send, c) for c in chunks])
+        if len(ids) == len(inputs):  # nothing merged: positions are the caller's indexes
+            return BatchResult.merge(parts)
         return _fan_out(BatchResult.merge(parts), [owners[i] for i in ids])
 
     async def batch_create(self, object_type: ObjectType, inputs: Sequence[Mapping[str, str]]) -> BatchResult:
@@ -428,6 +431,8 @@ class HubSpotClient:
 
         chunks = [list(range(i, min(i + BATCH_SIZE, len(unique)))) for i in range(0, len(unique), BATCH_SIZE)]
         parts = await self._gather([partial(send, c) for c in chunks])
+        if len(unique) == len(ids):  # no id twice: positions are the caller's indexes
+            return BatchResult.merge(parts)
         return _fan_out(BatchResult.merge(parts), [owners[u] for u in unique])
 
     async def batch_archive(self, object_type: ObjectType, ids: Sequence[str]) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from types import MappingProxyType
 
 # --- Kleer object types (the names used in the mappings file and in stream names) ---
@@ -201,8 +202,14 @@ def association_type(from_object: str, to_object: str) -> AssociationType:
     """The association type from one HubSpot object to another (either direction of the table).
 
     Objects may be named by path name, singular or type id. Raises ``KeyError``
-    when we do not write that association.
+    when we do not write that association. Answered from a cache: the pusher asks once per link (140,000
+    line items in the outbound benchmark), and the table never changes.
     """
+    return _association_type(from_object, to_object)
+
+
+@lru_cache(maxsize=256)
+def _association_type(from_object: str, to_object: str) -> AssociationType:
     src, dst = hubspot_object(from_object), hubspot_object(to_object)
     for assoc in ASSOCIATION_TYPES:
         if (assoc.from_object, assoc.to_object) == (src, dst):
