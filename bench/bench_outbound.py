@@ -17,11 +17,11 @@ and the pusher as ``kleer-sync outbound pusher`` in its own process.
     settled in their consumer group and paused (``kleer-sync outbound pause``),
     wait while the relay publishes the log as the poller writes it (as it does
     in production: it follows the log's head), and are resumed once it has.
-    Until 2026-12-08 the relay started with the push instead, and its 13-16 s
-    of publishing took a third of this machine's two cores from the push
-    (``--relay-during-push`` measures that way); until the third sitting of
-    2026-12-07 the pushers started once the relay was done, so several pushers
-    rebalanced mid-push. Sessions before 2026-12-07 divided by a linear bound,
+    Until the fifth sitting of 2026-12-07 the relay started with the push, and
+    its 13-16 s of publishing took a third of this machine's two cores from the
+    push (``--relay-during-push`` measures that way); until the third sitting
+    of 2026-12-07 the pushers started once the relay was done, so several
+    pushers rebalanced mid-push. Sessions before 2026-12-07 divided by a linear bound,
     (requests - 110) / 110 windows, up to one window less than any client can
     do; it is still printed, for comparison.
 (b') The same at HubSpot's real pace (110 requests / 10 s, not sped up), for the
@@ -708,8 +708,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--relay-during-push",
         action="store_true",
-        help="(b, b'): start the relay with the push, as sessions before 2026-12-08 did, instead of during the "
-        "poll with the pushers paused",
+        help="(b, b'): start the relay with the push, as sittings before the fifth of 2026-12-07 did, "
+        "instead of during the poll with the pushers paused",
     )
     args = parser.parse_args()
     # This process runs the poller and the relay, on the event loop ``kleer-sync outbound`` runs on.
