@@ -211,9 +211,7 @@ class EventConsumer:
                 except Exception as exc:
                     if not database_unavailable(exc):
                         raise
-                    log.warning("database unavailable; resuming from the checkpoints once it is back",
-                                consumer=self.config.name, error=repr(exc))
-                    await self._resume_after_outage()
+                    await self._outlive_outage(exc)
         finally:
             kafka, self._kafka = self._kafka, None
             if kafka is not None:
@@ -239,10 +237,14 @@ class EventConsumer:
         except Exception as exc:
             if not database_unavailable(exc):
                 raise
-            log.warning("database unavailable; resuming from the checkpoints once it is back",
-                        consumer=self.config.name, error=repr(exc))
-            await self._resume_after_outage()
+            await self._outlive_outage(exc)
         return True
+
+    async def _outlive_outage(self, exc: Exception) -> None:
+        """The database went away (``exc``): wait for it, then resume from the checkpoints."""
+        log.warning("database unavailable; resuming from the checkpoints once it is back",
+                    consumer=self.config.name, error=repr(exc))
+        await self._resume_after_outage()
 
     async def _hold_while_paused(self) -> None:
         """Take nothing until the group is resumed (or the consumer stops); a member of the group meanwhile."""
