@@ -48,3 +48,9 @@ async def paused(db: Any, consumer: str) -> Pause | None:
         "SELECT consumer, reason, paused_by, paused_at FROM consumer_pauses WHERE consumer = $1", consumer
     )
     return Pause(*row.values()) if row else None
+
+
+async def all_paused(db: Any) -> list[Pause]:
+    """Every paused consumer group, oldest pause first."""
+    rows = await db.fetch("SELECT consumer, reason, paused_by, paused_at FROM consumer_pauses ORDER BY paused_at")
+    return [Pause(*row.values()) for row in rows]

@@ -26,6 +26,7 @@ from datetime import datetime
 
 import asyncpg
 
+from libs.events.pauses import Pause, all_paused
 from libs.mapping.objects import KLEER_OBJECT_TYPES
 from libs.observability import metrics
 from services.operations.rows import connection_streams
@@ -97,6 +98,7 @@ class Overview:
     consumers: list[ConsumerStatus] = field(default_factory=list)
     relay_position: int | None = None
     dead_letters_by_source: dict[str, int] = field(default_factory=dict)
+    paused: list[Pause] = field(default_factory=list)  # consumer groups paused (kleer-sync outbound pause)
 
     @property
     def connections(self) -> list[str]:
@@ -202,6 +204,7 @@ async def load_overview(pool: asyncpg.Pool, connections: Sequence[str] = ()) -> 
                     status.waiting_since = await _first_after(conn, change_types(kind), prefix, pushed_up_to)
                 overview.kinds.append(status)
         overview.consumers = await _consumers(conn, head)
+        overview.paused = await all_paused(conn)
         try:
             overview.relay_position = await conn.fetchval("SELECT max(position) FROM relay_state")
         except asyncpg.UndefinedTableError:

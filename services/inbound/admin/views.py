@@ -90,6 +90,18 @@ class AdminPages:
         data = await load_overview(self.deps.pool, [self.connection])
         parts: list[Markup] = [
             h(
+                '<p class="flash error" data-paused="{}">Paused: <strong>{}</strong> takes nothing from Kafka since '
+                "{} (by {}{}); changes queue until <code>kleer-sync outbound resume</code>.</p>",
+                pause.consumer,
+                pause.consumer,
+                moment(pause.paused_at),
+                pause.paused_by or "?",
+                f": {pause.reason}" if pause.reason else "",
+            )
+            for pause in data.paused
+        ]
+        parts += [
+            h(
                 "<p>Log head: position <strong>{}</strong>. Relay published up to {}. "
                 "Open dead letters: <strong>{}</strong>.</p>",
                 data.head,

@@ -270,3 +270,18 @@ async def test_a_redrive_that_fails_again_says_why_and_leaves_the_entry_open(
                 assert expected in await response.text()
             entry = await site.deps.dlq.get(entry_id)
             assert entry is not None and entry.status == "open"
+
+
+async def test_overview_says_when_the_pushers_are_paused_by_whom_and_why(
+    store: PostgresEventStore, database_url: str, http: aiohttp.ClientSession
+) -> None:
+    from libs.events import pauses
+
+    await pauses.pause(store.pool, "outbound-pusher", reason="HubSpot <incident>", by="user:ops")
+    async with admin_site(store, database_url) as site:
+        overview = await page(http, site, "/admin/")
+        banner = re.search(r'<p class="flash error" data-paused="outbound-pusher">(.*?)</p>', overview, re.S)
+        assert banner is not None
+        assert "user:ops: HubSpot &lt;incident&gt;" in banner[1] and "kleer-sync outbound resume" in banner[1]
+        await pauses.resume(store.pool, "outbound-pusher")
+        assert "data-paused" not in await page(http, site, "/admin/")
