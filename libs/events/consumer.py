@@ -252,8 +252,8 @@ class EventConsumer:
         if pause is None:
             return
         name = self.config.name
-        log.warning("consumer paused: taking nothing from Kafka until `kleer-sync outbound resume`",
-                    consumer=name, reason=pause.reason, paused_by=pause.paused_by)
+        log.warning("consumer paused: taking nothing from Kafka until its group is resumed (the pushers': "
+                    "`kleer-sync outbound resume`)", consumer=name, reason=pause.reason, paused_by=pause.paused_by)
         metrics.CONSUMER_PAUSED.labels(consumer=name).set(1)
         try:
             while not self._stopping.is_set():
