@@ -70,7 +70,7 @@ from libs.events.kafka import (
     retry_with_backoff,
 )
 from libs.events.outage import database_unavailable, wait_for_database
-from libs.events.pauses import PAUSE_CHECK_SECONDS, paused
+from libs.events.pauses import PAUSE_CHECK_SECONDS, Pause, paused
 from libs.events.store import AppendRequest, PostgresEventStore
 from libs.observability import metrics
 from libs.observability.logging import bind_correlation_id, get_logger
@@ -220,20 +220,21 @@ class EventConsumer:
                 await asyncio.gather(self._lag_task, return_exceptions=True)
 
     # -- internals ---------------------------------------------------------------
-    async def _paused_now(self) -> bool:
-        """Whether the group is paused (Postgres asked at most every ``PAUSE_CHECK_SECONDS``)."""
+    async def _paused_now(self) -> Pause | None:
+        """The group's pause, if it is paused (Postgres asked at most every ``PAUSE_CHECK_SECONDS``)."""
         now = time.monotonic()
         if now - self._pause_checked < PAUSE_CHECK_SECONDS:
-            return False
+            return None
         self._pause_checked = now
-        return await paused(self.pool, self.config.name) is not None
+        return await paused(self.pool, self.config.name)
 
     async def _held(self) -> bool:
         """Whether the group was paused (and is resumed now, or the consumer stopping)."""
         try:
-            if not await self._paused_now():
+            pause = await self._paused_now()
+            if pause is None:
                 return False
-            await self._hold_while_paused()
+            await self._hold_while_paused(pause)
         except Exception as exc:
             if not database_unavailable(exc):
                 raise
@@ -246,11 +247,8 @@ class EventConsumer:
                     consumer=self.config.name, error=repr(exc))
         await self._resume_after_outage()
 
-    async def _hold_while_paused(self) -> None:
+    async def _hold_while_paused(self, pause: Pause) -> None:
         """Take nothing until the group is resumed (or the consumer stops); a member of the group meanwhile."""
-        pause = await paused(self.pool, self.config.name)
-        if pause is None:
-            return
         name = self.config.name
         log.warning("consumer paused: taking nothing from Kafka until its group is resumed (the pushers': "
                     "`kleer-sync outbound resume`)", consumer=name, reason=pause.reason, paused_by=pause.paused_by)

@@ -41,6 +41,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from statistics import median_high
 from typing import Any, Protocol, runtime_checkable
 
 HEADER_MAX = "X-HubSpot-RateLimit-Max"
@@ -200,14 +201,10 @@ class BudgetPolicy:
         Remaining header (its count, when above ours, is booked) and to the 429 back-off.
         """
         oldest = now - self.in_flight[0] if self.in_flight else 0.0
-        typical = _median(self.latencies_ms)  # going out, the network, HubSpot getting to it (and answering)
+        # The upper median answer: going out, the network, HubSpot getting to it (and answering).
+        typical = median_high(self.latencies_ms) if self.latencies_ms else 0.0
         delay = max(self.interval_ms / 50, max(self.send_delays_ms, default=0.0), typical, oldest)
         return self.interval_ms + self.padding_ms + int(min(delay, self.interval_ms))
-
-
-def _median(values: deque[float]) -> float:
-    """The upper median (0 for none)."""
-    return sorted(values)[len(values) // 2] if values else 0.0
 
 
 class SlidingWindowBudget:

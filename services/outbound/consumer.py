@@ -124,11 +124,12 @@ class BatchingConsumer(EventConsumer):
         try:
             while not self._stopping.is_set():
                 try:
-                    if await self._paused_now():
+                    pause = await self._paused_now()
+                    if pause is not None:
                         if in_flight is not None:  # the batch in flight commits before the pause
                             await self._settle(in_flight)
                             in_flight = None
-                        await self._hold_while_paused()
+                        await self._hold_while_paused(pause)
                         continue
                     gathered = await self._next_messages()
                     if await self._follow_broker_epoch():

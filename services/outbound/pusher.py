@@ -343,10 +343,7 @@ class Pusher:
         return len(outcome.resolved_waiting)
 
     async def _commit(self, outcome: _Outcome) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            await self._writer(outcome)(conn)
-            if outcome.appends:
-                await self.store.append_batch(outcome.appends, conn=conn)
+        await HandlerResult(appends=outcome.appends, writes=[self._writer(outcome)]).commit(self.store)
 
     async def _latest_change(self, connection: str, ref: RecordRef) -> RecordedEvent | None:
         for event in reversed(await self.store.read_stream(ref.stream(connection))):
