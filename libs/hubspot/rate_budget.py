@@ -30,7 +30,10 @@ ordered by the database clock): there a grant counts for the interval plus
 a padding that covers the delay from a grant to its request's arrival (the
 slowest of this process's recent requests to go out, its median answer, or
 its oldest request still unanswered; see ``BudgetPolicy.shared_window_ms``),
-at least 2% of the interval. ``UnlimitedBudget`` never waits.
+at least 2% of the interval. Pods pad differently (each by its own requests):
+a grant counts while the asking pod's window holds it or its granter's did
+(migration 019), so a pod with fast answers never spends again what HubSpot
+still counts of a slow one. ``UnlimitedBudget`` never waits.
 """
 
 from __future__ import annotations

@@ -129,6 +129,23 @@ async def test_concurrent_waiters_share_one_statement(budget_pool: asyncpg.Pool)
     assert await budget.counted() == 8
 
 
+async def test_a_pod_with_a_shorter_window_still_counts_the_grants_of_a_pod_with_a_longer_one(
+    budget_pool: asyncpg.Pool,
+) -> None:
+    """Each pod pads the window with its own requests' delay; a grant counts for its granter's window, so
+    a pod whose requests are fast does not drop (and spend again) what HubSpot still counts of a slow one."""
+    portal = f"portal-{uuid.uuid4().hex[:8]}"
+    slow = PostgresRateBudget(budget_pool, portal, 4, 400, safety_margin=0, window_padding_ms=600)
+    fast = PostgresRateBudget(budget_pool, portal, 4, 400, safety_margin=0, window_padding_ms=0)
+    started = time.monotonic()
+    for _ in range(4):
+        await grant(slow)  # these count for 400 + 600 ms (and a little more)
+    await asyncio.sleep(0.5)  # past the fast pod's window (400 ms + 2%), inside the slow pod's
+    await grant(fast)
+    assert time.monotonic() - started >= 0.99
+    assert await slow.counted() == 1  # the four have left every window since; the fast pod's grant is there
+
+
 async def test_a_database_error_reaches_the_waiters_asking_and_the_next_acquire_asks_again(
     budget_pool: asyncpg.Pool,
 ) -> None:
