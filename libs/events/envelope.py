@@ -93,9 +93,12 @@ class NewEvent:
         return NewEvent(self.type, self.data, {**self.metadata, **causation(cause), **extra}, self.event_id)
 
 
-def causation(cause: RecordedEvent) -> JSONDict:
-    """The metadata that ties an event to ``cause``: its correlation (the chain's) and causation ids."""
-    cause_id = str(cause.event_id)
+def causation(cause: RecordedEvent, cause_id: str | None = None) -> JSONDict:
+    """The metadata that ties an event to ``cause``: its correlation (the chain's) and causation ids.
+
+    ``cause_id``: ``str(cause.event_id)``, if the caller has made it already.
+    """
+    cause_id = cause_id or str(cause.event_id)
     return {"correlation_id": cause.metadata.get("correlation_id") or cause_id, "causation_id": cause_id}
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 import asyncpg
 import orjson
@@ -20,9 +20,9 @@ from services.outbound.snapshots import PROPERTIES_FROM, ParentRef
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
-@dataclass(frozen=True)
-class IdRow:
-    """One row to write to ``hubspot_ids``."""
+class IdRow(NamedTuple):
+    """One row to write to ``hubspot_ids`` (a tuple: one is made per record pushed, 3x cheaper than a frozen
+    dataclass)."""
 
     connection: str
     kind: str

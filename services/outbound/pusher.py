@@ -666,43 +666,42 @@ class Pusher:
                 properties=properties,
             )
         )
+        hubspot_object = change.hubspot_object
         data: dict[str, Any] = {
             "kleer_id": change.kleer_id,
             "kind": change.kind,
-            "hubspot_object": change.hubspot_object,
+            "hubspot_object": hubspot_object,
             "hubspot_id": hubspot_id,
             "created": created,
             "fingerprint": fingerprint,
         }
         cause = change.event
+        cause_id = str(cause.event_id) if cause is not None else None  # made once: a microsecond each time
         if cause is not None and cause.data.get("properties") is properties:
             # What HubSpot holds from us is the snapshot the change event (our cause) carries: named, not
             # repeated (the properties were half of every event the pusher records, and most of its COPY).
-            data[PROPERTIES_FROM] = str(cause.event_id)
+            data[PROPERTIES_FROM] = cause_id
         else:
             data["properties"] = properties  # what HubSpot holds from us now
         if sent is not properties:  # the properties this write sent (the rest were unchanged or held); absent
             data["written"] = sorted(sent)  # when it sent them all (a first push: a third of the event's size)
         if held:
             data["held"] = sorted(held)
-        self._append(outcome, change, upserted_type(change.hubspot_object), data)
+        self._append(outcome, change, upserted_type(hubspot_object), data, cause_id)
         self._own_write(outcome, change, hubspot_id, sent, created=created)
         outcome.results.append(
-            PushResult(
-                change.kind,
-                change.kleer_id,
-                change.hubspot_object,
-                "created" if created else "updated",
-                hubspot_id,
-            )
+            PushResult(change.kind, change.kleer_id, hubspot_object, "created" if created else "updated", hubspot_id)
         )
 
-    def _append(self, outcome: _Outcome, change: Change, event_type: str, data: dict[str, Any]) -> None:
-        """Record ``event_type`` on the Kleer record's stream, caused by the change's event (if any)."""
+    def _append(
+        self, outcome: _Outcome, change: Change, event_type: str, data: dict[str, Any], cause_id: str | None = None
+    ) -> None:
+        """Record ``event_type`` on the Kleer record's stream, caused by the change's event (if any; its id as
+        text in ``cause_id``, if the caller has it already)."""
         cause = change.event
         metadata = {"actor": self.actor, "source": self.source}
         if cause is not None:
-            metadata.update(causation(cause))
+            metadata.update(causation(cause, cause_id))
         outcome.appends.append(AppendRequest(idmap.record_stream(change.key), [NewEvent(event_type, data, metadata)]))
 
     def _own_write(
