@@ -1,11 +1,14 @@
-"""New event ids: version 7 UUIDs, time-ordered, unique."""
+"""New event ids: version 7 UUIDs, time-ordered, unique; and event ids read back from the wire."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 
-from libs.events.envelope import NewEvent, new_event_id
+import pytest
+
+from libs.events.envelope import NewEvent, new_event_id, parse_uuid
 
 
 def test_a_new_event_id_is_a_version_7_uuid_carrying_the_current_millisecond() -> None:
@@ -50,3 +53,28 @@ def test_a_forked_child_draws_random_bits_of_its_own() -> None:
     os.waitpid(pid, 0)
     os.close(reader)
     assert child != new_event_id().int & ((1 << 74) - 1)
+
+
+@pytest.mark.parametrize("make", [uuid.uuid4, new_event_id, uuid.uuid1])
+def test_parse_uuid_reads_what_uuid_reads(make: Callable[[], uuid.UUID]) -> None:
+    for _ in range(2_000):
+        made = make()
+        for text in (str(made), str(made).upper()):
+            parsed = parse_uuid(text)
+            assert parsed == made and hash(parsed) == hash(made) and str(parsed) == str(made)
+            assert parsed.version == made.version and parsed.variant == made.variant
+
+
+@pytest.mark.parametrize("text", [
+    "", "x" * 36, "0" * 35, "0" * 37, "g" * 32 + "----", "12345678-1234-1234-1234-12345678901-",
+    "{12345678-1234-5678-1234-567812345678}", "urn:uuid:12345678-1234-5678-1234-567812345678",
+    "12345678123456781234567812345678", "1234567-81234-5678-1234-5678123456789",
+])
+def test_parse_uuid_refuses_and_accepts_what_uuid_does(text: str) -> None:
+    try:
+        expected: object = uuid.UUID(text)
+    except ValueError:
+        with pytest.raises(ValueError):
+            parse_uuid(text)
+    else:
+        assert parse_uuid(text) == expected
