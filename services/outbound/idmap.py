@@ -21,8 +21,8 @@ Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
 class IdRow(NamedTuple):
-    """One row to write to ``hubspot_ids`` (a tuple: one is made per record pushed, 3x cheaper than a frozen
-    dataclass)."""
+    """One row to write to ``hubspot_ids`` (a tuple: one or two are made per record pushed, 1.3 us each
+    against a frozen dataclass's 1.8)."""
 
     connection: str
     kind: str
