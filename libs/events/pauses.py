@@ -23,12 +23,15 @@ class Pause:
     paused_at: datetime
 
 
+_COLUMNS = "consumer, reason, paused_by, paused_at"  # a Pause, in its fields' order
+
+
 async def pause(db: Any, consumer: str, *, reason: str = "", by: str = "") -> Pause:
     """Pause ``consumer`` (a pool or a connection); pausing a paused group keeps its first pause."""
     row = await db.fetchrow(
         "INSERT INTO consumer_pauses (consumer, reason, paused_by) VALUES ($1, $2, $3) "
         "ON CONFLICT (consumer) DO UPDATE SET consumer = EXCLUDED.consumer "
-        "RETURNING consumer, reason, paused_by, paused_at",
+        f"RETURNING {_COLUMNS}",
         consumer, reason, by,
     )
     return Pause(*row.values())
@@ -37,20 +40,18 @@ async def pause(db: Any, consumer: str, *, reason: str = "", by: str = "") -> Pa
 async def resume(db: Any, consumer: str) -> Pause | None:
     """Resume ``consumer``; the pause it ends, or None if it was not paused."""
     row = await db.fetchrow(
-        "DELETE FROM consumer_pauses WHERE consumer = $1 RETURNING consumer, reason, paused_by, paused_at",
+        f"DELETE FROM consumer_pauses WHERE consumer = $1 RETURNING {_COLUMNS}",
         consumer,
     )
     return Pause(*row.values()) if row else None
 
 
 async def paused(db: Any, consumer: str) -> Pause | None:
-    row = await db.fetchrow(
-        "SELECT consumer, reason, paused_by, paused_at FROM consumer_pauses WHERE consumer = $1", consumer
-    )
+    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM consumer_pauses WHERE consumer = $1", consumer)
     return Pause(*row.values()) if row else None
 
 
 async def all_paused(db: Any) -> list[Pause]:
     """Every paused consumer group, oldest pause first."""
-    rows = await db.fetch("SELECT consumer, reason, paused_by, paused_at FROM consumer_pauses ORDER BY paused_at")
+    rows = await db.fetch(f"SELECT {_COLUMNS} FROM consumer_pauses ORDER BY paused_at")
     return [Pause(*row.values()) for row in rows]
