@@ -182,6 +182,12 @@ class HubSpotClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        flush = getattr(self.budget, "flush", None)  # a shared budget: report the last answers now
+        if flush is not None:
+            try:
+                await flush()
+            except Exception as exc:  # they count until their grants' hold ends instead
+                _log.warning("hubspot_budget_flush_failed", error=type(exc).__name__)
 
     async def __aenter__(self) -> HubSpotClient:
         await self.start()
@@ -321,8 +327,8 @@ class HubSpotClient:
         """Run batch chunks, at most ``concurrency`` in flight across every batch call of this client.
 
         The cap is per client, not per call: a pusher upserting four object types at once must not put
-        four times as many requests in HubSpot's queue (its rate window counts a request when it gets
-        to it, so a long queue there means more padding in the budget's window, and a slower push).
+        four times as many requests in HubSpot's queue (a request in its queue waits longer for its
+        answer, and its grant counts until an interval after that answer: a slower push).
         """
         semaphore = self._slots
 
@@ -750,7 +756,7 @@ async def _on_headers_sent(_session: aiohttp.ClientSession, context: Any, _param
         sending.done()
 
 
-# A request has gone out once its headers are sent: HubSpot counts it as it arrives (the rate budget's padding).
+# A request has gone out once its headers are sent (a request that never did is no longer counted by the budget).
 _SENT_TRACE = aiohttp.TraceConfig()
 _SENT_TRACE.on_request_headers_sent.append(_on_headers_sent)
 _SENT_TRACE.freeze()

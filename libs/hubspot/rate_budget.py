@@ -13,8 +13,7 @@ grant (queueing, connecting, the network) and before its answer. So a grant
 counts while its request is in flight, and then for one interval after the
 answer — never less than HubSpot's own window. At most ``max_requests -
 safety_margin`` are counted at once (110 → 104). ``sent()`` tells the budget
-that a granted request has gone out (its headers are sent): it arrives then,
-give or take the network.
+that a granted request has gone out (its headers are sent), or never will.
 
 Corrections: from each answer's ``X-HubSpot-RateLimit-*`` headers a lower
 ``Max`` or another interval is adopted, and when HubSpot reports more requests
@@ -24,34 +23,34 @@ nobody is granted anything for a tenth of the window, doubling on each
 consecutive 429 up to a whole window.
 
 ``SlidingWindowBudget`` counts exactly as above, in process memory (one
-process per portal, tests). ``PostgresRateBudget`` shares one window among
-every pod of a portal through Postgres (table and function of migration 006,
-ordered by the database clock): there a grant counts for the interval plus
-a padding that covers the delay from a grant to its request's arrival (the
-slowest of this process's recent requests to go out, its median answer, or
-its oldest request still unanswered; see ``BudgetPolicy.shared_window_ms``),
-at least 2% of the interval. Pods pad differently (each by its own requests):
-a grant counts while the asking pod's window holds it or its granter's did
-(migration 019), so a pod with fast answers never spends again what HubSpot
-still counts of a slow one. ``UnlimitedBudget`` never waits.
+process per portal, tests). ``PostgresRateBudget`` counts the same way for
+every pod of a portal together, in Postgres (migration 020, on the database
+clock): each pod reports its answers to the shared row, so a request that is
+slow to arrive (a burst on new connections, a busy event loop) keeps its
+grant until HubSpot has let it go, whichever pod asks next.
+``UnlimitedBudget`` never waits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from statistics import median_high
 from typing import Any, Protocol, runtime_checkable
+
+from libs.observability.logging import get_logger
 
 HEADER_MAX = "X-HubSpot-RateLimit-Max"
 HEADER_REMAINING = "X-HubSpot-RateLimit-Remaining"
 HEADER_INTERVAL = "X-HubSpot-RateLimit-Interval-Milliseconds"
 HEADER_DAILY = "X-HubSpot-RateLimit-Daily"
 HEADER_DAILY_REMAINING = "X-HubSpot-RateLimit-Daily-Remaining"
+
+_log = get_logger("libs.hubspot.rate_budget")
 
 DEFAULT_MAX_REQUESTS = 110
 DEFAULT_INTERVAL_MS = 10_000
@@ -127,9 +126,6 @@ class BudgetPolicy:
         self.pending_used = -1  # HubSpot's count of spent requests, not yet applied
         self.pending_block_ms = 0
         self.in_flight: deque[float] = deque()  # grant times of requests without an answer yet
-        self.latencies_ms: deque[float] = deque(maxlen=32)
-        self.unsent: deque[float] = deque()  # grant times of requests not yet gone out
-        self.send_delays_ms: deque[float] = deque(maxlen=32)  # grant to going out, of recent requests
 
     @property
     def limit(self) -> int:
@@ -148,24 +144,18 @@ class BudgetPolicy:
 
     def granted(self, now: float, cost: int) -> None:
         self.in_flight.extend([now] * cost)
-        self.unsent.extend([now] * cost)
-
-    def sent(self, now: float, went: bool = True) -> None:
-        if self.unsent:
-            granted = self.unsent.popleft()
-            if went:
-                self.send_delays_ms.append(now - granted)
 
     def drop_stale(self, now: float) -> None:
         edge = now - self.stale_after_ms
         while self.in_flight and self.in_flight[0] < edge:
             self.in_flight.popleft()
-        while self.unsent and self.unsent[0] < edge:
-            self.unsent.popleft()
 
-    def answered(self, now: float) -> None:
-        if self.in_flight:
-            self.latencies_ms.append(now - self.in_flight.popleft())
+    def answered(self) -> bool:
+        """One request in flight has its answer (the oldest: they are alike); False if none was."""
+        if not self.in_flight:
+            return False
+        self.in_flight.popleft()
+        return True
 
     def observe(self, headers: Mapping[str, str], status: int) -> RateHeaders:
         parsed = RateHeaders.parse(headers)
@@ -188,26 +178,6 @@ class BudgetPolicy:
         used, block = self.pending_used, self.pending_block_ms
         self.pending_used, self.pending_block_ms = -1, 0
         return used, block
-
-    def shared_window_ms(self, now: float) -> int:
-        """For a window of grant times (Postgres): the interval plus the delay from grant to arrival — the
-        slowest of the recent requests from grant to going out, the median recent answer (the network,
-        and HubSpot getting to the request), or this process's oldest request still unanswered (a server
-        that counts a request only when it gets to it, as the simulator does, may not have counted it yet),
-        whichever is longest — at least 2% of the interval, at most one more interval.
-
-        Not the slowest recent answer: an answer also waits for HubSpot's work and for this process to read
-        it (a pusher busy with a batch). Padding every grant with the slowest of the last 32 answers made
-        a window of 1.1-1.4 s out of the bench's 1 s (HubSpot's 10 s sped up 10x). Less than the median
-        answer and the oldest unanswered request was too little: runs with going-out delay plus the
-        fastest answer met 429s. A request slower still is left to the safety margin, to HubSpot's
-        Remaining header (its count, when above ours, is booked) and to the 429 back-off.
-        """
-        oldest = now - self.in_flight[0] if self.in_flight else 0.0
-        # The upper median answer: going out, the network, HubSpot getting to it (and answering).
-        typical = median_high(self.latencies_ms) if self.latencies_ms else 0.0
-        delay = max(self.interval_ms / 50, max(self.send_delays_ms, default=0.0), typical, oldest)
-        return self.interval_ms + self.padding_ms + int(min(delay, self.interval_ms))
 
 
 class SlidingWindowBudget:
@@ -282,13 +252,11 @@ class SlidingWindowBudget:
                 await self._sleep(wait / 1000)
 
     def sent(self, went: bool = True) -> None:
-        self.policy.sent(self._now_ms(), went)  # this budget counts to the answer anyway
+        return None  # this budget counts to the answer anyway
 
     def observe(self, headers: Mapping[str, str], status: int = 200) -> None:
-        now = self._now_ms()
-        if self.policy.in_flight:
-            self.policy.answered(now)
-            self._answered.append(now)
+        if self.policy.answered():
+            self._answered.append(self._now_ms())
         self.policy.observe(headers, status)
 
     def counted(self) -> int:
@@ -299,18 +267,30 @@ class SlidingWindowBudget:
 
 
 class PostgresRateBudget:
-    """``RateBudget`` shared by every process of a portal through Postgres (migration 006).
+    """``RateBudget`` shared by every process of a portal through Postgres (migrations 006, 019, 020).
 
     Construct with an asyncpg pool and the portal id:
     ``PostgresRateBudget(pool, portal="12345", max_requests=110, interval_ms=10_000)``.
-    Each grant is one short statement (``SELECT hubspot_rate_acquire(...)``) under
+    Each grant is one short statement (``SELECT ... FROM hubspot_rate_grant(...)``) under
     the portal row's lock, on the database clock; waiting happens outside any
     transaction. Within one process, waiters queue locally and one task asks for
     all of them in one statement (a pusher has 8 requests waiting at a time: one
     round trip each made them wait 37 ms on average for a grant that was there).
     When the window cannot take them all, they are served one at a time, so
     none waits for slots a later one needs.
+
+    A grant counts as the in-process budget counts it: while its request is
+    unanswered (at most ``policy.stale_after_ms``, should this process die), then
+    for the interval after its answer. Each statement reports the answers since
+    the one before: for each, the database time of its grant and until when it
+    counts (the grant's database time plus the answer's delay on this process's
+    clock, measured from just before the grant's statement went out, so never
+    short, plus the interval). When no statement follows an answer soon (the
+    process has nothing more to send), a report of its own goes, at most one per
+    fiftieth of the interval.
     """
+
+    _GRANT = "SELECT wait_ms, granted_at_ms FROM hubspot_rate_grant($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
     def __init__(
         self,
@@ -327,25 +307,45 @@ class PostgresRateBudget:
         self.portal = str(portal)
         self._queue: deque[tuple[int, asyncio.Future[None]]] = deque()  # (cost, granted) of the waiters
         self._granter: asyncio.Task[None] | None = None
+        # Grants without an answer, oldest first: (this clock before the grant's statement, its database time).
+        self._unanswered: deque[tuple[float, int]] = deque()
+        self._never_sent = 0  # grants whose request failed before going out, not yet observed
+        self._answered_at: list[int] = []  # answers not yet reported: grant times (database clock) ...
+        self._answered_until: list[int] = []  # ... and until when each counts
+        self._reporter: asyncio.Task[None] | None = None
 
     @staticmethod
     def _now_ms() -> float:
         return time.monotonic() * 1000
 
     async def wait_ms(self, cost: int = 1) -> int:
-        """0 and the grant recorded, or the milliseconds to wait (nothing recorded)."""
+        """0 and the grant recorded, or the milliseconds to wait (nothing recorded). ``cost=0`` only reports
+        the answers."""
         policy = self.policy
-        now = self._now_ms()
-        policy.drop_stale(now)
+        asked = self._now_ms()
+        self._drop_stale(asked)
         used, block = policy.take_pending()
-        cost = policy.cost_of(cost)
-        wait: int = await self._pool.fetchval(
-            "SELECT hubspot_rate_acquire($1, $2, $3, $4, $5, $6)",
-            self.portal, cost, policy.limit, policy.shared_window_ms(now), used, block,
-        )
-        if wait <= 0:
+        cost = policy.cost_of(cost) if cost > 0 else 0
+        answered_at, answered_until = self._answered_at, self._answered_until
+        self._answered_at, self._answered_until = [], []
+        try:
+            wait, granted_at = await self._pool.fetchrow(
+                self._GRANT, self.portal, cost, policy.limit, policy.interval_ms + policy.padding_ms,
+                int(policy.stale_after_ms), answered_at, answered_until, used, block,
+            )
+        except BaseException:
+            self._answered_at[:0], self._answered_until[:0] = answered_at, answered_until  # for the next one
+            raise
+        if wait <= 0 and cost > 0:
             policy.granted(self._now_ms(), cost)
-        return wait
+            self._unanswered.extend([(asked, granted_at)] * cost)
+        return int(wait)
+
+    def _drop_stale(self, now: float) -> None:
+        self.policy.drop_stale(now)
+        edge = now - self.policy.stale_after_ms
+        while self._unanswered and self._unanswered[0][0] < edge:
+            self._unanswered.popleft()
 
     async def acquire(self, cost: int = 1) -> None:
         cost = self.policy.cost_of(cost)
@@ -367,7 +367,8 @@ class PostgresRateBudget:
             self.observe({}, NO_ANSWER)
 
     def sent(self, went: bool = True) -> None:
-        self.policy.sent(self._now_ms(), went)
+        if not went:
+            self._never_sent += 1
 
     async def _grant_queued(self) -> None:
         """Grant the queued waiters, as many at once as the queue holds and the window takes."""
@@ -427,11 +428,40 @@ class PostgresRateBudget:
             await asyncio.sleep(wait / 1000 + random.uniform(0, min(0.05, wait / 10_000)))
 
     def observe(self, headers: Mapping[str, str], status: int = 200) -> None:
-        self.policy.answered(self._now_ms())
-        self.policy.observe(headers, status)
+        policy = self.policy
+        policy.answered()
+        if self._unanswered:
+            asked, granted_at = self._unanswered.popleft()
+            counts_for = policy.interval_ms + policy.padding_ms  # HubSpot counted it when it arrived, by now
+            if self._never_sent:  # it never reached HubSpot: it stops counting now
+                self._never_sent -= 1
+                counts_for = 0
+            self._answered_at.append(granted_at)
+            self._answered_until.append(granted_at + math.ceil(self._now_ms() - asked) + counts_for)
+            if self._reporter is None:
+                self._reporter = asyncio.get_running_loop().create_task(self._report_soon())
+        policy.observe(headers, status)
+
+    async def _report_soon(self) -> None:
+        """Report the answers if no statement has taken them by a fiftieth of the interval (a process with
+        nothing more to send): until then the other processes count those grants as in flight."""
+        try:
+            await asyncio.sleep(max(0.005, self.policy.interval_ms / 50_000))
+            if self._answered_at:  # not taken by a grant's statement meanwhile
+                await self.wait_ms(0)
+        except Exception as exc:  # the database: the next statement reports them (they count longer till then)
+            _log.warning("hubspot_budget_report_failed", portal=self.portal, error=type(exc).__name__,
+                         next_step="none needed: the next grant's statement reports the answers")
+        finally:
+            self._reporter = None
+
+    async def flush(self) -> None:
+        """Report the answers not yet reported (a process closing its HubSpot client)."""
+        if self._answered_at:
+            await self.wait_ms(0)
 
     async def counted(self) -> int:
-        """Grants in the shared window as last stored (metrics, tests)."""
+        """Grants in the shared window as last stored, in flight or answered (metrics, tests)."""
         grants = await self._pool.fetchval(
             "SELECT coalesce(array_length(grants, 1), 0) FROM hubspot_rate_budget WHERE portal = $1",
             self.portal,

@@ -118,8 +118,11 @@ async def test_concurrent_waiters_share_one_statement(budget_pool: asyncpg.Pool)
         def __init__(self) -> None:
             self.statements = 0
 
-        async def fetchval(self, *args: Any) -> Any:
+        async def fetchrow(self, *args: Any) -> Any:
             self.statements += 1
+            return await budget_pool.fetchrow(*args)
+
+        async def fetchval(self, *args: Any) -> Any:
             return await budget_pool.fetchval(*args)
 
     pool = Counting()
@@ -132,18 +135,68 @@ async def test_concurrent_waiters_share_one_statement(budget_pool: asyncpg.Pool)
 async def test_a_pod_with_a_shorter_window_still_counts_the_grants_of_a_pod_with_a_longer_one(
     budget_pool: asyncpg.Pool,
 ) -> None:
-    """Each pod pads the window with its own requests' delay; a grant counts for its granter's window, so
-    a pod whose requests are fast does not drop (and spend again) what HubSpot still counts of a slow one."""
+    """Each grant counts for its granter's window: a pod with no padding does not drop (and spend again) what
+    a pod with padding still counts."""
     portal = f"portal-{uuid.uuid4().hex[:8]}"
     slow = PostgresRateBudget(budget_pool, portal, 4, 400, safety_margin=0, window_padding_ms=600)
     fast = PostgresRateBudget(budget_pool, portal, 4, 400, safety_margin=0, window_padding_ms=0)
     started = time.monotonic()
     for _ in range(4):
-        await grant(slow)  # these count for 400 + 600 ms (and a little more)
-    await asyncio.sleep(0.5)  # past the fast pod's window (400 ms + 2%), inside the slow pod's
+        await grant(slow)  # these count for 400 + 600 ms after their answers
+    await asyncio.sleep(0.5)  # past the fast pod's window, inside the slow pod's
     await grant(fast)
     assert time.monotonic() - started >= 0.99
     assert await slow.counted() == 1  # the four have left every window since; the fast pod's grant is there
+
+
+async def test_a_request_slow_to_arrive_keeps_its_grant_for_every_pod_until_an_interval_after_its_answer(
+    budget_pool: asyncpg.Pool,
+) -> None:
+    """A cold burst: one pod's requests take longer than a window to be answered (new connections, a busy
+    event loop). HubSpot counts them when they arrive, so another pod may spend their grants only an interval
+    after their answers, not an interval after the grants."""
+    portal = f"portal-{uuid.uuid4().hex[:8]}"
+    cold = PostgresRateBudget(budget_pool, portal, 4, 300, safety_margin=0, window_padding_ms=0)
+    other = PostgresRateBudget(budget_pool, portal, 4, 300, safety_margin=0, window_padding_ms=0)
+    started = time.monotonic()
+    for _ in range(4):
+        await cold.acquire()
+    waiting = asyncio.create_task(grant(other))
+    await asyncio.sleep(0.5)  # the grants are older than the interval, their requests still unanswered
+    assert not waiting.done()
+    for _ in range(4):
+        cold.observe({}, 200)
+    answered = time.monotonic() - started
+    await waiting
+    assert time.monotonic() - started >= answered + 0.29
+
+
+async def test_answers_are_reported_without_another_request_so_other_pods_need_not_wait_for_the_hold(
+    budget_pool: asyncpg.Pool,
+) -> None:
+    """A pod that has nothing more to send still tells the shared row when its requests were answered: the
+    other pods count those grants an interval from the answers, not the hold of a pod that may have died."""
+    portal = f"portal-{uuid.uuid4().hex[:8]}"
+    done = PostgresRateBudget(budget_pool, portal, 2, 400, safety_margin=0, window_padding_ms=0)
+    other = PostgresRateBudget(budget_pool, portal, 2, 400, safety_margin=0, window_padding_ms=0)
+    started = time.monotonic()
+    await done.acquire()
+    await done.acquire()
+    await asyncio.sleep(0.1)
+    done.observe({}, 200)
+    done.observe({}, 200)
+    await grant(other)
+    waited = time.monotonic() - started
+    assert 0.49 <= waited < 0.9  # the answers (100 ms) plus the interval; the hold would have been 1.2 s
+
+
+async def test_a_grant_whose_request_never_went_out_stops_counting_at_once(budget_pool: asyncpg.Pool) -> None:
+    portal = f"portal-{uuid.uuid4().hex[:8]}"
+    budget = PostgresRateBudget(budget_pool, portal, 1, 10_000, safety_margin=0, window_padding_ms=0)
+    await budget.acquire()
+    budget.sent(went=False)  # the connection failed before the request was sent
+    budget.observe({}, 0)
+    assert await timed(grant(budget)) < 1.0
 
 
 async def test_a_database_error_reaches_the_waiters_asking_and_the_next_acquire_asks_again(
@@ -155,10 +208,13 @@ async def test_a_database_error_reaches_the_waiters_asking_and_the_next_acquire_
         def __init__(self) -> None:
             self.failures = 1
 
-        async def fetchval(self, *args: Any) -> Any:
+        async def fetchrow(self, *args: Any) -> Any:
             if self.failures:
                 self.failures -= 1
                 raise ConnectionError("the database is restarting")
+            return await budget_pool.fetchrow(*args)
+
+        async def fetchval(self, *args: Any) -> Any:
             return await budget_pool.fetchval(*args)
 
     budget = PostgresRateBudget(Failing(), f"portal-{uuid.uuid4().hex[:8]}", 110, 10_000)
@@ -184,24 +240,24 @@ async def test_a_waiter_cancelled_in_the_queue_takes_nothing(budget_pool: asyncp
     assert await budget.counted() == 1  # the window had moved on to the one that waited to the end
 
 
-async def test_two_pods_sharing_a_postgres_budget_meet_no_429(hubspot_sim: HubSpotSim,
-                                                              budget_database_url: str) -> None:
+@pytest.mark.parametrize("in_flight", [8, 90], ids=["as-the-pushers-send", "cold-burst"])
+async def test_two_pods_sharing_a_postgres_budget_meet_no_429(hubspot_sim: HubSpotSim, budget_database_url: str,
+                                                              in_flight: int) -> None:
     # 60 per second, shared by both "pods". (A 500 ms window met two 429s once on a busy CI machine: a request
     # delayed by tens of ms is a larger share of a shorter window, and HubSpot's own is 10 s.) Each pod keeps
-    # 8 requests in flight, as the pusher's client does (PUSH_CONCURRENCY): 90 at once each, all on new
-    # connections, met two 429s on a slow CI machine, 2026-12-07. The first window's requests then reach
-    # the simulator over a spread longer than the window's padding (the pods' median answer), and the next
-    # window's, on warm connections, arrive faster (README.md, benchmarks: "a cold burst").
+    # 8 requests in flight, as the pusher's client does (PUSH_CONCURRENCY), or sends all 90 at once: a cold
+    # burst, whose first requests reach the simulator over a spread of new connections (two 429s once on a
+    # slow CI machine, 2026-12-07, when a grant counted for a window fixed at the grant; migration 020).
     hubspot_sim.set_rate_limit(60, 10_000, time_scale=10)
     pools = [await create_pool(budget_database_url, min_size=1, max_size=4) for _ in range(2)]
     try:
         clients = [hubspot_sim.client(budget=PostgresRateBudget(p, hubspot_sim.portal_id, 60, 1_000)) for p in pools]
 
         async def burst(client: HubSpotClient) -> None:
-            in_flight = asyncio.Semaphore(8)
+            slots = asyncio.Semaphore(in_flight)
 
             async def one() -> None:
-                async with in_flight:
+                async with slots:
                     await client.request("GET", "/crm/v3/objects/{objectType}", "/crm/v3/objects/deals",
                                          params={"limit": "1"})
 

@@ -8,7 +8,6 @@ from libs.hubspot.rate_budget import (
     HEADER_INTERVAL,
     HEADER_MAX,
     HEADER_REMAINING,
-    BudgetPolicy,
     RateBudget,
     RateHeaders,
     SlidingWindowBudget,
@@ -87,39 +86,6 @@ async def test_grants_never_observed_stop_counting_after_three_intervals() -> No
     await b.acquire()
     clock.now += 3.1
     assert b.counted() == 0
-
-
-def test_shared_window_covers_going_out_the_median_answer_and_requests_unanswered() -> None:
-    policy = BudgetPolicy(100, 1000, None, None)
-    assert policy.shared_window_ms(0) == 1020  # 2% by default (the network)
-    policy.granted(0, 1)
-    assert policy.shared_window_ms(500) == 1500  # unanswered for 500 ms: HubSpot may not have counted it yet
-    policy.sent(510)
-    policy.answered(560)
-    policy.granted(600, 1)
-    policy.sent(610)
-    policy.answered(640)
-    assert policy.shared_window_ms(1000) == 1560  # answers of 560 and 40 ms: the (upper) median
-    for moment in range(1000, 1000 + 32 * 10, 10):  # newer requests go out at once...
-        policy.granted(moment, 1)
-        policy.sent(moment + 5)
-        policy.answered(moment + (8 if moment % 20 else 400))  # ...half of them answered in 8 ms
-    assert policy.shared_window_ms(2000) == 1400  # the median answer, 400 ms
-    for moment in range(2000, 2000 + 32 * 10, 10):
-        policy.granted(moment, 1)
-        policy.sent(moment + 45)
-        policy.answered(moment + (50 if moment % 40 else 400))  # a quarter slow
-    assert policy.shared_window_ms(3000) == 1050  # the median answer: not the slowest (400 ms)
-    policy.granted(3000, 1)
-    policy.sent(3300)
-    policy.answered(3320)
-    assert policy.shared_window_ms(3400) == 1300  # one slow to go out: 300 ms
-    policy.granted(3500, 1)
-    policy.sent(3510, went=False)  # never went out (failed before): no delay recorded
-    policy.answered(3510)
-    assert policy.shared_window_ms(3600) == 1300
-    policy.granted(3600, 1)
-    assert policy.shared_window_ms(20_000) == 2000  # never more than one extra interval
 
 
 async def test_headers_lower_the_limit_adopt_the_interval_and_book_foreign_use() -> None:
