@@ -318,6 +318,29 @@ class _PooledConnection(asyncpg.Connection):  # type: ignore[misc]
         return untouched
 
 
+@asynccontextmanager
+async def untouched_session(pool: Any) -> AsyncIterator[Any]:
+    """A connection of ``pool`` (made by ``create_pool``) for statements that leave no session state behind (no
+    SET, LISTEN, session advisory lock, open cursor or temporary table): once they succeed it goes back
+    without the pool's session reset, a round trip and four commands less. After an error it gets the reset.
+    """
+    conn = await pool.acquire()
+    try:
+        yield conn
+    except BaseException:
+        await pool.release(conn)
+        raise
+    _mark_untouched(conn)
+    await pool.release(conn)
+
+
+def _mark_untouched(conn: Any) -> None:
+    """The connection's release skips the session reset (a connection of another pool is left as it is)."""
+    mark = getattr(conn, "mark_session_untouched", None)
+    if mark is not None:
+        mark()
+
+
 async def _reset_session(conn: asyncpg.Connection) -> None:
     """The pool's reset (its open transaction, if any, was rolled back before)."""
     if isinstance(conn, _PooledConnection) and conn.take_session_untouched():
@@ -414,9 +437,7 @@ class PostgresEventStore:
         except BaseException:
             await self.pool.release(conn)  # with the pool's session reset: the statement may not have ended
             raise
-        mark = getattr(conn, "mark_session_untouched", None)
-        if mark is not None:
-            mark()
+        _mark_untouched(conn)
         if self._kept is None and self._keep_for > 0 and _usable(conn) and self._pool_has_room():
             self._kept = conn
             self._kept_timer = asyncio.get_running_loop().call_later(self._keep_for, self._release_kept)

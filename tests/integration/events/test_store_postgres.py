@@ -8,9 +8,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+import pytest
 
 from libs.events.envelope import NewEvent
-from libs.events.store import COPY_FROM_EVENTS, AppendRequest, PostgresEventStore, _usable, create_pool
+from libs.events.store import (
+    COPY_FROM_EVENTS,
+    AppendRequest,
+    PostgresEventStore,
+    _usable,
+    create_pool,
+    untouched_session,
+)
 
 
 @asynccontextmanager
@@ -152,6 +160,25 @@ async def test_session_state_never_passes_to_the_next_user_of_a_pooled_connectio
                 )
                 await conn.execute("SET application_name = 'leaky'")
             assert len(await store.read_all(0, 10)) == 2
+    finally:
+        await pool.close()
+
+
+async def test_an_untouched_session_goes_back_without_the_reset_and_after_an_error_with_it(database_url: str) -> None:
+    """For statements that leave no session state (the rate budget's): no reset round trip after they succeed,
+    the pool's full reset after an error. (A setting made inside shows which happened; real callers make none.)"""
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    try:
+        async with untouched_session(pool) as conn:
+            await conn.execute("SET application_name = 'untouched'")
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW application_name") == "untouched"  # no RESET ALL ran
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            async with untouched_session(pool) as conn:
+                await conn.execute("SET application_name = 'failed'")
+                await conn.execute("SELECT 1 / 0")
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW application_name") not in ("untouched", "failed")
     finally:
         await pool.close()
 

@@ -118,9 +118,12 @@ async def test_concurrent_waiters_share_one_statement(budget_pool: asyncpg.Pool)
         def __init__(self) -> None:
             self.statements = 0
 
-        async def fetchrow(self, *args: Any) -> Any:
-            self.statements += 1
-            return await budget_pool.fetchrow(*args)
+        async def acquire(self) -> Any:
+            self.statements += 1  # one statement per connection taken
+            return await budget_pool.acquire()
+
+        async def release(self, conn: Any) -> None:
+            await budget_pool.release(conn)
 
         async def fetchval(self, *args: Any) -> Any:
             return await budget_pool.fetchval(*args)
@@ -208,11 +211,14 @@ async def test_a_database_error_reaches_the_waiters_asking_and_the_next_acquire_
         def __init__(self) -> None:
             self.failures = 1
 
-        async def fetchrow(self, *args: Any) -> Any:
+        async def acquire(self) -> Any:
             if self.failures:
                 self.failures -= 1
                 raise ConnectionError("the database is restarting")
-            return await budget_pool.fetchrow(*args)
+            return await budget_pool.acquire()
+
+        async def release(self, conn: Any) -> None:
+            await budget_pool.release(conn)
 
         async def fetchval(self, *args: Any) -> Any:
             return await budget_pool.fetchval(*args)
