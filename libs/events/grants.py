@@ -11,7 +11,7 @@ services connect with ``DATABASE_URL`` as a role that has only these grants::
     GRANT SELECT, INSERT, UPDATE, DELETE ON <every other table> TO <service>;
     GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO <service>;
     REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA public FROM PUBLIC;
-    GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO <service>;  -- kleer_sync_append, hubspot_rate_acquire
+    GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO <service>;  -- kleer_sync_append, hubspot_rate_grant, ...
 
 No ``UPDATE``/``DELETE``/``TRUNCATE`` on ``events``, no ownership of anything,
 no ``CREATE`` on the schema. The statements are computed from the tables the
