@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 
 import pytest
 import structlog
@@ -318,20 +319,37 @@ async def test_budgeted_upserts_of_many_records_meet_no_429(kleer_ids: HubSpotSi
     assert upsert_requests(kleer_ids) == {"200": 30}
 
 
+class _Recording(SlidingWindowBudget):
+    """A budget that keeps what the client told it: ("sent", went) and ("observe", status), with the time."""
+
+    def __init__(self) -> None:
+        super().__init__(100, 10_000)
+        self.calls: list[tuple[str, object, float]] = []
+
+    def sent(self, went: bool = True) -> None:
+        self.calls.append(("sent", went, time.monotonic()))
+        super().sent(went)
+
+    def observe(self, headers: Mapping[str, str], status: int = 200) -> None:
+        self.calls.append(("observe", status, time.monotonic()))
+        super().observe(headers, status)
+
+
 async def test_each_granted_request_tells_its_budget_once_when_it_went_out(kleer_ids: HubSpotSim) -> None:
-    """The budget pads its shared window by the delay from grant to going out (HubSpot counts arrivals)."""
-    budget = SlidingWindowBudget(100, 10_000)
+    """``sent`` once per grant, before its answer's ``observe``: True once its headers are out, False when it
+    never went out (a shared budget then stops counting that grant at once)."""
+    budget = _Recording()
     kleer_ids.set_faults(latency={"ms": 300})  # every answer takes 300 ms more
     async with kleer_ids.client(budget=budget) as hubspot:
         await asyncio.gather(*(hubspot.list_records(COMPANIES) for _ in range(5)))
     kleer_ids.clear_faults()
-    assert len(budget.policy.send_delays_ms) == 5 and not budget.policy.unsent
-    assert all(0 <= delay < 300 for delay in budget.policy.send_delays_ms)  # out before the answers came
-    assert min(budget.policy.latencies_ms) >= 300
+    assert sorted((kind, value) for kind, value, _ in budget.calls) == [("observe", 200)] * 5 + [("sent", True)] * 5
+    first_answer = min(at for kind, _, at in budget.calls if kind == "observe")
+    assert all(at < first_answer - 0.25 for kind, _, at in budget.calls if kind == "sent")  # out before answers
 
-    gone = SlidingWindowBudget(100, 10_000)
+    gone = _Recording()
     async with HubSpotClient(base_url="http://127.0.0.1:9", token=Secret("pat-x"), budget=gone, max_retries=1,
                              retry_base_s=0.01) as hubspot:
         with pytest.raises(HubSpotUnavailable):
             await hubspot.list_records(COMPANIES)  # nothing listens there: no request ever went out
-    assert not gone.policy.unsent and not gone.policy.send_delays_ms
+    assert [(kind, value) for kind, value, _ in gone.calls] == [("sent", False), ("observe", 0)] * 2  # two tries
