@@ -433,12 +433,13 @@ class PostgresRateBudget:
     def observe(self, headers: Mapping[str, str], status: int = 200) -> None:
         policy = self.policy
         policy.answered()
+        never_sent = self._never_sent > 0  # this grant's request never reached HubSpot: it stops counting now
+        if never_sent:
+            self._never_sent -= 1  # even when its grant went stale already: it must not pass to the next answer
         if self._unanswered:
             asked, granted_at = self._unanswered.popleft()
-            counts_for = policy.interval_ms + policy.padding_ms  # HubSpot counted it when it arrived, by now
-            if self._never_sent:  # it never reached HubSpot: it stops counting now
-                self._never_sent -= 1
-                counts_for = 0
+            # HubSpot counted the request when it arrived, by now: it counts for the interval from here.
+            counts_for = 0 if never_sent else policy.interval_ms + policy.padding_ms
             self._answered_at.append(granted_at)
             self._answered_until.append(granted_at + math.ceil(self._now_ms() - asked) + counts_for)
             if self._reporter is None:

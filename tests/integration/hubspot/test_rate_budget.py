@@ -232,6 +232,22 @@ async def test_a_database_error_reaches_the_waiters_asking_and_the_next_acquire_
     assert await budget.counted() == 1  # the failed statement granted nothing
 
 
+async def test_a_failed_send_of_a_stale_grant_does_not_end_the_next_answered_grant_early(
+    budget_pool: asyncpg.Pool,
+) -> None:
+    """A request that hung past the hold (its grant dropped) and then failed unsent must not make the next
+    request, which HubSpot did count, stop counting at its answer."""
+    portal = f"portal-{uuid.uuid4().hex[:8]}"
+    budget = PostgresRateBudget(budget_pool, portal, 1, 300, safety_margin=0, window_padding_ms=0)
+    await budget.acquire()
+    await asyncio.sleep(1.05)  # past the hold (three intervals, at least 1 s): the grant stops counting
+    await budget.wait_ms(0)  # a statement: the process drops the stale grant too
+    budget.sent(went=False)
+    budget.observe({}, 0)
+    await grant(budget)  # sent and answered: HubSpot counts it for the interval
+    assert await timed(grant(budget)) >= 0.25
+
+
 async def test_a_waiter_cancelled_in_the_queue_takes_nothing(budget_pool: asyncpg.Pool) -> None:
     budget = PostgresRateBudget(budget_pool, f"portal-{uuid.uuid4().hex[:8]}", 3, 400, safety_margin=0,
                                 window_padding_ms=0)
