@@ -52,7 +52,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
@@ -79,6 +79,11 @@ log = get_logger(__name__)
 
 SqlWrite = Callable[[asyncpg.Connection], Awaitable[None]]
 EPOCH_CHECK_SECONDS = 1.0
+T = TypeVar("T")
+
+# A commit Postgres aborted to break a lock conflict is run again, up to this many times in all.
+COMMIT_ATTEMPTS = 5
+LOCK_CONFLICTS = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 
 
 @dataclass
@@ -441,16 +446,40 @@ class EventConsumer:
         """Effects and checkpoint in one transaction; False if the checkpoint moved under us."""
         new_checkpoint = events[-1].position
         await result.settled()
-        async with self.pool.acquire() as conn, conn.transaction():
+
+        async def commit(conn: asyncpg.Connection) -> int | None:
             stored = await self._lock_checkpoint(conn, tp)
             if stored is not None and stored > checkpoint:
-                self._checkpoints[(tp.topic, tp.partition)] = stored
-                return False
+                return stored
             await self._apply(conn, result, [(tp, new_checkpoint, kafka_offset)])
+            return None
+
+        moved = await self._in_transaction(commit)
+        if moved is not None:
+            self._checkpoints[(tp.topic, tp.partition)] = moved
+            return False
         self._checkpoints[(tp.topic, tp.partition)] = new_checkpoint
         self.handled += len(events)
         metrics.CONSUMER_HANDLED.labels(consumer=self.config.name, outcome="handled").inc(len(events))
         return True
+
+    async def _in_transaction(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """``work`` in a transaction of its own, run again from the start when Postgres aborted the transaction
+        to break a deadlock or a serialization conflict (nothing of it was applied, and the other transaction
+        has gone on): a commit's writes lock rows in the order of its batch, and two handlers' batches may
+        meet the same rows in other orders (an inbound handlers process stopped on one in a soak, 2026-12-07).
+        After ``COMMIT_ATTEMPTS`` the error is raised."""
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    return await work(conn)
+            except LOCK_CONFLICTS as exc:
+                if attempt == COMMIT_ATTEMPTS:
+                    raise
+                log.warning("commit aborted by Postgres to break a lock conflict; committing again",
+                            consumer=self.config.name, error=type(exc).__name__, attempt=attempt)
+                await asyncio.sleep(random.uniform(0.01, 0.05) * attempt)
+        raise AssertionError("unreachable")
 
     async def _lock_checkpoint(self, conn: asyncpg.Connection, tp: TopicPartition) -> int | None:
         """The stored checkpoint of a partition, locked until the transaction ends (None: no row yet)."""

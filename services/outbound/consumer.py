@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 from aiokafka.structs import TopicPartition
 
 from libs.events.consumer import ConsumerConfig, EventConsumer, HandlerResult
@@ -287,21 +288,24 @@ class BatchingConsumer(EventConsumer):
 
     async def _commit_all(self, batch: _Batch, result: HandlerResult) -> bool:
         """Effects and every partition's checkpoint in one transaction; False if one moved under us."""
-        moved: dict[tuple[str, int], int] = {}
         await result.settled()  # the handler's work still under way (the pusher's associations)
         started = time.perf_counter()
-        async with self.pool.acquire() as conn:
-            async with conn.transaction():
-                for tp in batch.events:
-                    stored = await self._lock_checkpoint(conn, tp)
-                    if stored is not None and stored > batch.after[tp]:
-                        moved[(tp.topic, tp.partition)] = stored
-                if not moved:
-                    await self._apply(
-                        conn,
-                        result,
-                        [(tp, events[-1].position, batch.offsets[tp]) for tp, events in batch.events.items()],
-                    )
+
+        async def commit(conn: asyncpg.Connection) -> dict[tuple[str, int], int]:
+            moved: dict[tuple[str, int], int] = {}
+            for tp in batch.events:
+                stored = await self._lock_checkpoint(conn, tp)
+                if stored is not None and stored > batch.after[tp]:
+                    moved[(tp.topic, tp.partition)] = stored
+            if not moved:
+                await self._apply(
+                    conn,
+                    result,
+                    [(tp, events[-1].position, batch.offsets[tp]) for tp, events in batch.events.items()],
+                )
+            return moved
+
+        moved = await self._in_transaction(commit)
         if moved:
             # Nothing of this batch was committed: back to where it started (a later batch then reads the
             # events in between from Postgres), except where another member has moved on.

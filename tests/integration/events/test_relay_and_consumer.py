@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import asyncpg
 import pytest
@@ -72,11 +73,11 @@ async def _assert_exactly_once(pool: asyncpg.Pool, expected: int) -> None:
 
 @contextlib.asynccontextmanager
 async def _running_consumer(
-    store: PostgresEventStore, broker: TansuBroker, prefix: str
+    store: PostgresEventStore, broker: TansuBroker, prefix: str, handler: Any = _record_effects
 ) -> AsyncIterator[EventConsumer]:
     consumer = EventConsumer(
         store,
-        _record_effects,
+        handler,
         ConsumerConfig(
             name=f"test-{prefix}",
             topics=all_topic_names(prefix)[:1],
@@ -157,6 +158,34 @@ async def test_relay_killed_mid_publish_and_restarted_gives_each_effect_exactly_
         relay.terminate()
         relay.wait(20)
     await _assert_exactly_once(pool, total)
+
+
+async def test_a_commit_postgres_aborts_to_break_a_deadlock_is_committed_again_not_lost_nor_fatal(
+    store: PostgresEventStore, pool: asyncpg.Pool, broker: TansuBroker
+) -> None:
+    """Two handlers' commits that lock the same rows in other orders: Postgres aborts one (nothing of it is
+    applied). The consumer commits that batch again; it does not stop (an inbound handlers process did, in a
+    soak, 2026-12-07)."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    await _effects_table(pool)
+    aborted: list[int] = []
+
+    async def handler(events: Sequence[RecordedEvent]) -> HandlerResult:
+        record = (await _record_effects(events)).writes[0]
+
+        async def write(conn: asyncpg.Connection) -> None:
+            await record(conn)  # written, then the whole transaction is aborted
+            if len(aborted) < 3:
+                aborted.append(len(events))
+                raise asyncpg.exceptions.DeadlockDetectedError("deadlock detected (test)")
+
+        return HandlerResult(writes=[write])
+
+    async with _running_relay(store, broker, prefix), _running_consumer(store, broker, prefix, handler):
+        await _append(store, 600, "dl")
+        await _wait_for_effects(pool, 600, timeout=60)
+    assert len(aborted) == 3
+    await _assert_exactly_once(pool, 600)
 
 
 async def test_broker_restarted_empty_mid_stream_still_delivers_every_event_once(
