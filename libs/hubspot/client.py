@@ -182,12 +182,10 @@ class HubSpotClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
-        flush = getattr(self.budget, "flush", None)  # a shared budget: report the last answers now
-        if flush is not None:
-            try:
-                await flush()
-            except Exception as exc:  # they count until their grants' hold ends instead
-                _log.warning("hubspot_budget_flush_failed", error=type(exc).__name__)
+        try:
+            await self.budget.flush()  # a shared budget: report the last answers now
+        except Exception as exc:  # they count until their grants' hold ends instead
+            _log.warning("hubspot_budget_flush_failed", error=type(exc).__name__)
 
     async def __aenter__(self) -> HubSpotClient:
         await self.start()

@@ -77,6 +77,9 @@ class RateBudget(Protocol):
 
     def observe(self, headers: Mapping[str, str], status: int = 200) -> None: ...
 
+    async def flush(self) -> None:
+        """Pass on what the budget still holds for others (the HubSpot client calls it as it closes)."""
+
 
 @dataclass(frozen=True)
 class RateHeaders:
@@ -109,7 +112,8 @@ def default_safety_margin(max_requests: int) -> int:
 
 
 class BudgetPolicy:
-    """Limit, interval, in-flight requests and corrections, shared by both budgets (pure, no I/O).
+    """Limit, interval and corrections, shared by both budgets, and the in-process budget's requests in flight
+    (the Postgres one keeps its own, with their database times). Pure, no I/O.
 
     Times are milliseconds on the caller's clock.
     """
@@ -255,6 +259,9 @@ class SlidingWindowBudget:
     def sent(self, went: bool = True) -> None:
         return None  # this budget counts to the answer anyway
 
+    async def flush(self) -> None:
+        return None  # nobody else counts with it
+
     def observe(self, headers: Mapping[str, str], status: int = 200) -> None:
         if self.policy.answered():
             self._answered.append(self._now_ms())
@@ -340,12 +347,10 @@ class PostgresRateBudget:
             self._answered_at[:0], self._answered_until[:0] = answered_at, answered_until  # for the next one
             raise
         if wait <= 0 and cost > 0:
-            policy.granted(self._now_ms(), cost)
             self._unanswered.extend([(asked, granted_at)] * cost)
         return int(wait)
 
     def _drop_stale(self, now: float) -> None:
-        self.policy.drop_stale(now)
         edge = now - self.policy.stale_after_ms
         while self._unanswered and self._unanswered[0][0] < edge:
             self._unanswered.popleft()
@@ -432,7 +437,6 @@ class PostgresRateBudget:
 
     def observe(self, headers: Mapping[str, str], status: int = 200) -> None:
         policy = self.policy
-        policy.answered()
         never_sent = self._never_sent > 0  # this grant's request never reached HubSpot: it stops counting now
         if never_sent:
             self._never_sent -= 1  # even when its grant went stale already: it must not pass to the next answer
@@ -454,8 +458,7 @@ class PostgresRateBudget:
         Sooner (a fiftieth), these reports took a quarter of the budget's statement time in a push's profile."""
         try:
             await asyncio.sleep(max(0.005, self.policy.interval_ms / 10_000))
-            if self._answered_at:  # not taken by a grant's statement meanwhile
-                await self.wait_ms(0)
+            await self.flush()  # what a grant's statement has not taken meanwhile
         except Exception as exc:  # the database: the next statement reports them (they count longer till then)
             _log.warning("hubspot_budget_report_failed", portal=self.portal, error=type(exc).__name__,
                          next_step="none needed: the next grant's statement reports the answers")
@@ -463,7 +466,7 @@ class PostgresRateBudget:
             self._reporter = None
 
     async def flush(self) -> None:
-        """Report the answers not yet reported (a process closing its HubSpot client)."""
+        """Report the answers not yet reported (by ``_report_soon``, and as the HubSpot client closes)."""
         if self._answered_at:
             await self.wait_ms(0)
 
@@ -486,4 +489,7 @@ class UnlimitedBudget:
         return None
 
     def observe(self, headers: Mapping[str, str], status: int = 200) -> None:
+        return None
+
+    async def flush(self) -> None:
         return None
