@@ -84,7 +84,9 @@ async def test_kleer_down_blocks_the_action_and_the_callback_completes_after_kle
 async def test_a_slow_kleer_blocks_and_the_work_finishes_in_the_background(actions_env: ActionsEnv) -> None:
     env = actions_env
     deal = await _invoiceable_deal(env)
-    env.kleer_sim.set_faults({"latency": {"distribution": "fixed", "ms": 5000}, "path-prefix": "/company/1/client/invoice"})
+    # Slower than the action's answer budget (4 s), within the Kleer client's timeout (5 s): at 5,000 ms the
+    # read-back of the new invoice raced that timeout and, when it lost, its retry took the callback past 10 s.
+    env.kleer_sim.set_faults({"latency": {"distribution": "fixed", "ms": 4500}, "path-prefix": "/company/1/client/invoice"})
 
     invocation = await env.invoke("create-invoice", deal)
 
