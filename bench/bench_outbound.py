@@ -545,6 +545,22 @@ def rate_bound(requests: int, limit: int, window_s: float) -> float:
     return (max(0, requests - 1) // limit) * window_s
 
 
+def cpu_floor(run: dict[str, Any], bound: float, cores: int | None = None) -> dict[str, Any] | None:
+    """The push's CPU seconds (every process of the run) / the machine's cores / the rate bound.
+
+    Above 1, the machine, not the rate limit, bounds the push: it cannot end sooner than that many times
+    the bound even were its cores busy all along. (On 2026-12-07, eighth sitting, eight runs of (b) kept
+    1.82-1.93 of 2 cores busy, their wall times within 5% of CPU seconds / 1.9, from 63 to 80 CPU
+    seconds for the same work as the machine's speed varied.)"""
+    cores = cores or os.cpu_count() or 1
+    spent = sum(run.get("push_cpu_seconds", {}).values())
+    wall = run.get("push_wall_seconds") or 0
+    if not bound or not spent or not wall:
+        return None
+    return {"cpu_seconds": round(spent, 1), "cores": cores, "busy": round(spent / wall, 2),
+            "ratio": round(spent / cores / bound, 3)}
+
+
 def linear_rate_bound(requests: int, limit: int, window_s: float) -> float:
     """The bound of earlier sessions' figures: (requests - limit) / limit windows, below what any client
     can do by up to one window (kept to compare with them)."""
@@ -643,6 +659,16 @@ async def main(scale: float, phases: set[str], pushers: int = 2, relay_during_pu
             f"{_ratio(results['b_wall_over_linear_bound'])} against the linear bound of earlier sessions)"
         )
         print(f"    requests answered per window, from the first: {limited['requests_per_window']}")
+        floor = cpu_floor(limited, bound)
+        if floor is not None:
+            results["b_cpu_floor"] = floor["ratio"]
+            results["b_push_cpu_seconds"] = floor["cpu_seconds"]
+            print(
+                f"    CPU floor {floor['ratio']}: the push (to its last commit) took {floor['cpu_seconds']} CPU "
+                f"seconds (every process of the run, Postgres's background writers not counted), {floor['busy']} "
+                f"of {floor['cores']} cores over its wall time; on {floor['cores']} cores no push of this work "
+                f"ends sooner than {floor['ratio']} x the bound"
+            )
         # (a) counts the push that follows the poll, batch by batch as it comes; this push takes a backlog.
         results["a_rate_limited_requests_over_minimum"] = round(limited["requests"] / limited["minimum_requests"], 3)
         print(
