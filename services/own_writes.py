@@ -53,7 +53,8 @@ async def record_own_writes(
         "ON CONFLICT (connection, object_type, object_id) DO UPDATE SET properties = w.properties || EXCLUDED.properties",
         connection,
         object_type,
-        orjson.dumps(list(by_record.items())).decode(),
+        # By record: the order every writer locks these rows in (the pusher's batches, the inbound handlers).
+        orjson.dumps(sorted(by_record.items())).decode(),
     )
 
 

@@ -206,6 +206,11 @@ class InboundHandlers:
         result = HandlerResult()
         for outcome in outcomes:
             result.appends.extend(outcome.appends)
+        # A record's writes lock its bookkeeping rows (its link, HubSpot id, fingerprint). Two commits holding
+        # the same records (the batches of two replicas, a redrive beside the consumer) lock them in one order,
+        # by record, whatever order their webhooks came in: the second waits for the first instead of Postgres
+        # aborting one to break a deadlock. The pusher and the poller write those tables in the same key order.
+        for _, outcome in sorted(zip(decisions, outcomes, strict=True), key=lambda pair: _lock_order(pair[0], current)):
             result.writes.extend(outcome.writes)
         result.writes.extend(self._park_unreadable(event, reason) for event, reason in unreadable)
         return result
@@ -679,6 +684,14 @@ def _unmappable(exc: MappingError) -> PermanentFailure:
     return PermanentFailure(
         f"HubSpot value cannot be mapped to Kleer: {exc}", {"property": exc.property, "error": str(exc)}
     )
+
+
+def _lock_order(decision: Decision, current: Mapping[tuple[str, str], Properties]) -> tuple[str, str, str, str, str]:
+    """Where a record's writes go in a commit: by its Kleer record (the key of the HubSpot id and fingerprint
+    rows; a record with no Kleer id yet first), then by its HubSpot record (the link's key)."""
+    work = decision.work
+    kleer_id = ((current.get((work.hubspot_object, work.hubspot_id)) or {}).get(KLEER_ID) or "").strip()
+    return (work.connection, work.kleer_type, kleer_id, work.hubspot_object, work.hubspot_id)
 
 
 def _syncs(decisions: Sequence[Decision]) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import asyncpg
@@ -67,6 +68,12 @@ def record_date(kind: str, record: Mapping[str, Any]) -> dt.date | None:
         return None
 
 
+def in_key_order(rows: Sequence[FingerprintRow]) -> list[FingerprintRow]:
+    """The rows by Kleer id: the order every writer of these rows locks them in (the poller, the inbound
+    handlers), so that two commits holding the same records wait for each other rather than deadlock."""
+    return sorted(rows, key=attrgetter("kleer_id"))
+
+
 def _columns(rows: Sequence[FingerprintRow]) -> tuple[list[str], list[str], list[str], list[dt.date | None]]:
     """The rows as the column arrays the set-based statements unnest."""
     return (
@@ -81,6 +88,7 @@ async def save(conn: asyncpg.Connection, connection: str, kind: str, rows: Seque
     """Store these fingerprints whatever the table holds (a writer that has just written Kleer itself)."""
     if not rows:
         return
+    rows = in_key_order(rows)
     await conn.execute(
         "INSERT INTO outbound_fingerprints (connection, kind, kleer_id, fingerprint, source_hash, record_date) "
         "SELECT $1, $2, r.kleer_id, r.fingerprint, r.source_hash, r.record_date "
@@ -117,6 +125,7 @@ async def save_unmoved(
     """
     if not rows:
         return set()
+    rows = in_key_order(rows)
     # A concurrent writer's uncommitted row is waited for, then compared (READ COMMITTED re-check).
     stored = await conn.fetch(
         "WITH r AS (SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::date[], $7::text[]) "

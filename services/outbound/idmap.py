@@ -89,6 +89,10 @@ _UPSERT_IDS_SQL = (
 COPY_NEW_IDS_FROM = 50  # new rows in a batch from which COPY (and its savepoint) pays
 
 
+def _key_of(row: IdRow) -> RecordKey:
+    return row.connection, row.kind, row.kleer_id
+
+
 def _id_values(row: IdRow) -> tuple[str, str, str, str, str, str | None, list[str], bool]:
     return (row.connection, row.kind, row.kleer_id, row.hubspot_object, row.hubspot_id, row.fingerprint,
             sorted(set(row.associated)), row.removed)
@@ -104,7 +108,9 @@ async def save_ids(conn: asyncpg.Connection, rows: Sequence[IdRow], *, new: Set[
     """
     if not rows:
         return
-    rest = rows
+    # In key order, as every writer of these rows locks them (the inbound handlers too): two commits holding
+    # the same records wait for each other rather than deadlock.
+    rest = rows = sorted(rows, key=_key_of)
     if len(new) >= COPY_NEW_IDS_FROM:
         fresh: list[IdRow] = []
         known: list[IdRow] = []
