@@ -115,7 +115,7 @@ async def save_ids(conn: asyncpg.Connection, rows: Sequence[IdRow], *, new: Set[
         fresh: list[IdRow] = []
         known: list[IdRow] = []
         for row in rows:
-            (fresh if (row.connection, row.kind, row.kleer_id) in new else known).append(row)
+            (fresh if _key_of(row) in new else known).append(row)
         if len(fresh) >= COPY_NEW_IDS_FROM:
             try:
                 async with conn.transaction():
