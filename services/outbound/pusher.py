@@ -54,7 +54,7 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 import asyncpg
 import orjson
@@ -74,6 +74,7 @@ from libs.observability import metrics
 from libs.observability.logging import get_logger
 from libs.records import RecordRef
 from services.outbound import idmap
+from services.outbound.consumer import COMMITS_BEHIND
 from services.outbound.idmap import IdRow
 from services.outbound.planning import (
     UPSERT_BATCH,
@@ -114,6 +115,10 @@ _INBOUND_SYNCED_SQL = (
     "JOIN LATERAL (SELECT e.data->'hubspot_properties' AS props, e.position FROM events e "
     f"  WHERE e.stream = s.stream AND {idmap.INBOUND_SYNC_EVENT} ORDER BY e.version DESC LIMIT 1) b ON true"
 )
+# Records planned at a time (a multiple of UPSERT_BATCH): the next chunk's look-ups run while this one's
+# upserts are out. A whole 5,000-event batch planned at once left each pusher 0.3 s a batch with no request out,
+# and two pushers sharing the window finished their batches together (bench_outbound (b), 2026-12-07).
+PLAN_CHUNK = 1_000
 HELD_PREFIX = "held:"  # a pushed fingerprint with properties held back (never equal to a snapshot's)
 LINK_ATTEMPTS = 5  # attempts at a batch's associations before its commit fails (as the consumer's for a batch)
 LINK_RETRY_BASE_S = 0.2  # back-off between those attempts: up to this times 2 ** attempt, jittered
@@ -142,6 +147,11 @@ def inbound_triggers(mappings: Mappings | None = None) -> dict[str, frozenset[st
         (mapping := resolved.object(kind)).hubspot_object.name: frozenset(mapping.triggers)
         for kind in INBOUND_OBJECT_TYPES
     }
+
+
+# One push's look-ups of inbound syncs (``Pusher._inbound_synced``): per record, HubSpot's properties as the
+# inbound handlers last synced them and that sync's log position, or None: no inbound sync.
+_SyncedMemo: TypeAlias = dict[RecordKey, tuple[Mapping[str, Any], int] | None]
 
 
 class PushResult(NamedTuple):
@@ -213,9 +223,10 @@ class _Outcome:
 class _Overlay:
     """What one consumer batch wrote, kept in memory until that batch's commit is surely done.
 
-    The consumer commits batch N while the pusher already works on batch N+1, so
-    N+1 must see N's HubSpot ids, fingerprints and waiting associations here
-    rather than in Postgres.
+    The consumer commits batches N-1 and N while the pusher already works on
+    batch N+1 (``services.outbound.consumer.COMMITS_BEHIND``), so N+1 must see
+    their HubSpot ids, fingerprints and waiting associations here rather than in
+    Postgres: the pusher keeps the overlays of its last two batches.
     """
 
     rows: dict[RecordKey, IdRow]  # the hubspot_ids rows it writes, new associations folded in
@@ -270,7 +281,8 @@ class Pusher:
         self.source = source
         self._echoing = echoing_properties(mappings)
         self._triggers = inbound_triggers(mappings)
-        self._overlays: deque[_Overlay] = deque(maxlen=2)  # the last batches, newest last
+        # The last batches, newest last: as many as may be uncommitted while the next one is handled.
+        self._overlays: deque[_Overlay] = deque(maxlen=COMMITS_BEHIND)
 
     # --- entry points ---------------------------------------------------------------------------
 
@@ -386,7 +398,12 @@ class Pusher:
         self, changes: Sequence[Change]
     ) -> tuple[_Outcome, list[tuple[Change, str]], dict[RecordKey, Pushed]]:
         """Upsert, archive or flag the records (associations not yet): the outcome so far, the records
-        written with their HubSpot ids, and what HubSpot had from us before."""
+        written with their HubSpot ids, and what HubSpot had from us before.
+
+        Planned ``PLAN_CHUNK`` records at a time, per HubSpot object: each chunk's upserts go out (in
+        hundreds, a request's worth; the rest waits for the next chunk of that object) while the next
+        chunk is looked up, so a batch's first request leaves after a chunk's look-ups, not the batch's.
+        """
         outcome = _Outcome()
         known = []
         for change in changes:
@@ -396,37 +413,67 @@ class Pusher:
                 self._fail(
                     outcome, change, f"no HubSpot portal is configured for connection {change.connection!r}"
                 )
-        pushed = await self._pushed_state([c.key for c in known])
+        pushed: dict[RecordKey, Pushed] = {}
+        synced: _SyncedMemo = {}
+        removals: dict[Action, list[Change]] = {Action.ARCHIVE: [], Action.FLAG: []}
+        running: list[asyncio.Future[Any]] = []  # the chunks' upserts, then the removals
+        try:
+            for group in group_by(known, lambda c: (c.connection, c.hubspot_object)).values():
+                carried: list[Change] = []  # planned upserts short of a full request, for the next chunk
+                for start in range(0, len(group), PLAN_CHUNK):
+                    plan = await self._plan(group[start : start + PLAN_CHUNK], pushed, outcome, synced)
+                    for action in removals:
+                        removals[action].extend(plan[action])
+                    ready = carried + plan[Action.UPSERT]
+                    last = start + PLAN_CHUNK >= len(group)
+                    cut = len(ready) if last else len(ready) // UPSERT_BATCH * UPSERT_BATCH
+                    carried = ready[cut:]
+                    if cut:
+                        running.append(asyncio.ensure_future(self._upsert_all(ready[:cut], pushed, outcome, synced)))
+            upserts = len(running)
+            running.append(asyncio.ensure_future(self._archive_all(removals[Action.ARCHIVE], pushed, outcome)))
+            running.append(asyncio.ensure_future(self._flag_all(removals[Action.FLAG], pushed, outcome)))
+            answers = await asyncio.gather(*running)
+        except BaseException:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            raise
+        return outcome, [item for answer in answers[:upserts] for item in answer], pushed
+
+    async def _plan(
+        self, changes: Sequence[Change], pushed: dict[RecordKey, Pushed], outcome: _Outcome,
+        synced: _SyncedMemo | None = None,
+    ) -> dict[Action, list[Change]]:
+        """What to do with each change (of one HubSpot object), by what HubSpot last got from us (added to
+        ``pushed``); the skipped and forgotten ones are recorded in ``outcome`` here. For an object HubSpot
+        syncs back, the inbound syncs of the records are looked up at the same time (into ``synced``): the
+        upsert needs them for most records, and its look-up was one more round trip before a chunk's first
+        request."""
+        keys = [c.key for c in changes]
+        if synced is not None and changes and self._triggers.get(changes[0].hubspot_object):
+            found, _ = await asyncio.gather(self._pushed_state(keys), self._inbound_synced(changes, synced))
+        else:
+            found = await self._pushed_state(keys)
+        pushed.update(found)
         plan: dict[Action, list[Change]] = {action: [] for action in Action}
-        for change in known:
-            plan[decide(change, pushed.get(change.key), self.removal)].append(change)
-        stale = await self._pushed_before_an_inbound_sync(plan[Action.UPSERT], pushed)
+        for change in changes:
+            plan[decide(change, found.get(change.key), self.removal)].append(change)
+        stale = await self._pushed_before_an_inbound_sync(plan[Action.UPSERT], found, synced)
         if stale:
             plan[Action.UPSERT] = [c for c in plan[Action.UPSERT] if c.key not in stale]
-            plan[Action.SKIP].extend(c for c in known if c.key in stale)
+            plan[Action.SKIP].extend(c for c in changes if c.key in stale)
         for change in plan[Action.SKIP]:
             outcome.results.append(
-                PushResult(
-                    change.kind,
-                    change.kleer_id,
-                    change.hubspot_object,
-                    "unchanged",
-                    pushed[change.key].hubspot_id,
-                )
+                PushResult(change.kind, change.kleer_id, change.hubspot_object, "unchanged",
+                           found[change.key].hubspot_id)
             )
         for change in plan[Action.FORGET]:
-            outcome.results.append(
-                PushResult(change.kind, change.kleer_id, change.hubspot_object, "forgotten")
-            )
-        written, _, _ = await asyncio.gather(
-            self._upsert_all(plan[Action.UPSERT], pushed, outcome),
-            self._archive_all(plan[Action.ARCHIVE], pushed, outcome),
-            self._flag_all(plan[Action.FLAG], pushed, outcome),
-        )
-        return outcome, written, pushed
+            outcome.results.append(PushResult(change.kind, change.kleer_id, change.hubspot_object, "forgotten"))
+        return plan
 
     async def _pushed_before_an_inbound_sync(
-        self, changes: Sequence[Change], pushed: Mapping[RecordKey, Pushed]
+        self, changes: Sequence[Change], pushed: Mapping[RecordKey, Pushed], synced: _SyncedMemo | None = None
     ) -> set[RecordKey]:
         """The records whose snapshot is the one we last pushed, recorded before an inbound sync since: stale.
 
@@ -444,14 +491,15 @@ class Pusher:
         ]
         if not candidates:
             return set()
-        _, synced_at = await self._inbound_synced(candidates)
+        _, synced_at = await self._inbound_synced(candidates, synced)
         stale = {c.key for c in candidates if _recorded_before(c, synced_at.get(c.key))}
         if stale:
             log.info("queued snapshots already pushed before an inbound sync left alone", records=len(stale))
         return stale
 
     async def _upsert_all(
-        self, changes: Sequence[Change], pushed: Mapping[RecordKey, Pushed], outcome: _Outcome
+        self, changes: Sequence[Change], pushed: Mapping[RecordKey, Pushed], outcome: _Outcome,
+        synced: _SyncedMemo | None = None,
     ) -> list[tuple[Change, str]]:
         """Upsert every change, one batch call per (portal, object); (change, HubSpot id) of those that landed.
 
@@ -467,7 +515,7 @@ class Pusher:
                 # Back in Kleer after a removal (or a removal Kleer did not confirm): the flag goes.
                 sending[change.key] = {**sending[change.key], REMOVED_FLAG: "false"}
         first = {c.key for c in changes if pushed.get(c.key) is None and not c.force}
-        held = await self._hold_hubspot_edits(changes, previous, sending, first)
+        held = await self._hold_hubspot_edits(changes, previous, sending, first, synced)
         results = await self._upsert_groups(changes, sending)
         # A partial update that created the record (someone deleted it in HubSpot): send it whole.
         recreated = [c for c, r in results if isinstance(r, tuple) and r[1] and c.key in previous]
@@ -518,6 +566,7 @@ class Pusher:
         previous: Mapping[RecordKey, Mapping[str, str]],
         sending: dict[RecordKey, Mapping[str, str]],
         first: Set[RecordKey] = frozenset(),
+        synced_memo: _SyncedMemo | None = None,
     ) -> dict[RecordKey, dict[str, str]]:
         """Take out of ``sending`` the trigger properties HubSpot holds an unsynced edit of; returns them.
 
@@ -542,7 +591,7 @@ class Pusher:
             names = [name for name in sending[change.key] if name in triggers]
             if names:
                 candidates[change.key] = (change, names)
-        synced, synced_at = await self._inbound_synced([c for c, _ in candidates.values()])
+        synced, synced_at = await self._inbound_synced([c for c, _ in candidates.values()], synced_memo)
         asking: dict[tuple[str, str], list[tuple[Change, list[str]]]] = {}
         bases: dict[RecordKey, Mapping[str, str]] = {}
         for key, (change, names) in candidates.items():
@@ -581,25 +630,26 @@ class Pusher:
         return held
 
     async def _inbound_synced(
-        self, changes: Sequence[Change]
+        self, changes: Sequence[Change], memo: _SyncedMemo | None = None
     ) -> tuple[dict[RecordKey, Mapping[str, Any]], dict[RecordKey, int]]:
         """Per record, HubSpot's properties as the inbound handlers last synced them into Kleer, and the log
-        position of that sync."""
-        if not changes:
-            return {}, {}
-        streams = {idmap.record_stream(c.key): c.key for c in changes}
-        rows = await self.pool.fetch(
-            _INBOUND_SYNCED_SQL, list(streams),
-        )
-        found: dict[RecordKey, Mapping[str, Any]] = {}
-        positions: dict[RecordKey, int] = {}
-        for row in rows:
-            props = row["props"]
-            props = orjson.loads(props) if isinstance(props, str | bytes) else props
-            if isinstance(props, Mapping):
-                found[streams[row["stream"]]] = props
-                positions[streams[row["stream"]]] = int(row["position"])
-        return found, positions
+        position of that sync. ``memo``: what one push looked up already (records without a sync too); only
+        the others are looked up, and added to it."""
+        asking = changes if memo is None else [c for c in changes if c.key not in memo]
+        looked_up: dict[RecordKey, tuple[Mapping[str, Any], int]] = {}
+        if asking:
+            streams = {idmap.record_stream(c.key): c.key for c in asking}
+            for row in await self.pool.fetch(_INBOUND_SYNCED_SQL, list(streams)):
+                props = row["props"]
+                props = orjson.loads(props) if isinstance(props, str | bytes) else props
+                if isinstance(props, Mapping):
+                    looked_up[streams[row["stream"]]] = (props, int(row["position"]))
+        if memo is not None:
+            memo.update(dict.fromkeys((c.key for c in asking), None))
+            memo.update(looked_up)
+            looked_up = {c.key: hit for c in changes if (hit := memo[c.key]) is not None}
+        return ({key: props for key, (props, _) in looked_up.items()},
+                {key: position for key, (_, position) in looked_up.items()})
 
     async def _upsert_groups(
         self, changes: Sequence[Change], sending: Mapping[RecordKey, Mapping[str, str]]

@@ -7,9 +7,12 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import pytest
+
 from libs.events.consumer import HandlerResult
 from libs.events.envelope import RecordedEvent
 from libs.events.store import PostgresEventStore
+from services.outbound import pusher as pusher_module
 from services.outbound.pusher import Pusher
 from services.outbound.setup import setup_hubspot
 from services.outbound.snapshots import Snapshot, changed_type, snapshots_for_push
@@ -100,3 +103,30 @@ async def test_the_next_batch_goes_ahead_while_the_previous_ones_associations_ar
     expected = {(s.kind, s.kleer_id): s for s in [*companies, first_invoice, second_invoice, *first_lines,
                                                    *second_lines]}
     assert_hubspot_matches(hubspot_sim, expected)
+
+
+async def test_a_batch_planned_in_chunks_sends_full_requests_and_the_same_records(
+    store: PostgresEventStore, kleer_sim: KleerSimServer, hubspot_sim: HubSpotSim,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A large batch is looked up ``PLAN_CHUNK`` records at a time, its upserts going out while the next chunk is
+    looked up. Records skipped in every chunk (HubSpot has them already) leave no partly filled request behind:
+    what falls short of a hundred waits for the next chunk."""
+    monkeypatch.setattr(pusher_module, "PLAN_CHUNK", 200)
+    kleer_sim.seed(n_clients=450, seed=63)
+    companies = [s for c in kleer_sim.book.clients for s in snapshots_for_push("client", c)]
+    assert len(companies) >= 400
+    pushed_before = companies[::3]  # a third of every chunk
+    async with hubspot_sim.client() as hubspot:
+        await setup_hubspot(hubspot)
+        pusher = Pusher(store, {CONNECTION: hubspot})
+        await _commit(store, await pusher.handle(_events(pushed_before)))
+        writes = write_requests(hubspot_sim)
+        result = await pusher.handle(_events(companies))
+        await _commit(store, result)
+
+    new = len(companies) - len(pushed_before)
+    assert write_requests(hubspot_sim) - writes == -(-new // 100)  # as many upserts as one plan would make
+    upserted = [a for a in result.appends if a.events[0].type == "HubSpotCompanyUpserted"]
+    assert len(upserted) == new
+    assert_hubspot_matches(hubspot_sim, {(s.kind, s.kleer_id): s for s in companies})
