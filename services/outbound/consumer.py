@@ -15,10 +15,14 @@ This subclass
   the handler once with all of them, in log order;
 - commits the effects and every partition's checkpoint (with its Kafka offset
   and the broker epoch, as the base class does) in one transaction;
-- with ``pipeline`` on, commits batch N in the background while the handler
-  already works on batch N+1 (the handler must then not rely on batch N's rows
-  being committed: ``Pusher`` keeps what it just wrote in memory). Commits stay
-  in order, and a stop finishes the batch in flight and its commit first;
+- with ``pipeline`` on, commits in the background while the handler already
+  works on the next batch: batch N+1 is handled while batch N-1 commits and
+  batch N's commit waits for it (``COMMITS_BEHIND``), so the handler must not
+  rely on the last two batches' rows being committed (``Pusher`` keeps what it
+  wrote in memory). Commits stay in order; one that finds its checkpoints moved
+  (another member of the group committed past us) commits nothing, nor do the
+  ones after it, and the consumer reads on from Postgres's checkpoints. A stop
+  finishes the batches in flight and their commits first;
 - while its group is paused (``kleer-sync outbound pause``), commits the batch
   in flight and takes nothing more until resumed;
 - with ``prefetch`` on, fetches and decodes batch N+1's messages while the
@@ -36,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +77,10 @@ class _Batch:
 # made 5,808-6,674 (the next batch starts sooner and the last one ends sooner), with as few HubSpot requests
 # (1.036-1.040 x the minimum). 5,000 keeps 50 full upserts per object type in one batch.
 PUSH_BATCH_EVENTS = 5_000
+# Commits not yet done while the next batch is handled: the one under way and one waiting for it. With one
+# (the handler waited for the last batch's commit before the next), each pusher sat 0.1-0.3 s a batch with no
+# request out while Postgres committed 5,000 invoices or line items (bench_outbound (b), 2026-12-07).
+COMMITS_BEHIND = 2
 
 
 class BatchingConsumer(EventConsumer):
@@ -121,24 +130,24 @@ class BatchingConsumer(EventConsumer):
                 await self.start()
             except Stopped:
                 return
-        in_flight: asyncio.Task[bool] | None = None
+        # The handled batches' commits, oldest first; each starts once the one before has committed.
+        commits: deque[asyncio.Task[bool]] = deque()
         try:
             while not self._stopping.is_set():
                 try:
                     pause = await self._paused_now()
                     if pause is not None:
-                        if in_flight is not None:  # the batch in flight commits before the pause
-                            await self._settle(in_flight)
-                            in_flight = None
+                        if not await self._settle_all(commits):  # the batches in flight commit before the pause
+                            await self._start_over()
                         await self._hold_while_paused(pause)
                         continue
                     gathered = await self._next_messages()
                     if await self._follow_broker_epoch():
                         self._drop_ahead()
                     if not gathered:
-                        if in_flight is not None:
-                            await self._settle(in_flight)
-                            in_flight = None
+                        if commits:
+                            if not await self._settle_all(commits):
+                                await self._start_over()
                         else:
                             await self._maybe_idle()
                         continue
@@ -149,47 +158,77 @@ class BatchingConsumer(EventConsumer):
                     handling = asyncio.ensure_future(self._run_handler(batch.ordered()))
                     if self.prefetch:  # while the handler waits for HubSpot
                         self._ahead = asyncio.create_task(self._prefetched())
-                    result = await handling  # overlaps the previous batch's commit
+                    result = await handling  # overlaps the commits of the batches before
                     log.info(
                         "batch handled",
                         consumer=self.config.name,
                         events=sum(len(e) for e in batch.events.values()),
                         seconds=round(time.perf_counter() - started, 3),
                     )
-                    if in_flight is not None and not await self._settle(in_flight):
-                        # Another member committed past us meanwhile: redo this batch from its checkpoints.
-                        in_flight = None
-                        self._discarded()
-                        await self._handle_now(gathered)
+                    if not await self._settle_all(commits, keep=COMMITS_BEHIND - 1):
+                        # Another member committed past us meanwhile: what was handled since is void.
+                        with contextlib.suppress(Exception):
+                            await result.settled()
+                        await self._start_over()
                         continue
-                    in_flight = asyncio.create_task(self._commit_all(batch, result))
+                    previous = commits[-1] if commits else None
+                    commits.append(asyncio.create_task(self._commit_after(previous, batch, result)))
                     self._idle_wait = self.idle_first
                     for tp, events in batch.events.items():  # tentative, so the next batch starts after it
                         self._checkpoints[(tp.topic, tp.partition)] = events[-1].position
-                    if not self.pipeline:
-                        await self._settle(in_flight)
-                        in_flight = None
+                    if not self.pipeline and not await self._settle_all(commits):
+                        await self._start_over()
                 except Exception as exc:
                     if not database_unavailable(exc):
                         raise
-                    # The batch in flight may or may not have committed: Postgres says which, once it is back.
+                    # The batches in flight may or may not have committed: Postgres says which, once it is back.
                     self._drop_ahead()
-                    if in_flight is not None:
-                        with contextlib.suppress(Exception):
-                            await in_flight
-                        in_flight = None
+                    await self._abandon(commits)
                     self._discarded()
                     log.warning("database unavailable; resuming from the checkpoints once it is back",
                                 consumer=self.config.name, error=repr(exc))
                     await self._resume_after_outage()
         finally:
             self._drop_ahead()
-            if in_flight is not None:
-                with contextlib.suppress(Exception):
-                    await self._settle(in_flight)
+            with contextlib.suppress(Exception):
+                await self._settle_all(commits)
+            await self._abandon(commits)
             kafka, self._kafka = self._kafka, None
             if kafka is not None:
                 await kafka.stop()
+
+    async def _settle_all(self, commits: deque[asyncio.Task[bool]], keep: int = 0) -> bool:
+        """Wait for the oldest commits until ``keep`` are left; False (the rest waited for as well) if one of
+        them found its checkpoints moved, and so committed nothing, nor did the ones after it."""
+        while len(commits) > keep:
+            if not await self._settle(commits.popleft()):
+                await self._abandon(commits)
+                return False
+        return True
+
+    @staticmethod
+    async def _abandon(commits: deque[asyncio.Task[bool]]) -> None:
+        """Wait for these commits, whatever they end in (an outage, a commit before them that found its
+        checkpoints moved: they commit nothing then)."""
+        while commits:
+            with contextlib.suppress(Exception):
+                await commits.popleft()
+
+    async def _commit_after(self, previous: asyncio.Task[bool] | None, batch: _Batch, result: HandlerResult) -> bool:
+        """``_commit_all`` once the batch before has committed; nothing (False) if it did not."""
+        if previous is not None and not await previous:
+            with contextlib.suppress(Exception):
+                await result.settled()
+            return False
+        return await self._commit_all(batch, result)
+
+    async def _start_over(self) -> None:
+        """A commit found its partitions' checkpoints moved (another member of the group committed past us):
+        forget what was handled since, and read on from the checkpoints Postgres holds."""
+        self._discarded()
+        self._drop_ahead()
+        if self._kafka is not None:
+            await self._register(list(self._kafka.assignment()))
 
     async def _settle(self, commit: asyncio.Task[bool]) -> bool:
         committed = await commit
@@ -274,17 +313,6 @@ class BatchingConsumer(EventConsumer):
         if not events:
             return None
         return _Batch(events, after, {tp: gathered[tp][-1].offset for tp in events})
-
-    async def _handle_now(self, gathered: dict[TopicPartition, list[Any]]) -> None:
-        """Handle and commit without pipelining, starting over while the checkpoints move under us."""
-        while True:
-            batch = await self._take(gathered)
-            if batch is None:
-                return
-            result = await self._run_handler(batch.ordered())
-            if await self._settle(asyncio.create_task(self._commit_all(batch, result))):
-                return
-            self._discarded()
 
     async def _commit_all(self, batch: _Batch, result: HandlerResult) -> bool:
         """Effects and every partition's checkpoint in one transaction; False if one moved under us."""
