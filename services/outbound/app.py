@@ -96,6 +96,7 @@ def pusher_consumer(
         linger=linger,
         on_idle=pusher.sweep,
         on_discard=pusher.forget_recent,
+        prepare=pusher.prepare,
     )
 
 

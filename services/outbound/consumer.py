@@ -28,7 +28,7 @@ This subclass
 - with ``prefetch`` on, fetches and decodes batch N+1's messages while the
   handler of batch N waits for HubSpot, so that the next batch's requests
   start sooner (which of them are new is still decided against the
-  checkpoints when the batch is taken).
+  checkpoints when the batch is taken), and hands them to ``prepare``.
 
 Dedupe, gap filling, broker-epoch changes, database restarts (the batch in flight is
 forgotten and taken again from the checkpoints), retries and parking are the base
@@ -43,6 +43,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import asyncpg
@@ -58,6 +59,7 @@ from libs.observability import metrics
 from libs.observability.logging import get_logger
 
 log = get_logger(__name__)
+_POSITION = attrgetter("position")
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class BatchingConsumer(EventConsumer):
         idle_interval: float = 10.0,
         idle_first: float = 0.5,
         on_discard: Callable[[], None] | None = None,
+        prepare: Callable[[Sequence[RecordedEvent]], None] | None = None,
     ) -> None:
         super().__init__(store, handler, config, dlq)
         self.max_events = max_events
@@ -122,6 +125,9 @@ class BatchingConsumer(EventConsumer):
         self.idle_first = min(idle_first, idle_interval)
         self._idle_wait = idle_interval
         self.on_discard = on_discard  # a handled batch will not be committed: drop what the handler remembers
+        # Given a prefetched batch's events, in log order, as they decode: the handler's work that needs nothing
+        # else (the pusher coalesces them), done while the batch before waits for HubSpot, not after it.
+        self.prepare = prepare
         self._last_idle = time.monotonic()
 
     async def run(self) -> None:
@@ -260,6 +266,8 @@ class BatchingConsumer(EventConsumer):
                     with contextlib.suppress(Exception):  # a bad message is reported when it is taken
                         decoded[(tp, message.offset)] = self._decode(tp, message)
                 await asyncio.sleep(0)  # let the handler's answers in between
+        if self.prepare is not None and decoded:
+            self.prepare(sorted(decoded.values(), key=_POSITION))
         return gathered
 
     def _decode(self, tp: TopicPartition, message: Any) -> RecordedEvent:

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
@@ -283,6 +284,7 @@ class Pusher:
         self._triggers = inbound_triggers(mappings)
         # The last batches, newest last: as many as may be uncommitted while the next one is handled.
         self._overlays: deque[_Overlay] = deque(maxlen=COMMITS_BEHIND)
+        self._prepared: tuple[list[uuid.UUID], tuple[list[Change], list[Malformed]]] | None = None
 
     # --- entry points ---------------------------------------------------------------------------
 
@@ -295,13 +297,25 @@ class Pusher:
         batch: 3 requests of 2,000 links, and the look-ups around them); two pushers doing that at once
         left HubSpot's rate window unused.
         """
-        changes, malformed = coalesce(events)
+        changes, malformed = self._coalesced(events)
         outcome, written, pushed = await self._push_records(changes)
         outcome.parks.extend(self._park_malformed(bad) for bad in malformed)
         overlay = _Overlay.of(outcome)
         self._overlays.append(overlay)
         linking = asyncio.ensure_future(self._link(written, pushed, outcome, overlay))
         return HandlerResult(appends=outcome.appends, writes=[self._writer(outcome)], pending=[linking])
+
+    def prepare(self, events: Sequence[RecordedEvent]) -> None:
+        """Coalesce the consumer's next batch ahead (its prefetch), while this one waits for HubSpot: ``handle``
+        takes the result if it gets the very same events (a batch's 5,000 took 40-160 ms on a busy machine,
+        with no request out)."""
+        self._prepared = ([e.event_id for e in events], coalesce(events))
+
+    def _coalesced(self, events: Sequence[RecordedEvent]) -> tuple[list[Change], list[Malformed]]:
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared[0] == [e.event_id for e in events]:
+            return prepared[1]
+        return coalesce(events)
 
     def forget_recent(self) -> None:
         """Drop what the last batches wrote from memory: they will not be committed (the consumer redoes them)."""

@@ -190,3 +190,20 @@ def test_association_batches_group_by_pair_dedupe_and_cap_at_2000() -> None:
 
 def test_minimum_requests_counts_full_batches() -> None:
     assert minimum_requests({"companies": 250, "invoices": 100}, {"invoices->companies": 2001}) == 3 + 1 + 2
+
+
+def test_the_pusher_takes_a_batch_coalesced_ahead_only_for_the_very_same_events() -> None:
+    from types import SimpleNamespace
+
+    from services.outbound.pusher import Pusher
+
+    pusher = Pusher(SimpleNamespace(pool=None), {})  # type: ignore[arg-type]
+    events = [_changed("client", "1"), _changed("client", "2"), _changed("client", "1", "f2")]
+    pusher.prepare(events)
+    ahead = pusher._prepared
+    assert ahead is not None
+    assert pusher._coalesced(events) is ahead[1]  # the prefetch's work, not done again
+    assert pusher._prepared is None  # taken once
+    pusher.prepare(events)
+    fewer = pusher._coalesced(events[:2])  # the batch taken was not the one prefetched (a checkpoint moved)
+    assert [(c.kleer_id, c.snapshot.fingerprint if c.snapshot else None) for c in fewer[0]] == [("1", "f1"), ("2", "f1")]
