@@ -275,7 +275,7 @@ class SlidingWindowBudget:
 
 
 class PostgresRateBudget:
-    """``RateBudget`` shared by every process of a portal through Postgres (migrations 006, 019, 020).
+    """``RateBudget`` shared by every process of a portal through Postgres (migrations 006, 019, 020, 021).
 
     Construct with an asyncpg pool and the portal id:
     ``PostgresRateBudget(pool, portal="12345", max_requests=110, interval_ms=10_000)``.
@@ -285,7 +285,9 @@ class PostgresRateBudget:
     all of them in one statement (a pusher has 8 requests waiting at a time: one
     round trip each made them wait 37 ms on average for a grant that was there).
     When the window cannot take them all, they are served one at a time, so
-    none waits for slots a later one needs.
+    none waits for slots a later one needs, and each one alone *reserves* the
+    slot that frees first (migration 021): its request goes out when that slot
+    frees, without asking again, while the next waiter reserves the slot after.
 
     A grant counts as the in-process budget counts it: while its request is
     unanswered (at most ``policy.stale_after_ms``, should this process die), then
@@ -299,7 +301,7 @@ class PostgresRateBudget:
     connection goes back to the pool without its session reset.
     """
 
-    _GRANT = "SELECT wait_ms, granted_at_ms FROM hubspot_rate_grant($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    _GRANT = "SELECT wait_ms, granted_at_ms FROM hubspot_rate_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 
     def __init__(
         self,
@@ -322,6 +324,8 @@ class PostgresRateBudget:
         self._answered_at: list[int] = []  # answers not yet reported: grant times (database clock) ...
         self._answered_until: list[int] = []  # ... and until when each counts
         self._reporter: asyncio.Task[None] | None = None
+        self._reserved: dict[asyncio.Future[None], int] = {}  # waiters with a reservation not yet handed out
+        self._handing_out_at = 0.0  # the event loop's time of the last reservation's hand-out
 
     @staticmethod
     def _now_ms() -> float:
@@ -330,6 +334,12 @@ class PostgresRateBudget:
     async def wait_ms(self, cost: int = 1) -> int:
         """0 and the grant recorded, or the milliseconds to wait (nothing recorded). ``cost=0`` only reports
         the answers."""
+        wait, _ = await self._ask(cost)
+        return wait
+
+    async def _ask(self, cost: int, *, reserve: bool = False) -> tuple[int, bool]:
+        """One statement: (0, True) granted now; (ms, True) with ``reserve``, granted for that many
+        milliseconds from now (the request must not go sooner); (ms, False) nothing granted, ask again then."""
         policy = self.policy
         asked = self._now_ms()
         self._drop_stale(asked)
@@ -341,14 +351,18 @@ class PostgresRateBudget:
             async with untouched_session(self._pool) as conn:
                 wait, granted_at = await conn.fetchrow(
                     self._GRANT, self.portal, cost, policy.limit, policy.interval_ms + policy.padding_ms,
-                    int(policy.stale_after_ms), answered_at, answered_until, used, block,
+                    int(policy.stale_after_ms), answered_at, answered_until, used, block, reserve,
                 )
         except BaseException:
             self._answered_at[:0], self._answered_until[:0] = answered_at, answered_until  # for the next one
             raise
-        if wait <= 0 and cost > 0:
-            self._unanswered.extend([(asked, granted_at)] * cost)
-        return int(wait)
+        if granted_at is None or cost <= 0:
+            return int(wait), False
+        # A reserved grant's time is the statement's plus the wait: its answer's delay counts from here plus the
+        # wait, so that it is measured from the grant's time at the latest (never short), as for one granted now.
+        wait = max(0, int(wait))
+        self._unanswered.extend([(asked + wait, granted_at)] * cost)
+        return wait, True
 
     def _drop_stale(self, now: float) -> None:
         edge = now - self.policy.stale_after_ms
@@ -364,7 +378,10 @@ class PostgresRateBudget:
         try:
             await granted
         except asyncio.CancelledError:
-            if granted.done() and not granted.cancelled():  # granted as we were cancelled: give it back
+            reserved = self._reserved.pop(granted, None)
+            if reserved is not None:  # a reservation not yet handed out: it goes back now
+                self._give_back(reserved)
+            elif granted.done() and not granted.cancelled():  # granted as we were cancelled: give it back
                 self._give_back(cost)
             raise
 
@@ -414,18 +431,18 @@ class PostgresRateBudget:
             if not waiting:
                 return
             try:
-                wait = await self.wait_ms(sum(cost for cost, _ in waiting))
+                # One waiter alone takes the slot that frees first, reserved; a group is granted now or not at all.
+                wait, granted = await self._ask(sum(cost for cost, _ in waiting), reserve=len(waiting) == 1)
             except Exception as exc:  # the database: the acquire of each waiter asking now raises it
-                for _, granted in waiting:
-                    if not granted.done():
-                        granted.set_exception(exc)
+                for _, granted_now in waiting:
+                    if not granted_now.done():
+                        granted_now.set_exception(exc)
                 return
-            if wait <= 0:
-                for cost, granted in waiting:
-                    if granted.done():  # cancelled during the statement: its grants go back
-                        self._give_back(cost)
-                    else:
-                        granted.set_result(None)
+            if granted:
+                if wait <= 0:
+                    self._hand_out(waiting)
+                else:  # the next waiters ask meanwhile: each reserves the slot after
+                    self._hand_out_later(wait, waiting)
                 return
             if len(waiting) > 1:
                 # The window cannot take them all: the first alone now, the others after it, in order.
@@ -434,6 +451,26 @@ class PostgresRateBudget:
                 continue
             # A little jitter so pods waiting for the same slot do not all poll at once.
             await asyncio.sleep(wait / 1000 + random.uniform(0, min(0.05, wait / 10_000)))
+
+    def _hand_out(self, waiting: list[tuple[int, asyncio.Future[None]]]) -> None:
+        """The waiters' grants are theirs: their requests may go now."""
+        for cost, granted in waiting:
+            if granted.done():  # cancelled meanwhile: its grants go back
+                self._give_back(cost)
+            else:
+                granted.set_result(None)
+
+    def _hand_out_later(self, wait_ms: int, waiting: list[tuple[int, asyncio.Future[None]]]) -> None:
+        """Hand reserved grants out once their slot has freed: in ``wait_ms``, and after the reservations
+        before (a later statement may come back with a shorter wait for a slot that frees no sooner)."""
+        loop = asyncio.get_running_loop()
+        self._handing_out_at = max(loop.time() + wait_ms / 1000, self._handing_out_at + 1e-6)
+        for cost, granted in waiting:
+            self._reserved[granted] = cost
+        loop.call_at(self._handing_out_at, self._hand_out_reserved, waiting)
+
+    def _hand_out_reserved(self, waiting: list[tuple[int, asyncio.Future[None]]]) -> None:
+        self._hand_out([(cost, granted) for cost, granted in waiting if self._reserved.pop(granted, None)])
 
     def observe(self, headers: Mapping[str, str], status: int = 200) -> None:
         policy = self.policy

@@ -111,28 +111,54 @@ async def test_waiters_the_window_can_take_go_at_once_the_rest_wait_in_order(mak
     assert [n for n, _ in done] == list(range(8))
 
 
+class Counting:
+    """A pool, counting the budget's statements."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.statements = 0
+
+    async def acquire(self) -> Any:
+        self.statements += 1  # one statement per connection taken
+        return await self.pool.acquire()
+
+    async def release(self, conn: Any) -> None:
+        await self.pool.release(conn)
+
+    async def fetchval(self, *args: Any) -> Any:
+        return await self.pool.fetchval(*args)
+
+
 async def test_concurrent_waiters_share_one_statement(budget_pool: asyncpg.Pool) -> None:
-    class Counting:
-        """The pool, counting the budget's statements."""
-
-        def __init__(self) -> None:
-            self.statements = 0
-
-        async def acquire(self) -> Any:
-            self.statements += 1  # one statement per connection taken
-            return await budget_pool.acquire()
-
-        async def release(self, conn: Any) -> None:
-            await budget_pool.release(conn)
-
-        async def fetchval(self, *args: Any) -> Any:
-            return await budget_pool.fetchval(*args)
-
-    pool = Counting()
+    pool = Counting(budget_pool)
     budget = PostgresRateBudget(pool, f"portal-{uuid.uuid4().hex[:8]}", 110, 10_000)
     await asyncio.gather(*(grant(budget) for _ in range(8)))
     assert pool.statements <= 2  # the first waiter's, then one for the seven queued behind it
     assert await budget.counted() == 8
+
+
+async def test_a_waiter_for_a_full_window_reserves_the_slot_that_frees_first(budget_pool: asyncpg.Pool) -> None:
+    """With the window full of answered requests, a waiter is granted the first slot to free, for then, in one
+    statement: the grant counts at once, and its request goes when the slot frees (not sooner, and not a poll
+    later); the next waiter reserves the next slot."""
+    budget = PostgresRateBudget(budget_pool, f"portal-{uuid.uuid4().hex[:8]}", 2, 400, safety_margin=0,
+                                window_padding_ms=0)
+    await grant(budget)
+    answered = time.monotonic()
+    await asyncio.sleep(0.1)
+    await grant(budget)
+    went: list[float] = []
+
+    async def request() -> None:
+        await grant(budget)
+        went.append(time.monotonic() - answered)
+
+    first = asyncio.create_task(request())
+    await asyncio.sleep(0.05)
+    assert went == [] and await budget.counted() == 3  # reserved: counted already, not sent yet
+    await asyncio.gather(first, request())
+    assert 0.39 <= went[0] < 0.47  # when the first answer has left the window
+    assert 0.49 <= went[1] < 0.57  # the second's, 0.1 s after
 
 
 async def test_a_pod_with_a_shorter_window_still_counts_the_grants_of_a_pod_with_a_longer_one(
@@ -261,6 +287,8 @@ async def test_a_waiter_cancelled_in_the_queue_takes_nothing(budget_pool: asyncp
     for task in queued[1:]:
         with pytest.raises(asyncio.CancelledError):
             await task
+    await asyncio.sleep(0.05)  # the three first answers have all left the window
+    await budget.wait_ms(0)  # a statement (waiters reserve their slot at once: the last was long ago)
     assert await budget.counted() == 1  # the window had moved on to the one that waited to the end
 
 
