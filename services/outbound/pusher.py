@@ -456,8 +456,7 @@ class Pusher:
         return outcome, [item for answer in answers[:upserts] for item in answer], pushed
 
     async def _plan(
-        self, changes: Sequence[Change], pushed: dict[RecordKey, Pushed], outcome: _Outcome,
-        synced: _SyncedMemo | None = None,
+        self, changes: Sequence[Change], pushed: dict[RecordKey, Pushed], outcome: _Outcome, synced: _SyncedMemo
     ) -> dict[Action, list[Change]]:
         """What to do with each change (of one HubSpot object), by what HubSpot last got from us (added to
         ``pushed``); the skipped and forgotten ones are recorded in ``outcome`` here. For an object HubSpot
@@ -465,7 +464,7 @@ class Pusher:
         upsert needs them for most records, and its look-up was one more round trip before a chunk's first
         request."""
         keys = [c.key for c in changes]
-        if synced is not None and changes and self._triggers.get(changes[0].hubspot_object):
+        if changes and self._triggers.get(changes[0].hubspot_object):
             found, _ = await asyncio.gather(self._pushed_state(keys), self._inbound_synced(changes, synced))
         else:
             found = await self._pushed_state(keys)
@@ -487,7 +486,7 @@ class Pusher:
         return plan
 
     async def _pushed_before_an_inbound_sync(
-        self, changes: Sequence[Change], pushed: Mapping[RecordKey, Pushed], synced: _SyncedMemo | None = None
+        self, changes: Sequence[Change], pushed: Mapping[RecordKey, Pushed], synced: _SyncedMemo
     ) -> set[RecordKey]:
         """The records whose snapshot is the one we last pushed, recorded before an inbound sync since: stale.
 
@@ -512,8 +511,7 @@ class Pusher:
         return stale
 
     async def _upsert_all(
-        self, changes: Sequence[Change], pushed: Mapping[RecordKey, Pushed], outcome: _Outcome,
-        synced: _SyncedMemo | None = None,
+        self, changes: Sequence[Change], pushed: Mapping[RecordKey, Pushed], outcome: _Outcome, synced: _SyncedMemo
     ) -> list[tuple[Change, str]]:
         """Upsert every change, one batch call per (portal, object); (change, HubSpot id) of those that landed.
 
@@ -579,8 +577,8 @@ class Pusher:
         changes: Sequence[Change],
         previous: Mapping[RecordKey, Mapping[str, str]],
         sending: dict[RecordKey, Mapping[str, str]],
-        first: Set[RecordKey] = frozenset(),
-        synced_memo: _SyncedMemo | None = None,
+        first: Set[RecordKey],
+        synced_memo: _SyncedMemo,
     ) -> dict[RecordKey, dict[str, str]]:
         """Take out of ``sending`` the trigger properties HubSpot holds an unsynced edit of; returns them.
 
@@ -644,26 +642,26 @@ class Pusher:
         return held
 
     async def _inbound_synced(
-        self, changes: Sequence[Change], memo: _SyncedMemo | None = None
+        self, changes: Sequence[Change], memo: _SyncedMemo
     ) -> tuple[dict[RecordKey, Mapping[str, Any]], dict[RecordKey, int]]:
         """Per record, HubSpot's properties as the inbound handlers last synced them into Kleer, and the log
-        position of that sync. ``memo``: what one push looked up already (records without a sync too); only
+        position of that sync. ``memo``: what this push looked up already (records without a sync too); only
         the others are looked up, and added to it."""
-        asking = changes if memo is None else [c for c in changes if c.key not in memo]
-        looked_up: dict[RecordKey, tuple[Mapping[str, Any], int]] = {}
-        if asking:
-            streams = {idmap.record_stream(c.key): c.key for c in asking}
-            for row in await self.pool.fetch(_INBOUND_SYNCED_SQL, list(streams)):
+        streams = {idmap.record_stream(c.key): c.key for c in changes if c.key not in memo}
+        if streams:
+            rows = await self.pool.fetch(_INBOUND_SYNCED_SQL, list(streams))
+            memo.update(dict.fromkeys(streams.values()))
+            for row in rows:
                 props = row["props"]
                 props = orjson.loads(props) if isinstance(props, str | bytes) else props
                 if isinstance(props, Mapping):
-                    looked_up[streams[row["stream"]]] = (props, int(row["position"]))
-        if memo is not None:
-            memo.update(dict.fromkeys((c.key for c in asking), None))
-            memo.update(looked_up)
-            looked_up = {c.key: hit for c in changes if (hit := memo[c.key]) is not None}
-        return ({key: props for key, (props, _) in looked_up.items()},
-                {key: position for key, (_, position) in looked_up.items()})
+                    memo[streams[row["stream"]]] = (props, int(row["position"]))
+        found: dict[RecordKey, Mapping[str, Any]] = {}
+        positions: dict[RecordKey, int] = {}
+        for change in changes:
+            if (hit := memo[change.key]) is not None:
+                found[change.key], positions[change.key] = hit
+        return found, positions
 
     async def _upsert_groups(
         self, changes: Sequence[Change], sending: Mapping[RecordKey, Mapping[str, str]]
