@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import NamedTuple, TypeAlias
 
 import asyncpg
@@ -33,6 +34,11 @@ class IdRow(NamedTuple):
     associated: Sequence[str]
     removed: bool = False
     properties: Mapping[str, str] | None = None  # the snapshot written (kept in memory, not in the table)
+
+    @property
+    def key(self) -> RecordKey:
+        """The record's key: the table's, and the order every writer locks its rows in."""
+        return self.connection, self.kind, self.kleer_id
 
 
 # Rows go to Postgres as one JSON array of arrays (``json_rows``), taken apart in SQL, not as one array
@@ -89,10 +95,6 @@ _UPSERT_IDS_SQL = (
 COPY_NEW_IDS_FROM = 50  # new rows in a batch from which COPY (and its savepoint) pays
 
 
-def _key_of(row: IdRow) -> RecordKey:
-    return row.connection, row.kind, row.kleer_id
-
-
 def _id_values(row: IdRow) -> tuple[str, str, str, str, str, str | None, list[str], bool]:
     return (row.connection, row.kind, row.kleer_id, row.hubspot_object, row.hubspot_id, row.fingerprint,
             sorted(set(row.associated)), row.removed)
@@ -110,12 +112,12 @@ async def save_ids(conn: asyncpg.Connection, rows: Sequence[IdRow], *, new: Set[
         return
     # In key order, as every writer of these rows locks them (the inbound handlers too): two commits holding
     # the same records wait for each other rather than deadlock.
-    rest = rows = sorted(rows, key=_key_of)
+    rest = rows = sorted(rows, key=attrgetter("key"))
     if len(new) >= COPY_NEW_IDS_FROM:
         fresh: list[IdRow] = []
         known: list[IdRow] = []
         for row in rows:
-            (fresh if _key_of(row) in new else known).append(row)
+            (fresh if row.key in new else known).append(row)
         if len(fresh) >= COPY_NEW_IDS_FROM:
             try:
                 async with conn.transaction():
