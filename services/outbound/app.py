@@ -32,7 +32,7 @@ from libs.mapping.model import Mappings
 from libs.observability.health import HealthServer, kafka_check, migrations_check, postgres_check
 from libs.observability.logging import get_logger
 from libs.runtime import Component, serve
-from services.outbound.consumer import PUSH_BATCH_EVENTS, BatchingConsumer
+from services.outbound.consumer import PUSH_BATCH_EVENTS, PUSH_LINGER_S, BatchingConsumer
 from services.outbound.poller import Poller, PollerConfig
 from services.outbound.pusher import Pusher
 from services.outbound.settings import OutboundSettings
@@ -75,7 +75,7 @@ def pusher_consumer(
     topic_prefix: str | None = None,
     partitions: int = DEFAULT_PARTITIONS,
     max_events: int = PUSH_BATCH_EVENTS,
-    linger: float = 1.0,
+    linger: float = PUSH_LINGER_S,
     group: str = PUSHER_GROUP,
 ) -> BatchingConsumer:
     """The ``outbound-pusher`` consumer of ``outbound.changes`` feeding ``pusher.handle``."""

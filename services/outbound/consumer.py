@@ -74,7 +74,7 @@ class _Batch:
         return sorted((e for batch in self.events.values() for e in batch), key=lambda e: e.position)
 
 
-# Events per pusher batch at most (the consumer gathers up to this many for up to a second). Measured with
+# Events per pusher batch at most (the consumer gathers up to this many for up to ``PUSH_LINGER_S``). Measured with
 # bench_outbound --only unlimited, one sitting: 20,000 made 5,529-5,642 records/s end to end, 1,000-8,000
 # made 5,808-6,674 (the next batch starts sooner and the last one ends sooner), with as few HubSpot requests
 # (1.036-1.040 x the minimum). 5,000 keeps 50 full upserts per object type in one batch.
@@ -83,6 +83,14 @@ PUSH_BATCH_EVENTS = 5_000
 # (the handler waited for the last batch's commit before the next), each pusher sat 0.1-0.3 s a batch with no
 # request out while Postgres committed 5,000 invoices or line items (bench_outbound (b), 2026-12-07).
 COMMITS_BEHIND = 2
+# Seconds a pusher batch gathers, at most, while messages keep coming (a drained backlog ends it sooner, after
+# ``quiet``). Every batch ends in a partly filled request per object type and per association pair, so while a
+# poll streams in, the fewer batches the fewer requests: two pushers keep up with the stream and took a
+# second's worth (about 2,200 events) per batch at 1 s; at 2 s a batch comes near PUSH_BATCH_EVENTS. Measured
+# (bench_outbound --only unlimited, 2026-12-08, alternating): (a) 1.041 and 1.038 at 2 s against 1.051 and
+# 1.054 at 1 s (3,102 and 3,094 requests against 3,132 and 3,141), (c) within its noise. A change reaches
+# HubSpot up to a second later while a poll streams; the poll itself runs every 15 minutes or more.
+PUSH_LINGER_S = 2.0
 
 
 class BatchingConsumer(EventConsumer):
@@ -94,7 +102,7 @@ class BatchingConsumer(EventConsumer):
         dlq: DeadLetterQueue,
         *,
         max_events: int = PUSH_BATCH_EVENTS,
-        linger: float = 1.0,
+        linger: float = PUSH_LINGER_S,
         quiet: float = 0.6,
         pipeline: bool = True,
         prefetch: bool = True,

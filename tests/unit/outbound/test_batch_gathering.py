@@ -11,7 +11,7 @@ from typing import Any
 from aiokafka.structs import TopicPartition
 
 from libs.events.consumer import ConsumerConfig, HandlerResult
-from services.outbound.consumer import BatchingConsumer
+from services.outbound.consumer import PUSH_BATCH_EVENTS, PUSH_LINGER_S, BatchingConsumer
 
 TP = TopicPartition("t", 0)
 
@@ -44,15 +44,18 @@ async def _nothing(events: Any) -> HandlerResult:
     return HandlerResult()
 
 
-def _consumer(script: list[tuple[float, int]], *, max_events: int = 1000) -> BatchingConsumer:
+def _consumer(
+    script: list[tuple[float, int]], *, max_events: int = 1000, timing: dict[str, float] | None = None
+) -> BatchingConsumer:
+    """A consumer reading ``script``; ``timing``: its ``linger`` and ``quiet`` (1 s and 0.1 s unless given; ``{}``
+    for the pusher's own)."""
     consumer = BatchingConsumer(
         SimpleNamespace(pool=None),  # type: ignore[arg-type]
         _nothing,
         ConsumerConfig("pusher", ["t"], "127.0.0.1:1", poll_timeout_ms=500),
         None,  # type: ignore[arg-type]
         max_events=max_events,
-        linger=1.0,
-        quiet=0.1,
+        **({"linger": 1.0, "quiet": 0.1} if timing is None else timing),
     )
     consumer._kafka = _Kafka(script)  # type: ignore[assignment]
     return consumer
@@ -76,3 +79,12 @@ async def test_a_steady_stream_fills_the_batch_for_up_to_the_linger() -> None:
     assert 0.9 <= seconds < 2.0 and 800 <= count <= 2_200
     count, seconds = await _timed_gather(_consumer([(0.0, 600), (0.05, 600)], max_events=1_000))
     assert count == 1_000 and seconds < 0.7  # full: handed over at once
+
+
+async def test_the_pushers_batch_takes_a_streaming_poll_for_longer_than_a_second() -> None:
+    # A poll streams in for 1.5 s, 50 events every 0.05 s, well under a full batch: the pusher's own settings
+    # take it as one batch, not two (each batch ends in a partly filled request per object type).
+    script = [(0.0, 50)] + [(0.05, 50)] * 30
+    count, seconds = await _timed_gather(_consumer(script, max_events=PUSH_BATCH_EVENTS, timing={}))
+    assert count == 50 * 31
+    assert seconds < PUSH_LINGER_S + 1.0  # handed over once the stream paused, not a whole linger after it
