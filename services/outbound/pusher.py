@@ -227,7 +227,10 @@ class _Overlay:
     The consumer commits batches N-1 and N while the pusher already works on
     batch N+1 (``services.outbound.consumer.COMMITS_BEHIND``), so N+1 must see
     their HubSpot ids, fingerprints and waiting associations here rather than in
-    Postgres: the pusher keeps the overlays of its last two batches.
+    Postgres. N+1's own overlay joins them when its records are written, before
+    its associations (which still need N-1's: the consumer waits for N-1's
+    commit only after that): the pusher keeps the overlays of its last three
+    batches.
     """
 
     rows: dict[RecordKey, IdRow]  # the hubspot_ids rows it writes, new associations folded in
@@ -282,8 +285,8 @@ class Pusher:
         self.source = source
         self._echoing = echoing_properties(mappings)
         self._triggers = inbound_triggers(mappings)
-        # The last batches, newest last: as many as may be uncommitted while the next one is handled.
-        self._overlays: deque[_Overlay] = deque(maxlen=COMMITS_BEHIND)
+        # The last batches, newest last: as many as may be uncommitted while the next one is handled, and that one.
+        self._overlays: deque[_Overlay] = deque(maxlen=COMMITS_BEHIND + 1)
         self._prepared: tuple[list[uuid.UUID], tuple[list[Change], list[Malformed]]] | None = None
 
     # --- entry points ---------------------------------------------------------------------------

@@ -74,6 +74,42 @@ async def test_a_batch_handled_before_the_previous_one_committed_links_and_skips
     assert_hubspot_matches(hubspot_sim, expected)
 
 
+async def test_a_batch_links_to_a_parent_two_batches_back_whose_commit_is_still_under_way(
+    store: PostgresEventStore, kleer_sim: KleerSimServer, hubspot_sim: HubSpotSim
+) -> None:
+    """The consumer handles batch 3 while batches 1 and 2 commit (``COMMITS_BEHIND``), and batch 3's
+    associations go out before it waits for batch 1's commit: they must still see batch 1's writes."""
+    kleer_sim.seed(n_clients=4, seed=61)
+    invoice = next(i for i in kleer_sim.book.invoices if i["certified"] and not i.get("debit-invoice-nr"))
+    client = kleer_sim.book.clients.get(invoice["client-ref"]["id"])
+    assert client is not None
+    other = next(c for c in kleer_sim.book.clients if c["id"] != client["id"])
+    (company,) = snapshots_for_push("client", client)
+    (other_company,) = snapshots_for_push("client", other)
+    invoice_snapshot, *lines = snapshots_for_push("invoice", invoice)
+    assert lines
+    async with hubspot_sim.client() as hubspot:
+        await setup_hubspot(hubspot)
+        pusher = Pusher(store, {CONNECTION: hubspot})
+        first = await pusher.handle(_events([company, invoice_snapshot]))  # its commit still under way below
+        await first.settled()
+        second = await pusher.handle(_events([other_company]))
+        await second.settled()
+        writes = write_requests(hubspot_sim)
+
+        third = await pusher.handle(_events(lines))  # the invoice's rows: their parent is batch 1's
+        await third.settled()
+
+        # The rows' upsert and their association batch, to the invoice batch 1 wrote: nothing left waiting.
+        assert write_requests(hubspot_sim) - writes == 2
+        for result in (first, second, third):
+            await _commit(store, result)
+
+    assert await store.pool.fetchval("SELECT count(*) FROM pending_associations") == 0
+    expected = {(s.kind, s.kleer_id): s for s in [company, other_company, invoice_snapshot, *lines]}
+    assert_hubspot_matches(hubspot_sim, expected)
+
+
 async def test_the_next_batch_goes_ahead_while_the_previous_ones_associations_are_written(
     store: PostgresEventStore, kleer_sim: KleerSimServer, hubspot_sim: HubSpotSim
 ) -> None:
