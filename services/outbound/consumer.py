@@ -275,7 +275,11 @@ class BatchingConsumer(EventConsumer):
                         decoded[(tp, message.offset)] = self._decode(tp, message)
                 await asyncio.sleep(0)  # let the handler's answers in between
         if self.prepare is not None and decoded:
-            self.prepare(sorted(decoded.values(), key=_POSITION))
+            try:
+                self.prepare(sorted(decoded.values(), key=_POSITION))
+            except Exception as exc:  # only work done ahead: the handler does it again; the messages stay
+                log.warning("preparing the next batch failed; its handler will do it", consumer=self.config.name,
+                            error=repr(exc))
         return gathered
 
     def _decode(self, tp: TopicPartition, message: Any) -> RecordedEvent:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -30,7 +31,7 @@ class _Kafka:
             return {}
         self.left -= 1
         self.offset += 1
-        return {TP: [SimpleNamespace(offset=self.offset)]}
+        return {TP: [SimpleNamespace(offset=self.offset, headers=[])]}
 
     def assignment(self) -> set[TopicPartition]:
         return {TP}
@@ -42,7 +43,9 @@ class _Kafka:
 class _Run:
     """A consumer whose handler and commits only log when they start and end (the commits take a while)."""
 
-    def __init__(self, batches: int, moved_at: int | None = None) -> None:
+    def __init__(
+        self, batches: int, moved_at: int | None = None, prepare: Callable[[Any], None] | None = None
+    ) -> None:
         self.log: list[tuple[str, int]] = []
         self.moved_at = moved_at
         self.discarded = 0
@@ -55,8 +58,9 @@ class _Run:
             max_events=1,
             linger=0.0,
             quiet=0.0,
-            prefetch=False,
+            prefetch=prepare is not None,
             on_discard=self.discard,
+            prepare=prepare,
         )
         consumer._kafka = _Kafka(batches)  # type: ignore[assignment]
         consumer._take = self.take  # type: ignore[method-assign]
@@ -65,7 +69,12 @@ class _Run:
         consumer._follow_broker_epoch = self.same_epoch  # type: ignore[method-assign]
         consumer._update_lag = self.no_lag  # type: ignore[method-assign]
         consumer._register = self.register  # type: ignore[method-assign]
+        consumer._decode = self.decode  # type: ignore[method-assign]
         self.consumer = consumer
+
+    @staticmethod
+    def decode(tp: TopicPartition, message: Any) -> Any:
+        return SimpleNamespace(position=message.offset, event_id=f"e{message.offset}", metadata={})
 
     async def take(self, gathered: dict[TopicPartition, list[Any]]) -> _Batch:
         offset = gathered[TP][-1].offset
@@ -135,3 +144,13 @@ async def test_a_commit_that_finds_its_checkpoints_moved_voids_the_next_and_star
     assert commits == [1, 3]  # batch 3, handled on them too, is taken again from Kafka and commits then
     assert [n for what, n in run.log if what == "handle"] == [1, 2, 3, 3]
     assert run.started_over == 1 and run.discarded == 1
+
+
+async def test_a_failure_preparing_the_prefetched_batch_loses_none_of_its_messages() -> None:
+    def prepare(events: Any) -> None:
+        raise RuntimeError("work done ahead failed")
+
+    run = _Run(batches=4, prepare=prepare)
+    await run.run_until(lambda: ("committed", 4) in run.log)
+    # The messages fetched ahead are handled all the same (the handler coalesces them itself).
+    assert [n for what, n in run.log if what == "handle"] == [1, 2, 3, 4]
