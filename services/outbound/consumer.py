@@ -93,6 +93,11 @@ COMMITS_BEHIND = 2
 PUSH_LINGER_S = 2.0
 
 
+def _void(commit: asyncio.Task[bool]) -> bool:
+    """A commit done that committed nothing (its checkpoints had moved, or the one before it did)."""
+    return commit.done() and not commit.cancelled() and commit.exception() is None and not commit.result()
+
+
 class BatchingConsumer(EventConsumer):
     def __init__(
         self,
@@ -218,6 +223,9 @@ class BatchingConsumer(EventConsumer):
             if not await self._settle(commits.popleft()):
                 await self._abandon(commits)
                 return False
+        if any(_void(commit) for commit in commits):  # one of those kept already knows: start over now, not a
+            await self._abandon(commits)  # batch later (the next batch would be handled for nothing)
+            return False
         return True
 
     @staticmethod

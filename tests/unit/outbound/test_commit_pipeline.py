@@ -44,9 +44,14 @@ class _Run:
     """A consumer whose handler and commits only log when they start and end (the commits take a while)."""
 
     def __init__(
-        self, batches: int, moved_at: int | None = None, prepare: Callable[[Any], None] | None = None
+        self,
+        batches: int,
+        moved_at: int | None = None,
+        prepare: Callable[[Any], None] | None = None,
+        handle_seconds: float = 0.01,
     ) -> None:
         self.log: list[tuple[str, int]] = []
+        self.handle_seconds = handle_seconds
         self.moved_at = moved_at
         self.discarded = 0
         self.started_over = 0
@@ -83,7 +88,7 @@ class _Run:
 
     async def handle(self, events: Any) -> HandlerResult:
         self.log.append(("handle", events[0].position))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(self.handle_seconds)
         return HandlerResult()
 
     async def commit(self, batch: _Batch, result: HandlerResult) -> bool:
@@ -144,6 +149,16 @@ async def test_a_commit_that_finds_its_checkpoints_moved_voids_the_next_and_star
     assert commits == [1, 3]  # batch 3, handled on them too, is taken again from Kafka and commits then
     assert [n for what, n in run.log if what == "handle"] == [1, 2, 3, 3]
     assert run.started_over == 1 and run.discarded == 1
+
+
+
+async def test_a_void_commit_known_before_the_next_batch_is_taken_starts_over_at_once() -> None:
+    # Handling takes longer than a commit: batch 2's commit has found its checkpoints moved by the time batch 3
+    # is handled. The consumer starts over then, rather than chaining batch 3's commit to it and handling 4.
+    run = _Run(batches=4, moved_at=2, handle_seconds=2 * COMMIT_SECONDS)
+    await run.run_until(lambda: run.started_over > 0 and ("committed", 3) in run.log)
+    assert [n for what, n in run.log if what == "handle"] == [1, 2, 3, 3]
+    assert [n for what, n in run.log if what == "commit"] == [1, 2, 3]
 
 
 async def test_a_failure_preparing_the_prefetched_batch_loses_none_of_its_messages() -> None:
