@@ -326,6 +326,7 @@ class PostgresRateBudget:
         self._reporter: asyncio.Task[None] | None = None
         self._reserved: dict[asyncio.Future[None], int] = {}  # waiters with a reservation not yet handed out
         self._handing_out_at = 0.0  # the event loop's time of the last reservation's hand-out
+        self._held_until = 0.0  # the event loop's time a 429's block ends: reservations wait for it
 
     @staticmethod
     def _now_ms() -> float:
@@ -470,6 +471,10 @@ class PostgresRateBudget:
         loop.call_at(self._handing_out_at, self._hand_out_reserved, waiting)
 
     def _hand_out_reserved(self, waiting: list[tuple[int, asyncio.Future[None]]]) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._held_until:  # a 429 came after the reservation: its request waits out the block
+            loop.call_at(self._held_until, self._hand_out_reserved, waiting)  # (it counts longer, never shorter)
+            return
         self._hand_out([(cost, granted) for cost, granted in waiting if self._reserved.pop(granted, None)])
 
     def observe(self, headers: Mapping[str, str], status: int = 200) -> None:
@@ -486,6 +491,8 @@ class PostgresRateBudget:
             if self._reporter is None:
                 self._reporter = asyncio.get_running_loop().create_task(self._report_soon())
         policy.observe(headers, status)
+        if status == 429 and self._reserved:  # the next statement tells the other processes; these are granted
+            self._held_until = max(self._held_until, asyncio.get_running_loop().time() + policy.pending_block_ms / 1000)
 
     async def _report_soon(self) -> None:
         """Report the answers if no statement has taken them within a tenth of the interval (a process with

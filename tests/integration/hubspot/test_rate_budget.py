@@ -161,6 +161,31 @@ async def test_a_waiter_for_a_full_window_reserves_the_slot_that_frees_first(bud
     assert 0.49 <= went[1] < 0.57  # the second's, 0.1 s after
 
 
+async def test_a_reserved_request_waits_out_a_429_that_came_after_its_reservation(
+    budget_pool: asyncpg.Pool,
+) -> None:
+    """A reservation is granted ahead, for its slot's time; a 429 answered before that time blocks the portal
+    (for a tenth of the interval, at the first), and the reserved request goes only once the block is over."""
+    budget = PostgresRateBudget(budget_pool, f"portal-{uuid.uuid4().hex[:8]}", 3, 2000, safety_margin=0,
+                                window_padding_ms=0)
+    await grant(budget)
+    await grant(budget)
+    answered = time.monotonic()
+    await budget.acquire()  # a third request, in flight: the window is full
+    went: list[float] = []
+
+    async def request() -> None:
+        await grant(budget)
+        went.append(time.monotonic() - answered)
+
+    reserved = asyncio.create_task(request())  # the slot of the first answer, 2 s after it
+    await asyncio.sleep(1.9)
+    assert went == []
+    budget.observe({}, 429)  # the third request's answer: blocked for 0.2 s from now
+    await reserved
+    assert went[0] >= 2.09  # not at its slot (2.0 s): after the block
+
+
 async def test_a_pod_with_a_shorter_window_still_counts_the_grants_of_a_pod_with_a_longer_one(
     budget_pool: asyncpg.Pool,
 ) -> None:
