@@ -497,9 +497,11 @@ class EventConsumer:
         conn: asyncpg.Connection,
         result: HandlerResult,
         checkpoints: Sequence[tuple[TopicPartition, int, int]],
+        *,
+        epoch: int | None = None,
     ) -> None:
         """The handler's writes, the new checkpoints ``(partition, position, kafka offset)``, then its appends,
-        in the caller's transaction.
+        in the caller's transaction. The offsets are of the broker ``epoch`` (by default the one followed now).
 
         Appends last: the append takes the log's append lock and holds it until COMMIT, so it is held for
         the append and the commit only (a pusher batch of 20,000 events held it through its checkpoint upsert
@@ -512,7 +514,7 @@ class EventConsumer:
             "ON CONFLICT (consumer, topic, partition) DO UPDATE SET position = EXCLUDED.position, "
             "kafka_offset = EXCLUDED.kafka_offset, epoch = EXCLUDED.epoch, updated_at = now()",
             [
-                (self.config.name, tp.topic, tp.partition, position, offset, self._epoch or 0)
+                (self.config.name, tp.topic, tp.partition, position, offset, (self._epoch or 0) if epoch is None else epoch)
                 for tp, position, offset in checkpoints
             ],
         )

@@ -64,11 +64,13 @@ _POSITION = attrgetter("position")
 
 @dataclass(frozen=True)
 class _Batch:
-    """New events per partition, the checkpoints they follow and the last Kafka offset read."""
+    """New events per partition, the checkpoints they follow, the last Kafka offset read and the broker epoch
+    that offset belongs to (a broker that lost its data numbers its offsets anew)."""
 
     events: dict[TopicPartition, list[RecordedEvent]]
     after: dict[TopicPartition, int]
     offsets: dict[TopicPartition, int]
+    epoch: int = 0
 
     def ordered(self) -> list[RecordedEvent]:
         return sorted((e for batch in self.events.values() for e in batch), key=lambda e: e.position)
@@ -162,7 +164,10 @@ class BatchingConsumer(EventConsumer):
                         continue
                     gathered = await self._next_messages()
                     if await self._follow_broker_epoch():
+                        # What was just fetched may come from the broker that lost its data (its offsets mean
+                        # nothing to the new one): it is read again, from the start, as the base class does.
                         self._drop_ahead()
+                        continue
                     if not gathered:
                         if commits:
                             if not await self._settle_all(commits):
@@ -340,7 +345,7 @@ class BatchingConsumer(EventConsumer):
         self._decoded.clear()  # what the prefetch decoded is taken now; the rest is stale
         if not events:
             return None
-        return _Batch(events, after, {tp: gathered[tp][-1].offset for tp in events})
+        return _Batch(events, after, {tp: gathered[tp][-1].offset for tp in events}, self._epoch or 0)
 
     async def _commit_all(self, batch: _Batch, result: HandlerResult) -> bool:
         """Effects and every partition's checkpoint in one transaction; False if one moved under us."""
@@ -358,6 +363,7 @@ class BatchingConsumer(EventConsumer):
                     conn,
                     result,
                     [(tp, events[-1].position, batch.offsets[tp]) for tp, events in batch.events.items()],
+                    epoch=batch.epoch,
                 )
             return moved
 
