@@ -22,7 +22,6 @@ from libs.events.envelope import NewEvent, RecordedEvent
 from libs.events.kafka import DEFAULT_PARTITIONS
 from libs.events.relay import Relay, RelayConfig
 from libs.events.store import AppendRequest, PostgresEventStore
-from services.outbound.consumer import BatchingConsumer
 from services.topics import all_topic_names, make_router
 from sim.broker import TansuBroker, free_port
 
@@ -74,21 +73,18 @@ async def _assert_exactly_once(pool: asyncpg.Pool, expected: int) -> None:
 
 @contextlib.asynccontextmanager
 async def _running_consumer(
-    store: PostgresEventStore, broker: TansuBroker, prefix: str, handler: Any = _record_effects,
-    *, batching: bool = False,
+    store: PostgresEventStore, broker: TansuBroker, prefix: str, handler: Any = _record_effects
 ) -> AsyncIterator[EventConsumer]:
-    """An ``EventConsumer``, or with ``batching`` the pusher's ``BatchingConsumer`` (batches gathered across
-    partitions, prefetched, committed in the background)."""
-    config = ConsumerConfig(
-        name=f"test-{prefix}",
-        topics=all_topic_names(prefix)[:1],
-        bootstrap_servers=broker.bootstrap_servers,
-        router=make_router(prefix),  # type: ignore[arg-type]
-    )
-    consumer = (
-        BatchingConsumer(store, handler, config, DeadLetterQueue(store), max_events=300, linger=0.2, quiet=0.1)
-        if batching
-        else EventConsumer(store, handler, config, DeadLetterQueue(store))
+    consumer = EventConsumer(
+        store,
+        handler,
+        ConsumerConfig(
+            name=f"test-{prefix}",
+            topics=all_topic_names(prefix)[:1],
+            bootstrap_servers=broker.bootstrap_servers,
+            router=make_router(prefix),  # type: ignore[arg-type]
+        ),
+        DeadLetterQueue(store),
     )
     task = asyncio.create_task(consumer.run())
     try:
@@ -207,21 +203,19 @@ async def test_broker_restarted_empty_mid_stream_still_delivers_every_event_once
     await _assert_exactly_once(pool, 3000)
 
 
-@pytest.mark.parametrize("batching", [False, True], ids=["consumer", "pusher-consumer"])
 async def test_a_batch_fetched_before_the_broker_lost_its_data_is_read_again_not_checkpointed(
-    store: PostgresEventStore, pool: asyncpg.Pool, own_broker: TansuBroker, batching: bool
+    store: PostgresEventStore, pool: asyncpg.Pool, own_broker: TansuBroker
 ) -> None:
     """Found by the short soak: a consumer stalled for good after a broker restart.
 
     It had fetched a batch from the broker that then died, noticed the relay's new broker epoch
     before handling the batch, and checkpointed the old broker's offsets under the new epoch. Its
     next start sought to those offsets in the new broker's far shorter partitions, and waited there.
-    The pusher's consumer had kept the same fault (found in review, 2026-12-08).
     """
     prefix = f"t{uuid.uuid4().hex[:8]}"
     await _effects_table(pool)
     async with _running_relay(store, own_broker, prefix):
-        async with _running_consumer(store, own_broker, prefix, batching=batching) as consumer:
+        async with _running_consumer(store, own_broker, prefix) as consumer:
             await _append(store, 1500, "b")
             await _wait_for_effects(pool, 1500, timeout=60)
             epoch = await pool.fetchval("SELECT max(epoch) FROM relay_state") or 0
@@ -249,7 +243,7 @@ async def test_a_batch_fetched_before_the_broker_lost_its_data_is_read_again_not
             await _wait_for_effects(pool, 1900, timeout=90)
             assert not armed.is_set(), "no batch was fetched after the hook was armed"
         # A new start resumes from the checkpoints: they must hold offsets of the broker that now runs.
-        async with _running_consumer(store, own_broker, prefix, batching=batching):
+        async with _running_consumer(store, own_broker, prefix):
             await _append(store, 300, "d")
             await _wait_for_effects(pool, 2200, timeout=60)
     await _assert_exactly_once(pool, 2200)
