@@ -92,12 +92,18 @@ class HandlerResult:
 
     ``pending``: work the handler started and the commit waits for, before it opens the transaction (the
     writes read what it found). Should one fail, nothing of the batch is committed and the error is the
-    commit's.
+    commit's. ``on_commit``: called once the transaction has committed (not if nothing was).
     """
 
     appends: list[AppendRequest] = field(default_factory=list)
     writes: list[SqlWrite] = field(default_factory=list)
     pending: list[Awaitable[Any]] = field(default_factory=list)
+    on_commit: list[Callable[[], None]] = field(default_factory=list)
+
+    def committed(self) -> None:
+        """The transaction has committed: tell whoever asked (``on_commit``)."""
+        for callback in self.on_commit:
+            callback()
 
     async def settled(self) -> None:
         """Wait for the pending work."""
@@ -113,6 +119,7 @@ class HandlerResult:
                 await write(conn)
             if self.appends:
                 await store.append_batch(self.appends, conn=conn)
+        self.committed()
 
 
 BatchHandler = Callable[[Sequence[RecordedEvent]], Awaitable[HandlerResult]]
@@ -458,6 +465,7 @@ class EventConsumer:
         if moved is not None:
             self._checkpoints[(tp.topic, tp.partition)] = moved
             return False
+        result.committed()
         self._checkpoints[(tp.topic, tp.partition)] = new_checkpoint
         self.handled += len(events)
         metrics.CONSUMER_HANDLED.labels(consumer=self.config.name, outcome="handled").inc(len(events))

@@ -375,6 +375,7 @@ class BatchingConsumer(EventConsumer):
                 self._checkpoints[(tp.topic, tp.partition)] = batch.after[tp]
             self._checkpoints.update(moved)
             return False
+        result.committed()
         handled = sum(len(events) for events in batch.events.values())
         log.info(
             "batch committed",

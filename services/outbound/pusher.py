@@ -237,6 +237,12 @@ class _Overlay:
     linked: dict[RecordKey, set[str]]  # associations written for records this batch did not upsert
     waiting: set[Waiting]
     resolved: set[Waiting]
+    # Its commit is done: Postgres holds its rows, or newer ones (another pusher's, after a rebalance moved the
+    # partition away and back). A look-up that starts after that reads Postgres alone.
+    committed: bool = False
+
+    def commit(self) -> None:
+        self.committed = True
 
     @classmethod
     def of(cls, outcome: _Outcome) -> _Overlay:
@@ -306,7 +312,9 @@ class Pusher:
         overlay = _Overlay.of(outcome)
         self._overlays.append(overlay)
         linking = asyncio.ensure_future(self._link(written, pushed, outcome, overlay))
-        return HandlerResult(appends=outcome.appends, writes=[self._writer(outcome)], pending=[linking])
+        return HandlerResult(
+            appends=outcome.appends, writes=[self._writer(outcome)], pending=[linking], on_commit=[overlay.commit]
+        )
 
     def prepare(self, events: Sequence[RecordedEvent]) -> None:
         """Coalesce the consumer's next batch ahead (its prefetch), while this one waits for HubSpot: ``handle``
@@ -891,11 +899,12 @@ class Pusher:
 
     async def _ready_links(self, here: Mapping[RecordKey, str], *, sweep: bool) -> list[tuple[Link, Waiting]]:
         ready: dict[Waiting, tuple[str, str]] = {}
-        resolved = {row for overlay in self._overlays for row in overlay.resolved}
+        overlays = self._uncommitted()  # before Postgres is read
+        resolved = {row for overlay in overlays for row in overlay.resolved}
         waiting = [
             row
             for row in dict.fromkeys(
-                [*await idmap.waiting_for(self.pool, list(here)), *self._waiting_in_memory(here)]
+                [*await idmap.waiting_for(self.pool, list(here)), *_waiting_in_memory(overlays, here)]
             )
             if row not in resolved
         ]
@@ -918,11 +927,17 @@ class Pusher:
             links.extend((link, row) for link in planned)
         return links
 
+    def _uncommitted(self) -> list[_Overlay]:
+        """The overlays of the batches whose commit is not done (asked before Postgres is read: a commit done
+        meanwhile is in what it reads, or not; its overlay is laid over it either way)."""
+        return [overlay for overlay in self._overlays if not overlay.committed]
+
     async def _pushed_state(self, keys: Sequence[RecordKey]) -> dict[RecordKey, Pushed]:
         """What HubSpot last got from us: Postgres, overlaid with the batches not yet surely committed."""
+        overlays = self._uncommitted()
         pushed = await idmap.load_pushed(self.pool, keys)
         wanted = set(keys)
-        for overlay in self._overlays:
+        for overlay in overlays:
             # dict.keys() & set walks the smaller side; set.intersection(dict) walked the overlay's every row
             # (5,000 a batch) at each of a batch's look-ups (one per chunk planned, and the links').
             for key in overlay.linked.keys() & wanted:
@@ -940,14 +955,6 @@ class Pusher:
 
     async def _hubspot_ids(self, keys: Sequence[RecordKey]) -> dict[RecordKey, str]:
         return {key: p.hubspot_id for key, p in (await self._pushed_state(keys)).items() if not p.removed}
-
-    def _waiting_in_memory(self, parents: Mapping[RecordKey, str]) -> list[Waiting]:
-        return [
-            row
-            for overlay in self._overlays
-            for row in overlay.waiting
-            if (row.connection, row.parent.kind, row.parent.kleer_id or "") in parents
-        ]
 
     async def _write_ready(self, ready: Sequence[tuple[Link, Waiting]], outcome: _Outcome) -> None:
         failed = await self._write_links([link for link, _ in ready], outcome)
@@ -1046,6 +1053,15 @@ class Pusher:
                 )
 
         return write
+
+
+def _waiting_in_memory(overlays: Sequence[_Overlay], parents: Mapping[RecordKey, str]) -> list[Waiting]:
+    return [
+        row
+        for overlay in overlays
+        for row in overlay.waiting
+        if (row.connection, row.parent.kind, row.parent.kleer_id or "") in parents
+    ]
 
 
 def _with_links(

@@ -110,6 +110,30 @@ async def test_a_batch_links_to_a_parent_two_batches_back_whose_commit_is_still_
     assert_hubspot_matches(hubspot_sim, expected)
 
 
+async def test_a_batch_committed_is_read_from_postgres_not_its_overlay_which_another_pusher_may_have_outdated(
+    store: PostgresEventStore, kleer_sim: KleerSimServer, hubspot_sim: HubSpotSim
+) -> None:
+    """A rebalance moves a partition to another pusher and back within a few batches: what that pusher wrote
+    (in Postgres) is newer than what this one remembers of its own committed batch."""
+    kleer_sim.seed(n_clients=2, seed=61)
+    client = next(iter(kleer_sim.book.clients))
+    (before,) = snapshots_for_push("client", client)
+    (renamed,) = snapshots_for_push("client", {**client, "name": f"{client['name']} Renamed"})
+    assert before.fingerprint != renamed.fingerprint
+    async with hubspot_sim.client() as hubspot:
+        await setup_hubspot(hubspot)
+        here, other = Pusher(store, {CONNECTION: hubspot}), Pusher(store, {CONNECTION: hubspot})
+        await _commit(store, await here.handle(_events([before])))
+        await _commit(store, await other.handle(_events([renamed])))  # the partition with the other pusher
+        writes = write_requests(hubspot_sim)
+
+        back = await here.handle(_events([before]))  # back here: Kleer has the first name again
+        await _commit(store, back)
+
+        assert write_requests(hubspot_sim) - writes == 1  # pushed, not skipped as what this pusher last sent
+    assert_hubspot_matches(hubspot_sim, {(before.kind, before.kleer_id): before})
+
+
 async def test_the_next_batch_goes_ahead_while_the_previous_ones_associations_are_written(
     store: PostgresEventStore, kleer_sim: KleerSimServer, hubspot_sim: HubSpotSim
 ) -> None:
