@@ -161,23 +161,17 @@ async def test_a_waiter_for_a_full_window_reserves_the_slot_that_frees_first(bud
     assert 0.49 <= went[1] < 0.57  # the second's, 0.1 s after
 
 
-async def _full_with_one_in_flight(pool: asyncpg.Pool) -> tuple[PostgresRateBudget, float]:
-    """A budget of 3 per 2 s: two requests answered (and when), a third in flight; the next one reserves."""
-    budget = PostgresRateBudget(pool, f"portal-{uuid.uuid4().hex[:8]}", 3, 2000, safety_margin=0,
-                                window_padding_ms=0)
-    await grant(budget)
-    await grant(budget)
-    answered = time.monotonic()
-    await budget.acquire()
-    return budget, answered
-
-
 async def test_a_reserved_request_waits_out_a_429_that_came_after_its_reservation(
     budget_pool: asyncpg.Pool,
 ) -> None:
     """A reservation is granted ahead, for its slot's time; a 429 answered before that time blocks the portal
     (for a tenth of the interval, at the first), and the reserved request goes only once the block is over."""
-    budget, answered = await _full_with_one_in_flight(budget_pool)
+    budget = PostgresRateBudget(budget_pool, f"portal-{uuid.uuid4().hex[:8]}", 3, 2000, safety_margin=0,
+                                window_padding_ms=0)
+    await grant(budget)
+    await grant(budget)
+    answered = time.monotonic()
+    await budget.acquire()  # a third request, in flight: the window is full
     went: list[float] = []
 
     async def request() -> None:
@@ -197,7 +191,12 @@ async def test_a_429_answered_while_a_reservation_is_being_granted_is_waited_out
 ) -> None:
     """The reserving statement went out before the 429 came back, so Postgres granted the slot without the
     block: the request still waits for the block's end."""
-    budget, answered = await _full_with_one_in_flight(budget_pool)
+    budget = PostgresRateBudget(budget_pool, f"portal-{uuid.uuid4().hex[:8]}", 3, 2000, safety_margin=0,
+                                window_padding_ms=0)
+    await grant(budget)
+    await grant(budget)
+    answered = time.monotonic()
+    await budget.acquire()  # a third request, in flight: the window is full
     await asyncio.sleep(1.9)
     ask = budget._ask
 
