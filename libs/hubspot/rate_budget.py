@@ -491,8 +491,7 @@ class PostgresRateBudget:
             if self._reporter is None:
                 self._reporter = asyncio.get_running_loop().create_task(self._report_soon())
         policy.observe(headers, status)
-        if status == 429:  # the next statement tells the other processes; reservations granted here, or being
-            # granted by a statement that went out before this answer, wait for the block's end here
+        if status == 429 and self._reserved:  # the next statement tells the other processes; these are granted
             self._held_until = max(self._held_until, asyncio.get_running_loop().time() + policy.pending_block_ms / 1000)
 
     async def _report_soon(self) -> None:

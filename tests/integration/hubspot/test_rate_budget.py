@@ -186,31 +186,6 @@ async def test_a_reserved_request_waits_out_a_429_that_came_after_its_reservatio
     assert went[0] >= 2.09  # not at its slot (2.0 s): after the block
 
 
-async def test_a_429_answered_while_a_reservation_is_being_granted_is_waited_out_too(
-    budget_pool: asyncpg.Pool,
-) -> None:
-    """The reserving statement went out before the 429 came back, so Postgres granted the slot without the
-    block: the request still waits for the block's end."""
-    budget = PostgresRateBudget(budget_pool, f"portal-{uuid.uuid4().hex[:8]}", 3, 2000, safety_margin=0,
-                                window_padding_ms=0)
-    await grant(budget)
-    await grant(budget)
-    answered = time.monotonic()
-    await budget.acquire()  # a third request, in flight: the window is full
-    await asyncio.sleep(1.9)
-    ask = budget._ask
-
-    async def a_429_while_asking(cost: int, *, reserve: bool = False) -> tuple[int, bool]:
-        result = await ask(cost, reserve=reserve)
-        if reserve:
-            budget.observe({}, 429)  # the third request's answer, while the statement was out
-        return result
-
-    budget._ask = a_429_while_asking  # type: ignore[method-assign]
-    await grant(budget)
-    assert time.monotonic() - answered >= 2.09  # not at its slot (2.0 s): after the block
-
-
 async def test_a_pod_with_a_shorter_window_still_counts_the_grants_of_a_pod_with_a_longer_one(
     budget_pool: asyncpg.Pool,
 ) -> None:
